@@ -1,0 +1,32 @@
+import type { Argv } from 'yargs';
+import { configKeys, envName, kebabName, schema, type ConfigKey } from '../config/schema.js';
+
+/** Every config key as a flag: --pool_size 4 and --pool-size 4 alike; values stay strings for the config loader. */
+export function withConfigOptions<T>(yargs: Argv<T>): Argv<T> {
+  let y = yargs.option('config', {
+    alias: 'c',
+    type: 'string',
+    default: 'conf/app.json',
+    describe: 'JSON config file',
+  }) as unknown as Argv<T>;
+  for (const key of configKeys) {
+    y = y.option(key, {
+      alias: kebabName(key),
+      type: 'string',
+      describe: `${schema[key].doc} [env ${envName(key)}]`,
+      group: 'Settings (override the config file):',
+    });
+  }
+  return y;
+}
+
+export function flagsFrom(argv: Record<string, unknown>): Partial<Record<ConfigKey, unknown>> {
+  const flags: Partial<Record<ConfigKey, unknown>> = {};
+  for (const key of configKeys) {
+    const value = argv[key];
+    if (value === undefined) continue;
+    // A flag given twice arrives as an array: keep the last, as most CLIs do.
+    flags[key] = Array.isArray(value) ? value.at(-1) : value;
+  }
+  return flags;
+}

@@ -1,0 +1,93 @@
+import { readFileSync } from 'node:fs';
+import yargs from 'yargs';
+import { loadConfig } from '../config/load.js';
+import { configKeys } from '../config/schema.js';
+import { exitCodeFor, MultiplexerError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { Primary } from '../primary/primary.js';
+import { flagsFrom, withConfigOptions } from './config-options.js';
+
+const { version } = JSON.parse(
+  readFileSync(new URL('../../../package.json', import.meta.url), 'utf8'),
+) as { version: string };
+
+function load(argv: Record<string, unknown>) {
+  return loadConfig({ file: String(argv.config), flags: flagsFrom(argv) });
+}
+
+async function start(argv: Record<string, unknown>): Promise<number> {
+  const { config, file } = load(argv);
+  const log = createLogger('primary');
+  log.info({ config: file, version }, 'multiplexer starting');
+  return new Primary(config, log).run();
+}
+
+function check(argv: Record<string, unknown>): number {
+  const { config, sources, file } = load(argv);
+  const width = Math.max(...configKeys.map((k) => k.length));
+  process.stdout.write(`config file: ${file}\nconfiguration is valid:\n`);
+  for (const key of configKeys) {
+    process.stdout.write(
+      `  ${key.padEnd(width)}  ${JSON.stringify(config[key])}  (${sources[key]})\n`,
+    );
+  }
+  return 0;
+}
+
+function report(err: unknown): number {
+  if (err instanceof MultiplexerError) {
+    const lines = err.problems.length > 0 ? err.problems : [err.message];
+    const label = err.code === 'MPX_CONFIG_INVALID' ? 'config error' : 'error';
+    for (const line of lines) process.stderr.write(`multiplexer: ${label}: ${line}\n`);
+    return exitCodeFor[err.code];
+  }
+  process.stderr.write(
+    `multiplexer: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  return 70;
+}
+
+/** Runs the CLI; resolves with the process exit code. */
+export async function run(args: string[]): Promise<number> {
+  let code = 0;
+  const parser = yargs(args)
+    .scriptName('multiplexer')
+    .usage(
+      '$0 <command> [options]\n\nRuns a pool of single-threaded HTTP services behind one port.',
+    )
+    .command(
+      'start',
+      'Start the server: backends, front workers, proxy',
+      (y) => withConfigOptions(y),
+      async (argv) => {
+        code = await start(argv);
+      },
+    )
+    .command(
+      'check',
+      'Validate the config and print every resolved value with where it came from',
+      (y) => withConfigOptions(y),
+      (argv) => {
+        code = check(argv);
+      },
+    )
+    .demandCommand(1, 'Name a command: start or check.')
+    .strict()
+    .version(version)
+    .help()
+    .alias('h', 'help')
+    .wrap(Math.min(120, process.stdout.columns || 100))
+    .fail((message, err, y) => {
+      if (err) throw err;
+      process.stderr.write(
+        `${y.help() && ''}multiplexer: ${message}\nRun "multiplexer --help" for usage.\n`,
+      );
+      code = exitCodeFor.MPX_USAGE;
+    });
+  try {
+    await parser.parseAsync();
+  } catch (err) {
+    return report(err);
+  }
+  return code;
+}

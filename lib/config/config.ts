@@ -1,0 +1,31 @@
+import type { PortRange } from './formats.js';
+
+/** The validated, frozen configuration the primary hands to every part (and to front workers). */
+export interface Config {
+  readonly pool_size: number;
+  readonly pool_max_overflow: number;
+  readonly pool_strategy: 'fifo' | 'lifo';
+  readonly http_port: number;
+  readonly http_host: string;
+  readonly http_proxy_timeout: number;
+  readonly service_http_base_url: string;
+  readonly service_port_range: PortRange;
+  readonly service_start_process_cmd: string;
+  readonly service_start_delay_ms: number | 'wait_first_output';
+  readonly service_start_timeout_ms: number;
+  readonly service_stop_timeout_ms: number;
+  readonly service_kill_pattern: string;
+  readonly workers: number;
+  readonly queue_timeout_ms: number;
+  readonly queue_max: number;
+  readonly shutdown_timeout_ms: number;
+}
+
+export type Source = 'flag' | 'env' | 'file' | 'default';
+
+export interface LoadedConfig {
+  config: Config;
+  /** Where each key's value came from, for `multiplexer check`. */
+  sources: Readonly<Record<keyof Config, Source>>;
+  file: string;
+}

@@ -1,0 +1,133 @@
+/**
+ * Value formats for the config schema. Each format knows how to read a string (from an environment
+ * variable or a flag) and what it expects, in words, so that a problem reads
+ * "pool_size must be an integer ≥ 1, got -1".
+ *
+ * A string that does not parse is kept as given, so the problem names what the operator wrote.
+ */
+export interface Format {
+  name: string;
+  expected: string;
+  coerce: (text: string) => unknown;
+  valid: (value: unknown) => boolean;
+}
+
+const INTEGER_TEXT = /^[+-]?\d+$/;
+
+function coerceInt(text: string): unknown {
+  return INTEGER_TEXT.test(text.trim()) ? Number(text.trim()) : text;
+}
+
+function isInt(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value);
+}
+
+export function intAtLeast(min: number): Format {
+  return {
+    name: `int-min-${min}`,
+    expected: `an integer ≥ ${min}`,
+    coerce: coerceInt,
+    valid: (v) => isInt(v) && v >= min,
+  };
+}
+
+export const portFormat: Format = {
+  name: 'tcp-port',
+  expected: 'a TCP port, an integer from 1 to 65535',
+  coerce: coerceInt,
+  valid: (v) => isInt(v) && v >= 1 && v <= 65535,
+};
+
+export function oneOf(values: readonly string[]): Format {
+  return {
+    name: `one-of-${values.join('-')}`,
+    expected: `one of ${values.map((v) => JSON.stringify(v)).join(', ')}`,
+    coerce: (text) => text,
+    valid: (v) => typeof v === 'string' && values.includes(v),
+  };
+}
+
+export const nonEmptyString: Format = {
+  name: 'non-empty-string',
+  expected: 'a non-empty string',
+  coerce: (text) => text,
+  valid: (v) => typeof v === 'string' && v.trim() !== '',
+};
+
+export const anyString: Format = {
+  name: 'any-string',
+  expected: 'a string',
+  coerce: (text) => text,
+  valid: (v) => typeof v === 'string',
+};
+
+export const commandFormat: Format = {
+  name: 'command-line',
+  expected: 'a non-empty command line (it is required), e.g. "node index.js %PORT%"',
+  coerce: (text) => text,
+  valid: (v) => typeof v === 'string' && v.trim() !== '',
+};
+
+export const baseUrlFormat: Format = {
+  name: 'service-base-url',
+  expected: 'an http:// URL with a host and no port or path, e.g. "http://127.0.0.1"',
+  coerce: (text) => text,
+  valid: (v) => {
+    if (typeof v !== 'string') return false;
+    try {
+      const url = new URL(v);
+      return (
+        url.protocol === 'http:' &&
+        url.hostname !== '' &&
+        url.port === '' &&
+        (url.pathname === '/' || url.pathname === '') &&
+        url.search === '' &&
+        url.username === ''
+      );
+    } catch {
+      return false;
+    }
+  },
+};
+
+export interface PortRange {
+  first: number;
+  last: number;
+}
+
+/** Accepts the seed's Elixir-style "10300..10350" and a JSON pair [10300, 10350]. */
+export function parsePortRange(value: unknown): PortRange | undefined {
+  let pair: unknown[] | undefined;
+  if (Array.isArray(value)) pair = value;
+  else if (typeof value === 'string') {
+    const match = /^\s*(\d+)\s*\.\.\s*(\d+)\s*$/.exec(value);
+    if (match) pair = [Number(match[1]), Number(match[2])];
+  }
+  if (pair?.length !== 2) return undefined;
+  const [first, last] = pair;
+  if (!portFormat.valid(first) || !portFormat.valid(last)) return undefined;
+  if ((first as number) > (last as number)) return undefined;
+  return { first: first as number, last: last as number };
+}
+
+export const portRangeFormat: Format = {
+  name: 'port-range',
+  expected: 'a port range "FIRST..LAST" or [FIRST, LAST] with 1 ≤ FIRST ≤ LAST ≤ 65535',
+  coerce: (text) => text,
+  valid: (v) => parsePortRange(v) !== undefined,
+};
+
+export const startDelayFormat: Format = {
+  name: 'start-delay',
+  expected: 'an integer ≥ 0 (milliseconds) or "wait_first_output"',
+  coerce: (text) => (text === 'wait_first_output' ? text : coerceInt(text)),
+  valid: (v) => v === 'wait_first_output' || (isInt(v) && v >= 0),
+};
+
+/** Text for a value in a problem line: JSON, so that "4" and 4 read differently. */
+export function describeValue(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
+  // JSON.stringify gives undefined only for functions and symbols, which JSON cannot hold.
+  return JSON.stringify(value) ?? typeof value;
+}

@@ -1,0 +1,197 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import convict from 'convict';
+import { MultiplexerError } from '../errors.js';
+import type { Config, LoadedConfig, Source } from './config.js';
+import { describeValue, parsePortRange } from './formats.js';
+import { configKeys, envName, schema, type ConfigKey } from './schema.js';
+
+export interface ConfigInput {
+  /** Path of the JSON config file. */
+  file: string;
+  /** Values given as command-line flags, keyed by config key (strings, as typed). */
+  flags?: Partial<Record<ConfigKey, unknown>>;
+  env?: NodeJS.ProcessEnv;
+}
+
+let formatsRegistered = false;
+
+/** convict keeps formats in a global registry; register ours once, on first use. */
+function registerFormats(): void {
+  if (formatsRegistered) return;
+  for (const key of configKeys) {
+    const { format } = schema[key];
+    convict.addFormat({
+      name: format.name,
+      validate: (value: unknown) => {
+        if (!format.valid(value)) throw new Error(`must be ${format.expected}`);
+      },
+      coerce: (value: unknown) => (typeof value === 'string' ? format.coerce(value) : value),
+    });
+  }
+  formatsRegistered = true;
+}
+
+function convictSchema(): convict.Schema<Record<string, unknown>> {
+  const def: Record<string, convict.SchemaObj> = {};
+  for (const key of configKeys) {
+    const spec = schema[key];
+    def[key] = {
+      doc: spec.doc,
+      format: spec.format.name,
+      default: spec.default,
+      env: envName(key),
+    };
+  }
+  return def as convict.Schema<Record<string, unknown>>;
+}
+
+/** Node 20 says "at position N"; newer versions add "(line L column C)". Report line and column either way. */
+function describeJsonError(text: string, err: Error): string {
+  const position = /position (\d+)/.exec(err.message);
+  const reason = err.message
+    .replace(/\s*in JSON at position \d+.*$/, '')
+    .replace(/\s*\(line.*$/, '');
+  if (!position) return `invalid JSON: ${reason}`;
+  const offset = Number(position[1]);
+  const before = text.slice(0, offset).split('\n');
+  const line = before.length;
+  const column = (before.at(-1)?.length ?? 0) + 1;
+  return `invalid JSON at line ${line}, column ${column}: ${reason}`;
+}
+
+function readConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EACCES'
+          ? 'permission denied'
+          : code === 'EISDIR'
+            ? 'is a directory, expected a JSON file'
+            : (err as Error).message;
+    throw configError([`config file ${file}: cannot be read: ${why}`]);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw configError([`config file ${file}: ${describeJsonError(text, err as Error)}`]);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw configError([
+      `config file ${file}: must hold a JSON object of settings, got ${describeValue(parsed)}`,
+    ]);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function configError(problems: string[]): MultiplexerError {
+  const summary =
+    problems.length === 1 ? problems[0]! : `${problems.length} configuration problems`;
+  return new MultiplexerError('MPX_CONFIG_INVALID', summary, { problems });
+}
+
+/** Levenshtein distance, for "did you mean" on a mistyped key. */
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let diagonal = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const above = row[j]!;
+      row[j] = Math.min(above + 1, row[j - 1]! + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diagonal = above;
+    }
+  }
+  return row[b.length]!;
+}
+
+function unknownKeyProblem(key: string, value: unknown): string {
+  const nearest = configKeys
+    .map((known) => ({ known, d: distance(key, known) }))
+    .sort((x, y) => x.d - y.d)[0];
+  const hint = nearest && nearest.d <= 3 ? ` (did you mean ${nearest.known}?)` : '';
+  return `${key} is not a known setting${hint}, got ${describeValue(value)}; known settings: ${configKeys.join(', ')}`;
+}
+
+/**
+ * Reads the file, applies environment variables and flags on top (flag > env > file > default),
+ * and validates everything. Every problem becomes one line naming the key, the value and what is
+ * expected; any problem throws MPX_CONFIG_INVALID carrying all of them.
+ */
+export function loadConfig(input: ConfigInput): LoadedConfig {
+  registerFormats();
+  const file = resolve(input.file);
+  const env = input.env ?? process.env;
+  const flags = input.flags ?? {};
+  const fromFile = readConfigFile(file);
+
+  // The file is checked as written: convict would coerce "4" to 4, but in strict JSON that is the
+  // wrong type and the operator should hear about it.
+  const problems: string[] = [];
+  for (const [key, value] of Object.entries(fromFile)) {
+    if (!(key in schema)) problems.push(unknownKeyProblem(key, value));
+    else if (!schema[key as ConfigKey].format.valid(value)) {
+      problems.push(invalidProblem(key as ConfigKey, value, 'config file'));
+    }
+  }
+
+  const conf = convict(convictSchema(), { env, args: [] });
+  const known = Object.fromEntries(Object.entries(fromFile).filter(([key]) => key in schema));
+  conf.load(known);
+  for (const key of configKeys) {
+    if (flags[key] !== undefined) conf.set(key, flags[key]);
+  }
+
+  const sources = {} as Record<ConfigKey, Source>;
+  for (const key of configKeys) {
+    sources[key] =
+      flags[key] !== undefined
+        ? 'flag'
+        : env[envName(key)] !== undefined
+          ? 'env'
+          : key in fromFile
+            ? 'file'
+            : 'default';
+    const value = conf.get(key);
+    if (sources[key] !== 'file' && !schema[key].format.valid(value)) {
+      problems.push(invalidProblem(key, value, describeSource(key, sources[key])));
+    }
+  }
+  try {
+    conf.validate({ allowed: 'warn', output: () => undefined });
+  } catch (err) {
+    // Our own checks above cover every format; this only catches what convict finds beyond them.
+    if (problems.length === 0) problems.push(...(err as Error).message.split('\n'));
+  }
+  if (problems.length > 0) throw configError(problems);
+
+  const values = conf.getProperties() as Record<ConfigKey, unknown>;
+  const range = parsePortRange(values.service_port_range)!;
+  const config = Object.freeze({ ...values, service_port_range: Object.freeze(range) }) as Config;
+
+  const needed = config.pool_size + config.pool_max_overflow;
+  const rangeSize = range.last - range.first + 1;
+  if (rangeSize < needed) {
+    throw configError([
+      `service_port_range must hold at least pool_size + pool_max_overflow = ${needed} ports, got ${describeValue(values.service_port_range)} (${rangeSize} ports)`,
+    ]);
+  }
+  return { config, sources: Object.freeze(sources), file };
+}
+
+function describeSource(key: ConfigKey, source: Source): string {
+  if (source === 'env') return `environment variable ${envName(key)}`;
+  if (source === 'flag') return `flag --${key}`;
+  return source;
+}
+
+function invalidProblem(key: ConfigKey, value: unknown, where: string): string {
+  const from = where === 'default' ? '' : ` (from ${where})`;
+  return `${key} must be ${schema[key].format.expected}, got ${describeValue(value)}${from}`;
+}

@@ -1,0 +1,122 @@
+import { availableParallelism } from 'node:os';
+import {
+  anyString,
+  baseUrlFormat,
+  commandFormat,
+  intAtLeast,
+  nonEmptyString,
+  oneOf,
+  portFormat,
+  portRangeFormat,
+  startDelayFormat,
+  type Format,
+} from './formats.js';
+
+/**
+ * The configuration contract. Key names are those of the original Elixir tool so its users can
+ * carry their config over. Every key also reads MULTIPLEXER_<KEY> and --<key> / --<kebab-key>.
+ */
+export interface KeySpec {
+  doc: string;
+  format: Format;
+  default: unknown;
+}
+
+export const schema = {
+  pool_size: {
+    doc: 'Permanent backends.',
+    format: intAtLeast(1),
+    default: 4,
+  },
+  pool_max_overflow: {
+    doc: 'Temporary backends allowed on top of pool_size while every backend is busy.',
+    format: intAtLeast(0),
+    default: 0,
+  },
+  pool_strategy: {
+    doc: 'Which backend retires when the pool shrinks: fifo = the one started longest ago (keeps the freshest processes, good for leaky services), lifo = the one started last.',
+    format: oneOf(['fifo', 'lifo']),
+    default: 'fifo',
+  },
+  http_port: {
+    doc: 'Public port that every front worker shares.',
+    format: portFormat,
+    default: 3000,
+  },
+  http_host: {
+    doc: 'Interface to listen on.',
+    format: nonEmptyString,
+    default: '0.0.0.0',
+  },
+  http_proxy_timeout: {
+    doc: 'Milliseconds a backend has to start its answer (else 504, and the backend is replaced); also the longest stall allowed while a body streams.',
+    format: intAtLeast(1),
+    default: 300_000,
+  },
+  service_http_base_url: {
+    doc: 'Backends are reached at this URL plus ":PORT".',
+    format: baseUrlFormat,
+    default: 'http://127.0.0.1',
+  },
+  service_port_range: {
+    doc: 'Ports handed to backends, from a ring over this range: "10300..10350" or [10300, 10350].',
+    format: portRangeFormat,
+    default: '10300..10350',
+  },
+  service_start_process_cmd: {
+    doc: 'Command line that starts one backend, run by /bin/sh; every %PORT% is replaced by its port (also in $PORT).',
+    format: commandFormat,
+    default: '',
+  },
+  service_start_delay_ms: {
+    doc: 'When a started backend counts as ready: after this many milliseconds, or "wait_first_output" = at its first output on stdout (stderr does not count).',
+    format: startDelayFormat,
+    default: 'wait_first_output',
+  },
+  service_start_timeout_ms: {
+    doc: 'A backend not ready within this many milliseconds is killed and started again.',
+    format: intAtLeast(1),
+    default: 30_000,
+  },
+  service_stop_timeout_ms: {
+    doc: 'Grace in milliseconds between SIGTERM and SIGKILL when a backend is stopped.',
+    format: intAtLeast(0),
+    default: 5_000,
+  },
+  service_kill_pattern: {
+    doc: 'At start, end leftover processes whose command line contains this text ("" = off).',
+    format: anyString,
+    default: '',
+  },
+  workers: {
+    doc: 'Number of front worker processes (default: available CPUs).',
+    format: intAtLeast(1),
+    default: availableParallelism(),
+  },
+  queue_timeout_ms: {
+    doc: 'Longest a request waits for a free backend, then 503 (0 = no limit).',
+    format: intAtLeast(0),
+    default: 30_000,
+  },
+  queue_max: {
+    doc: 'Requests waiting beyond this many get 503 at once (0 = no waiting at all).',
+    format: intAtLeast(0),
+    default: 1000,
+  },
+  shutdown_timeout_ms: {
+    doc: 'Bound in milliseconds on draining in-flight requests at shutdown.',
+    format: intAtLeast(0),
+    default: 10_000,
+  },
+} satisfies Record<string, KeySpec>;
+
+export type ConfigKey = keyof typeof schema;
+export const configKeys = Object.keys(schema) as ConfigKey[];
+
+export function envName(key: ConfigKey): string {
+  return `MULTIPLEXER_${key.toUpperCase()}`;
+}
+
+export function kebabName(key: ConfigKey): string {
+  return key.replaceAll('_', '-');
+}

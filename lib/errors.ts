@@ -1,0 +1,70 @@
+/**
+ * One error type for everything multiplexer reports, with a stable code. Codes map to HTTP statuses
+ * (front worker answers) and process exit codes (CLI) in one table each, so the mapping is testable.
+ */
+export type ErrorCode =
+  | 'MPX_CONFIG_INVALID'
+  | 'MPX_USAGE'
+  | 'MPX_QUEUE_TIMEOUT'
+  | 'MPX_QUEUE_FULL'
+  | 'MPX_SHUTTING_DOWN'
+  | 'MPX_BACKEND_UNREACHABLE'
+  | 'MPX_BACKEND_CRASHED'
+  | 'MPX_BACKEND_TIMEOUT'
+  | 'MPX_NO_FREE_PORT'
+  | 'MPX_INTERNAL';
+
+export class MultiplexerError extends Error {
+  readonly code: ErrorCode;
+  /** For MPX_CONFIG_INVALID: one line per problem. */
+  readonly problems: readonly string[];
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options?: { cause?: unknown; problems?: string[] },
+  ) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'MultiplexerError';
+    this.code = code;
+    this.problems = options?.problems ?? [];
+  }
+}
+
+export const httpStatusFor: Readonly<Record<ErrorCode, number>> = {
+  MPX_CONFIG_INVALID: 500,
+  MPX_USAGE: 500,
+  MPX_QUEUE_TIMEOUT: 503,
+  MPX_QUEUE_FULL: 503,
+  MPX_SHUTTING_DOWN: 503,
+  MPX_BACKEND_UNREACHABLE: 502,
+  MPX_BACKEND_CRASHED: 502,
+  MPX_BACKEND_TIMEOUT: 504,
+  MPX_NO_FREE_PORT: 503,
+  MPX_INTERNAL: 500,
+};
+
+/** sysexits.h: EX_USAGE 64, EX_SOFTWARE 70, EX_CONFIG 78. */
+export const exitCodeFor: Readonly<Record<ErrorCode, number>> = {
+  MPX_CONFIG_INVALID: 78,
+  MPX_USAGE: 64,
+  MPX_QUEUE_TIMEOUT: 70,
+  MPX_QUEUE_FULL: 70,
+  MPX_SHUTTING_DOWN: 70,
+  MPX_BACKEND_UNREACHABLE: 70,
+  MPX_BACKEND_CRASHED: 70,
+  MPX_BACKEND_TIMEOUT: 70,
+  MPX_NO_FREE_PORT: 70,
+  MPX_INTERNAL: 70,
+};
+
+/** What an error looks like on the wire: Error objects serialise to {} in JSON. */
+export interface ErrorData {
+  code: ErrorCode;
+  message: string;
+}
+
+export function toErrorData(err: unknown): ErrorData {
+  if (err instanceof MultiplexerError) return { code: err.code, message: err.message };
+  return { code: 'MPX_INTERNAL', message: err instanceof Error ? err.message : String(err) };
+}

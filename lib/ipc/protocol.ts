@@ -1,0 +1,83 @@
+/**
+ * The messages between the primary (supervisor) and the front workers: the one source of truth.
+ * Plain JSON objects with a namespace field (Node reserves `cmd: 'NODE_*'` for its own cluster
+ * messages); requests carry an `id` that the reply echoes. Both sides validate what they receive.
+ */
+import type { ErrorCode } from '../errors.js';
+
+export const NAMESPACE = 'mpx';
+
+export type CheckinOutcome = 'ok' | 'stuck' | 'broken';
+
+/** Front worker → primary. */
+export type WorkerMessage =
+  | { ns: typeof NAMESPACE; type: 'checkout'; id: number }
+  | { ns: typeof NAMESPACE; type: 'cancel'; id: number }
+  | { ns: typeof NAMESPACE; type: 'checkin'; lease: number; outcome: CheckinOutcome }
+  | { ns: typeof NAMESPACE; type: 'drained'; complete: boolean };
+
+/** Primary → front worker. */
+export type PrimaryMessage =
+  | { ns: typeof NAMESPACE; type: 'granted'; id: number; lease: number; port: number }
+  | { ns: typeof NAMESPACE; type: 'rejected'; id: number; code: ErrorCode; message: string }
+  | { ns: typeof NAMESPACE; type: 'drain' };
+
+type Shape = Record<string, 'number' | 'string' | 'boolean' | readonly string[]>;
+
+const workerShapes: Record<WorkerMessage['type'], Shape> = {
+  checkout: { id: 'number' },
+  cancel: { id: 'number' },
+  checkin: { lease: 'number', outcome: ['ok', 'stuck', 'broken'] },
+  drained: { complete: 'boolean' },
+};
+
+const primaryShapes: Record<PrimaryMessage['type'], Shape> = {
+  granted: { id: 'number', lease: 'number', port: 'number' },
+  rejected: { id: 'number', code: 'string', message: 'string' },
+  drain: {},
+};
+
+export type Decoded<T> = { ok: true; message: T } | { ok: false; reason: string };
+
+function decode<T>(raw: unknown, shapes: Record<string, Shape>): Decoded<T> {
+  if (typeof raw !== 'object' || raw === null) return { ok: false, reason: 'not an object' };
+  const message = raw as Record<string, unknown>;
+  if (message.ns !== NAMESPACE) return { ok: false, reason: 'not a multiplexer message' };
+  const type = message.type;
+  const shape = typeof type === 'string' ? shapes[type] : undefined;
+  if (!shape) return { ok: false, reason: `unknown message type ${JSON.stringify(type)}` };
+  for (const [field, expected] of Object.entries(shape)) {
+    const value = message[field];
+    const fits =
+      typeof expected === 'string'
+        ? typeof value === expected && (expected !== 'number' || Number.isSafeInteger(value))
+        : typeof value === 'string' && expected.includes(value);
+    if (!fits) {
+      return {
+        ok: false,
+        reason: `${String(type)}.${field} must be ${String(expected)}, got ${JSON.stringify(value)}`,
+      };
+    }
+  }
+  return { ok: true, message: raw as T };
+}
+
+export function decodeWorkerMessage(raw: unknown): Decoded<WorkerMessage> {
+  return decode<WorkerMessage>(raw, workerShapes);
+}
+
+export function decodePrimaryMessage(raw: unknown): Decoded<PrimaryMessage> {
+  return decode<PrimaryMessage>(raw, primaryShapes);
+}
+
+/** Compile-time exhaustiveness for message dispatch tables. */
+export type Handlers<M extends { type: string }> = {
+  [K in M['type']]: (message: Extract<M, { type: K }>) => void;
+};
+
+export function dispatch<M extends { type: string }>(handlers: Handlers<M>, message: M): void {
+  (handlers[message.type as M['type']] as (m: M) => void)(message);
+}
+
+/** The primary hands each front worker its validated config, as JSON data, in this variable at fork. */
+export const WORKER_CONFIG_ENV = 'MULTIPLEXER_WORKER_CONFIG';

@@ -1,0 +1,104 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from '../log.js';
+
+export interface ProcessEntry {
+  readonly pid: number;
+  readonly ppid: number;
+  readonly commandLine: string;
+}
+
+/** The process table, read from /proc (no `ps | grep | kill -9` pipeline). */
+export function readProcessTable(): ProcessEntry[] {
+  const entries: ProcessEntry[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      // The command name in field 2 may hold spaces and parentheses: fields resume after the last ')'.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const commandLine = readFileSync(`/proc/${name}/cmdline`, 'utf8')
+        .replace(/\0+$/, '')
+        .replaceAll('\0', ' ');
+      entries.push({ pid: Number(name), ppid: Number(fields[1]), commandLine });
+    } catch {
+      // The process ended while the table was read.
+    }
+  }
+  return entries;
+}
+
+/**
+ * Processes whose command line contains `pattern`, never this process, its ancestors or anything
+ * it started (those are ours, and the pattern may well appear in our own command line).
+ */
+export function findLeftovers(
+  table: readonly ProcessEntry[],
+  pattern: string,
+  self: number,
+): ProcessEntry[] {
+  if (pattern === '') return [];
+  const byPid = new Map(table.map((p) => [p.pid, p]));
+  const protectedPids = new Set<number>();
+  for (let pid: number | undefined = self; pid !== undefined && pid > 0;) {
+    if (protectedPids.has(pid)) break;
+    protectedPids.add(pid);
+    pid = byPid.get(pid)?.ppid;
+  }
+  const isOurDescendant = (entry: ProcessEntry): boolean => {
+    const seen = new Set<number>();
+    for (let pid = entry.ppid; pid > 0 && !seen.has(pid); pid = byPid.get(pid)?.ppid ?? 0) {
+      if (pid === self) return true;
+      seen.add(pid);
+    }
+    return false;
+  };
+  return table.filter(
+    (p) => !protectedPids.has(p.pid) && !isOurDescendant(p) && p.commandLine.includes(pattern),
+  );
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function send(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // Gone already, or not ours to signal: either way nothing more to do for it.
+  }
+}
+
+/**
+ * Ends leftovers matching service_kill_pattern: SIGTERM, then SIGKILL for those still alive after
+ * `graceMs`. Resolves with the pids it signalled once they are gone (or after the SIGKILL).
+ */
+export async function endLeftovers(
+  pattern: string,
+  graceMs: number,
+  log: Logger,
+): Promise<number[]> {
+  const victims = findLeftovers(readProcessTable(), pattern, process.pid);
+  if (victims.length === 0) return [];
+  for (const victim of victims) {
+    log.warn(
+      { pid: victim.pid, command: victim.commandLine },
+      'ending leftover process (service_kill_pattern)',
+    );
+    send(victim.pid, 'SIGTERM');
+  }
+  const pids = victims.map((v) => v.pid);
+  const deadline = Date.now() + graceMs;
+  while (pids.some(isAlive) && Date.now() < deadline) await sleep(25);
+  for (const pid of pids.filter(isAlive)) {
+    log.warn({ pid }, 'leftover process ignored SIGTERM; sending SIGKILL');
+    send(pid, 'SIGKILL');
+  }
+  return pids;
+}

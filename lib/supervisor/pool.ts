@@ -1,0 +1,415 @@
+import {
+  isInvalid,
+  transition,
+  type BackendEvent,
+  type BackendState,
+  type Phase,
+  type RetireReason,
+} from './backend-state.js';
+import { restartDelay, type RestartPolicy } from './restart-policy.js';
+
+/**
+ * The pool's decisions, and nothing else: who gets which backend, when to grow, whom to retire,
+ * what a front worker's death frees. Like poolboy, it is one state record moved by events; each
+ * event returns the effects the edge must carry out (start or stop a process, answer a worker).
+ * Time and randomness are injected, so every decision is testable without processes or timers.
+ */
+export interface PoolSettings {
+  readonly size: number;
+  readonly maxOverflow: number;
+  readonly strategy: 'fifo' | 'lifo';
+  /** 0 = a request may wait forever. */
+  readonly queueTimeoutMs: number;
+  /** 0 = no request may wait. */
+  readonly queueMax: number;
+  readonly startTimeoutMs: number;
+  readonly restart: RestartPolicy;
+}
+
+export interface PoolClock {
+  now(): number;
+  /** A number in [0, 1), as Math.random. */
+  random(): number;
+}
+
+export type RejectCode = 'MPX_QUEUE_FULL' | 'MPX_QUEUE_TIMEOUT' | 'MPX_SHUTTING_DOWN';
+
+/** How a front worker's use of a backend ended. */
+export type CheckinOutcome = 'ok' | 'stuck' | 'broken';
+
+export type PoolEffect =
+  | { readonly type: 'spawn'; readonly backend: number }
+  | { readonly type: 'stop'; readonly backend: number; readonly reason: RetireReason }
+  | {
+      readonly type: 'grant';
+      readonly worker: number;
+      readonly requestId: number;
+      readonly lease: number;
+      readonly backend: number;
+    }
+  | {
+      readonly type: 'reject';
+      readonly worker: number;
+      readonly requestId: number;
+      readonly code: RejectCode;
+    }
+  | { readonly type: 'pool-ready' }
+  | { readonly type: 'backoff'; readonly streak: number; readonly delayMs: number }
+  | { readonly type: 'anomaly'; readonly message: string };
+
+export interface BackendView {
+  readonly id: number;
+  readonly state: BackendState;
+  readonly spawnedAt: number;
+  readonly readyAt: number | undefined;
+  readonly served: number;
+}
+
+interface BackendRecord {
+  readonly id: number;
+  state: BackendState;
+  readonly spawnedAt: number;
+  readyAt: number | undefined;
+  served: number;
+}
+
+interface Waiter {
+  readonly worker: number;
+  readonly requestId: number;
+  readonly deadline: number;
+}
+
+/** Retirements after which the backend's end counts as a failure for the restart backoff. */
+const FAILURE_REASONS: ReadonlySet<RetireReason> = new Set(['start-timeout', 'broken']);
+
+export class Pool {
+  private readonly backends = new Map<number, BackendRecord>();
+  private readonly waiters: Waiter[] = [];
+  private nextBackendId = 1;
+  private nextLease = 1;
+  private failureStreak = 0;
+  private lastFailureAt = -Infinity;
+  private spawnBlockedUntil = -Infinity;
+  private announcedReady = false;
+  private stopping = false;
+  private effects: PoolEffect[] = [];
+
+  constructor(
+    private readonly settings: PoolSettings,
+    private readonly clock: PoolClock,
+  ) {}
+
+  /** Starts pool_size backends at once. */
+  start(): PoolEffect[] {
+    this.reconcile({ shrink: false });
+    return this.flush();
+  }
+
+  checkout(worker: number, requestId: number): PoolEffect[] {
+    if (this.stopping) {
+      this.emit({ type: 'reject', worker, requestId, code: 'MPX_SHUTTING_DOWN' });
+      return this.flush();
+    }
+    const idle = this.pickIdle();
+    if (idle) {
+      this.grant(idle, worker, requestId);
+    } else if (this.waiters.length >= this.settings.queueMax) {
+      this.emit({ type: 'reject', worker, requestId, code: 'MPX_QUEUE_FULL' });
+    } else {
+      const timeout = this.settings.queueTimeoutMs;
+      const deadline = timeout > 0 ? this.clock.now() + timeout : Infinity;
+      this.waiters.push({ worker, requestId, deadline });
+      this.reconcile({ shrink: false });
+    }
+    return this.flush();
+  }
+
+  /**
+   * The worker gave up on a checkout (its client left, or it timed out). If the checkout was already
+   * granted, the grant is in flight to a worker that will ignore it, so the lease comes back here.
+   */
+  cancel(worker: number, requestId: number): PoolEffect[] {
+    const index = this.waiters.findIndex((w) => w.worker === worker && w.requestId === requestId);
+    if (index >= 0) {
+      this.waiters.splice(index, 1);
+      return this.flush();
+    }
+    const leased = this.find(
+      (b) =>
+        b.state.phase === 'busy' && b.state.worker === worker && b.state.requestId === requestId,
+    );
+    if (leased && leased.state.phase === 'busy')
+      return this.checkin(worker, leased.state.lease, 'ok');
+    return this.flush();
+  }
+
+  checkin(worker: number, lease: number, outcome: CheckinOutcome): PoolEffect[] {
+    const backend = this.find(
+      (b) => b.state.phase === 'busy' && b.state.lease === lease && b.state.worker === worker,
+    );
+    if (!backend || backend.state.phase !== 'busy') {
+      // The backend died or was taken back while the request was in flight: nothing to return.
+      this.emit({
+        type: 'anomaly',
+        message: `checkin of unknown lease ${lease} from worker ${worker}`,
+      });
+      return this.flush();
+    }
+    if (outcome !== 'ok') {
+      this.retire(backend, outcome);
+    } else {
+      backend.served += 1;
+      if (backend.state.retireOnReturn && this.waiters.length === 0) this.retire(backend, 'shrink');
+      else this.move(backend, { type: 'release' });
+    }
+    this.reconcile({ shrink: true });
+    return this.flush();
+  }
+
+  backendReady(id: number): PoolEffect[] {
+    const backend = this.backends.get(id);
+    if (!backend || backend.state.phase !== 'starting') return this.flush();
+    backend.readyAt = this.clock.now();
+    this.move(backend, { type: 'ready' });
+    if (!this.announcedReady && this.count('idle', 'busy') >= this.settings.size) {
+      this.announcedReady = true;
+      this.emit({ type: 'pool-ready' });
+    }
+    this.reconcile({ shrink: true });
+    return this.flush();
+  }
+
+  backendExited(id: number): PoolEffect[] {
+    const backend = this.backends.get(id);
+    if (!backend) return this.flush();
+    const before = backend.state;
+    this.move(backend, { type: 'exit' });
+    this.backends.delete(id);
+    const failed = before.phase !== 'retiring' || FAILURE_REASONS.has(before.reason);
+    if (failed && !this.stopping) this.recordFailure();
+    this.reconcile({ shrink: false });
+    return this.flush();
+  }
+
+  /**
+   * A front worker died. Its waiters go; the backends it held are retired rather than returned,
+   * because nothing tells whether they are still working on the dead worker's requests.
+   */
+  workerExited(worker: number): PoolEffect[] {
+    for (let i = this.waiters.length - 1; i >= 0; i--) {
+      if (this.waiters[i]!.worker === worker) this.waiters.splice(i, 1);
+    }
+    for (const backend of this.backends.values()) {
+      if (backend.state.phase === 'busy' && backend.state.worker === worker) {
+        this.retire(backend, 'owner-died');
+      }
+    }
+    this.reconcile({ shrink: false });
+    return this.flush();
+  }
+
+  /** Expires queue deadlines and start timeouts, and starts backends whose backoff has passed. */
+  tick(): PoolEffect[] {
+    const now = this.clock.now();
+    for (let i = 0; i < this.waiters.length;) {
+      const waiter = this.waiters[i]!;
+      if (waiter.deadline <= now) {
+        this.waiters.splice(i, 1);
+        this.emit({ ...this.replyTo(waiter), type: 'reject', code: 'MPX_QUEUE_TIMEOUT' });
+      } else i++;
+    }
+    for (const backend of this.backends.values()) {
+      if (
+        backend.state.phase === 'starting' &&
+        now - backend.spawnedAt >= this.settings.startTimeoutMs
+      ) {
+        this.retire(backend, 'start-timeout');
+      }
+    }
+    this.reconcile({ shrink: false });
+    return this.flush();
+  }
+
+  /** Rejects every waiter and stops every backend; busy ones too (the drain is over by now). */
+  shutdown(): PoolEffect[] {
+    this.stopping = true;
+    for (const waiter of this.waiters.splice(0)) {
+      this.emit({ ...this.replyTo(waiter), type: 'reject', code: 'MPX_SHUTTING_DOWN' });
+    }
+    for (const backend of this.backends.values()) {
+      if (backend.state.phase !== 'retiring') this.retire(backend, 'shutdown');
+    }
+    return this.flush();
+  }
+
+  /** When the edge should call tick() next, if anything is pending. */
+  nextWakeAt(): number | undefined {
+    let wake = Infinity;
+    for (const waiter of this.waiters) wake = Math.min(wake, waiter.deadline);
+    for (const backend of this.backends.values()) {
+      if (backend.state.phase === 'starting') {
+        wake = Math.min(wake, backend.spawnedAt + this.settings.startTimeoutMs);
+      }
+    }
+    if (this.spawnBlockedUntil > this.clock.now()) wake = Math.min(wake, this.spawnBlockedUntil);
+    return Number.isFinite(wake) ? wake : undefined;
+  }
+
+  get queueLength(): number {
+    return this.waiters.length;
+  }
+
+  get isEmpty(): boolean {
+    return this.backends.size === 0;
+  }
+
+  view(): BackendView[] {
+    return [...this.backends.values()].map((b) => ({ ...b }));
+  }
+
+  backend(id: number): BackendView | undefined {
+    const b = this.backends.get(id);
+    return b && { ...b };
+  }
+
+  private reconcile({ shrink }: { shrink: boolean }): void {
+    if (this.stopping) return;
+    this.serveWaiters();
+    this.grow();
+    if (shrink) this.shrink();
+  }
+
+  private serveWaiters(): void {
+    while (this.waiters.length > 0) {
+      const idle = this.pickIdle();
+      if (!idle) return;
+      const waiter = this.waiters.shift()!;
+      this.grant(idle, waiter.worker, waiter.requestId);
+    }
+  }
+
+  /**
+   * Keep pool_size backends that are not on their way out, and start one more for every waiting
+   * request that no starting backend will serve, up to pool_size + pool_max_overflow processes
+   * (retiring ones still hold a process and a port, so they count). After repeated failures,
+   * starts wait for the backoff and only one probe starts at a time.
+   */
+  private grow(): void {
+    const now = this.clock.now();
+    if (now < this.spawnBlockedUntil) return;
+    const starting = this.count('starting');
+    const active = starting + this.count('idle') + this.countBusy({ marked: false });
+    const total = this.backends.size;
+    const cap = this.settings.size + this.settings.maxOverflow;
+    let wanted = Math.max(this.settings.size - active, this.waiters.length - starting);
+    wanted = Math.min(wanted, cap - total);
+    if (this.inBackoff(now)) wanted = Math.min(wanted, starting === 0 ? 1 : 0);
+    for (let i = 0; i < wanted; i++) {
+      const id = this.nextBackendId++;
+      this.backends.set(id, {
+        id,
+        state: { phase: 'starting' },
+        spawnedAt: now,
+        readyAt: undefined,
+        served: 0,
+      });
+      this.emit({ type: 'spawn', backend: id });
+    }
+  }
+
+  /**
+   * While no request waits and more than pool_size backends are live, retire by strategy among the
+   * live ones: fifo the one started longest ago, lifo the one started last. An idle choice goes at
+   * once; a busy one is marked and goes when it is returned.
+   */
+  private shrink(): void {
+    if (this.waiters.length > 0) return;
+    for (;;) {
+      const live = [...this.backends.values()].filter(
+        (b) => b.state.phase === 'idle' || (b.state.phase === 'busy' && !b.state.retireOnReturn),
+      );
+      if (live.length <= this.settings.size) return;
+      // Ids grow with each start, so the smallest id is the backend started longest ago.
+      const ids = live.map((b) => b.id);
+      const victimId = this.settings.strategy === 'fifo' ? Math.min(...ids) : Math.max(...ids);
+      const victim = this.backends.get(victimId)!;
+      if (victim.state.phase === 'idle') this.retire(victim, 'shrink');
+      else this.move(victim, { type: 'mark-for-retirement' });
+    }
+  }
+
+  private recordFailure(): void {
+    const now = this.clock.now();
+    if (now - this.lastFailureAt >= this.settings.restart.stableAfterMs) this.failureStreak = 0;
+    this.failureStreak += 1;
+    this.lastFailureAt = now;
+    const delayMs = restartDelay(this.settings.restart, this.failureStreak);
+    this.spawnBlockedUntil = now + delayMs;
+    this.emit({ type: 'backoff', streak: this.failureStreak, delayMs });
+  }
+
+  private inBackoff(now: number): boolean {
+    return (
+      this.failureStreak >= 2 && now - this.lastFailureAt < this.settings.restart.stableAfterMs
+    );
+  }
+
+  private grant(backend: BackendRecord, worker: number, requestId: number): void {
+    const lease = this.nextLease++;
+    this.move(backend, { type: 'lease', lease, worker, requestId });
+    this.emit({ type: 'grant', worker, requestId, lease, backend: backend.id });
+  }
+
+  private retire(backend: BackendRecord, reason: RetireReason): void {
+    this.move(backend, { type: 'retire', reason });
+    this.emit({ type: 'stop', backend: backend.id, reason });
+  }
+
+  private move(backend: BackendRecord, event: BackendEvent): void {
+    const next = transition(backend.state, event);
+    if (isInvalid(next)) {
+      this.emit({ type: 'anomaly', message: `backend ${backend.id}: ${next.message}` });
+      return;
+    }
+    backend.state = next;
+  }
+
+  private pickIdle(): BackendRecord | undefined {
+    const idle = [...this.backends.values()].filter((b) => b.state.phase === 'idle');
+    if (idle.length === 0) return undefined;
+    return idle[Math.floor(this.clock.random() * idle.length)];
+  }
+
+  private find(predicate: (b: BackendRecord) => boolean): BackendRecord | undefined {
+    for (const backend of this.backends.values()) if (predicate(backend)) return backend;
+    return undefined;
+  }
+
+  private count(...phases: Phase[]): number {
+    let n = 0;
+    for (const backend of this.backends.values()) if (phases.includes(backend.state.phase)) n++;
+    return n;
+  }
+
+  private countBusy({ marked }: { marked: boolean }): number {
+    let n = 0;
+    for (const b of this.backends.values()) {
+      if (b.state.phase === 'busy' && b.state.retireOnReturn === marked) n++;
+    }
+    return n;
+  }
+
+  private replyTo(waiter: Waiter): { worker: number; requestId: number } {
+    return { worker: waiter.worker, requestId: waiter.requestId };
+  }
+
+  private emit(effect: PoolEffect): void {
+    this.effects.push(effect);
+  }
+
+  private flush(): PoolEffect[] {
+    const out = this.effects;
+    this.effects = [];
+    return out;
+  }
+}

@@ -1,0 +1,47 @@
+import { createServer } from 'node:net';
+import type { PortRange } from '../config/formats.js';
+
+/**
+ * Ports handed out from a ring over the configured range: each backend gets the next free port
+ * after the last one handed out, so a port just released (maybe still in TIME_WAIT, or held by a
+ * backend's slow-dying child) is the last to be reused.
+ */
+export class PortRing {
+  private readonly held = new Set<number>();
+  private cursor: number;
+
+  constructor(private readonly range: PortRange) {
+    this.cursor = range.last;
+  }
+
+  /**
+   * The next port that no backend of ours holds and that `isFree` accepts. A candidate is held
+   * while it is probed, so concurrent acquisitions never get the same port.
+   */
+  async acquire(isFree: (port: number) => Promise<boolean>): Promise<number | undefined> {
+    const size = this.range.last - this.range.first + 1;
+    for (let step = 1; step <= size; step++) {
+      const port = this.range.first + ((this.cursor - this.range.first + step) % size);
+      if (this.held.has(port)) continue;
+      this.held.add(port);
+      this.cursor = port;
+      if (await isFree(port)) return port;
+      this.held.delete(port);
+    }
+    return undefined;
+  }
+
+  release(port: number): void {
+    this.held.delete(port);
+  }
+}
+
+/** True when `port` can be bound on `host` right now, i.e. no other program holds it. */
+export function canBind(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', () => resolve(false));
+    server.listen({ host, port, exclusive: true }, () => server.close(() => resolve(true)));
+  });
+}

@@ -1,0 +1,271 @@
+import type { Config } from '../config/config.js';
+import type { Logger } from '../log.js';
+import type { RetireReason } from './backend-state.js';
+import { BackendProcess, type ExitInfo } from './backend-process.js';
+import {
+  Pool,
+  type CheckinOutcome,
+  type PoolClock,
+  type PoolEffect,
+  type RejectCode,
+} from './pool.js';
+import { canBind, PortRing } from './port-ring.js';
+import { defaultRestartPolicy, type RestartPolicy } from './restart-policy.js';
+
+/** What the supervisor tells the outside world; the primary turns these into IPC messages. */
+export interface SupervisorHooks {
+  grant(worker: number, requestId: number, lease: number, port: number): void;
+  reject(worker: number, requestId: number, code: RejectCode): void;
+  poolReady(): void;
+}
+
+export interface BackendStatus {
+  id: number;
+  pid: number | undefined;
+  port: number | undefined;
+  state: string;
+  ageMs: number;
+  served: number;
+  leasedBy: number | undefined;
+}
+
+const realClock: PoolClock = { now: () => Date.now(), random: Math.random };
+
+const RETIRE_WHY: Record<RetireReason, string> = {
+  shrink: 'pool shrinks back to pool_size',
+  'start-timeout': 'not ready within service_start_timeout_ms',
+  stuck: 'no answer within http_proxy_timeout; presumed stuck',
+  broken: 'connection to the backend failed',
+  'owner-died': 'the front worker holding it died mid-request',
+  shutdown: 'shutdown',
+};
+
+/**
+ * The pool's edge: runs the pure Pool's decisions with real processes, ports and timers. It knows
+ * nothing of cluster or HTTP; the primary wires it to the front workers.
+ */
+export class Supervisor {
+  private readonly pool: Pool;
+  private readonly processes = new Map<number, BackendProcess>();
+  private readonly ring: PortRing;
+  private readonly backendHost: string;
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private wakeAt = Infinity;
+  private onEmpty: (() => void) | undefined;
+
+  constructor(
+    private readonly config: Config,
+    private readonly log: Logger,
+    private readonly hooks: SupervisorHooks,
+    restart: RestartPolicy = defaultRestartPolicy,
+    private readonly clock: PoolClock = realClock,
+  ) {
+    this.pool = new Pool(
+      {
+        size: config.pool_size,
+        maxOverflow: config.pool_max_overflow,
+        strategy: config.pool_strategy,
+        queueTimeoutMs: config.queue_timeout_ms,
+        queueMax: config.queue_max,
+        startTimeoutMs: config.service_start_timeout_ms,
+        restart,
+      },
+      clock,
+    );
+    this.ring = new PortRing(config.service_port_range);
+    this.backendHost = new URL(config.service_http_base_url).hostname.replace(/^\[|\]$/g, '');
+  }
+
+  start(): void {
+    this.apply(this.pool.start());
+  }
+
+  checkout(worker: number, requestId: number): void {
+    this.apply(this.pool.checkout(worker, requestId));
+  }
+
+  cancel(worker: number, requestId: number): void {
+    this.apply(this.pool.cancel(worker, requestId));
+  }
+
+  checkin(worker: number, lease: number, outcome: CheckinOutcome): void {
+    this.apply(this.pool.checkin(worker, lease, outcome));
+  }
+
+  workerExited(worker: number): void {
+    this.apply(this.pool.workerExited(worker));
+  }
+
+  /** Stops every backend (SIGTERM, SIGKILL after service_stop_timeout_ms); resolves when all are gone. */
+  stop(): Promise<void> {
+    clearTimeout(this.wakeTimer);
+    this.wakeAt = Infinity;
+    const gone = new Promise<void>((resolve) => {
+      this.onEmpty = resolve;
+    });
+    this.apply(this.pool.shutdown());
+    this.resolveIfEmpty();
+    return gone;
+  }
+
+  /** Synchronous SIGKILL of every backend group: the last resort on an abnormal exit. */
+  killAllNow(): void {
+    for (const proc of this.processes.values()) proc.killNow();
+  }
+
+  get queueLength(): number {
+    return this.pool.queueLength;
+  }
+
+  status(): BackendStatus[] {
+    const now = this.clock.now();
+    return this.pool.view().map((b) => {
+      const proc = this.processes.get(b.id);
+      return {
+        id: b.id,
+        pid: proc?.pid,
+        port: proc?.spec.port,
+        state: b.state.phase,
+        ageMs: now - b.spawnedAt,
+        served: b.served,
+        leasedBy: b.state.phase === 'busy' ? b.state.worker : undefined,
+      };
+    });
+  }
+
+  private apply(effects: PoolEffect[]): void {
+    for (const effect of effects) {
+      switch (effect.type) {
+        case 'spawn':
+          void this.launch(effect.backend);
+          break;
+        case 'stop':
+          this.retire(effect.backend, effect.reason);
+          break;
+        case 'grant': {
+          const port = this.processes.get(effect.backend)?.spec.port;
+          if (port === undefined)
+            throw new Error(`granted backend ${effect.backend} has no process`);
+          this.hooks.grant(effect.worker, effect.requestId, effect.lease, port);
+          break;
+        }
+        case 'reject':
+          this.hooks.reject(effect.worker, effect.requestId, effect.code);
+          break;
+        case 'pool-ready':
+          this.hooks.poolReady();
+          break;
+        case 'backoff':
+          if (effect.streak > 1) {
+            this.log.warn(
+              { streak: effect.streak, delayMs: effect.delayMs },
+              `backends keep failing (${effect.streak} in a row); next start in ${effect.delayMs} ms`,
+            );
+          }
+          break;
+        case 'anomaly':
+          this.log.debug(effect.message);
+          break;
+        default:
+          effect satisfies never;
+      }
+    }
+    this.scheduleWake();
+  }
+
+  private async launch(id: number): Promise<void> {
+    const port = await this.ring.acquire((p) => canBind(this.backendHost, p));
+    // The pool may have given up on this backend (shutdown, start timeout) while a port was found.
+    if (this.pool.backend(id)?.state.phase !== 'starting') {
+      if (port !== undefined) this.ring.release(port);
+      this.apply(this.pool.backendExited(id));
+      this.resolveIfEmpty();
+      return;
+    }
+    if (port === undefined) {
+      const { first, last } = this.config.service_port_range;
+      this.log.error(
+        { backend: id },
+        `no free port in service_port_range ${first}..${last}: every port is held by a backend or another program`,
+      );
+      this.apply(this.pool.backendExited(id));
+      return;
+    }
+    const proc = new BackendProcess(
+      {
+        id,
+        port,
+        command: this.config.service_start_process_cmd,
+        readiness: this.config.service_start_delay_ms,
+      },
+      this.log,
+      {
+        onReady: () => {
+          this.log.info({ backend: id, pid: proc.pid, port }, 'backend ready');
+          this.apply(this.pool.backendReady(id));
+        },
+        onExit: (info) => this.handleExit(id, port, info),
+      },
+    );
+    this.processes.set(id, proc);
+    this.log.info({ backend: id, pid: proc.pid, port }, 'backend starting');
+  }
+
+  private retire(id: number, reason: RetireReason): void {
+    const proc = this.processes.get(id);
+    const level = reason === 'shrink' || reason === 'shutdown' ? 'info' : 'warn';
+    this.log[level](
+      { backend: id, pid: proc?.pid, reason },
+      `stopping backend: ${RETIRE_WHY[reason]}`,
+    );
+    // A backend still waiting for its port has no process yet; launch() sees it retiring.
+    proc?.stop(this.config.service_stop_timeout_ms);
+  }
+
+  private handleExit(id: number, port: number, info: ExitInfo): void {
+    const before = this.pool.backend(id)?.state;
+    this.processes.delete(id);
+    this.ring.release(port);
+    const how = info.error
+      ? `could not start: ${info.error}`
+      : info.signal
+        ? `killed by ${info.signal}`
+        : `exited with code ${info.code}`;
+    const proc = { backend: id, port, code: info.code, signal: info.signal };
+    if (before?.phase === 'retiring') {
+      this.log.info(proc, `backend stopped (${how})`);
+    } else {
+      const when =
+        before?.phase === 'starting'
+          ? 'before it was ready (boot failure)'
+          : before?.phase === 'busy'
+            ? 'while serving a request (crash)'
+            : 'while idle (crash)';
+      this.log.error(proc, `backend ${how} ${when}`);
+    }
+    this.apply(this.pool.backendExited(id));
+    this.resolveIfEmpty();
+  }
+
+  private resolveIfEmpty(): void {
+    if (this.onEmpty && this.pool.isEmpty) {
+      this.onEmpty();
+      this.onEmpty = undefined;
+    }
+  }
+
+  private scheduleWake(): void {
+    const next = this.pool.nextWakeAt();
+    if (next === undefined || next >= this.wakeAt) return;
+    clearTimeout(this.wakeTimer);
+    this.wakeAt = next;
+    this.wakeTimer = setTimeout(
+      () => {
+        this.wakeAt = Infinity;
+        this.wakeTimer = undefined;
+        this.apply(this.pool.tick());
+      },
+      Math.max(0, next - this.clock.now()),
+    );
+  }
+}

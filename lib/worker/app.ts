@@ -1,0 +1,59 @@
+import express, { type Request, type Response } from 'express';
+import type { Config } from '../config/config.js';
+import type { LeaseClient } from '../ipc/lease-client.js';
+import { sendError } from './error-response.js';
+import { forward } from './proxy.js';
+
+export interface AppDeps {
+  readonly config: Config;
+  readonly leases: LeaseClient;
+  /** Count requests from arrival until their answer and their lease are done, for the drain. */
+  readonly onStart: () => void;
+  readonly onSettled: () => void;
+  readonly isDraining: () => boolean;
+}
+
+/**
+ * Every request: checkout over IPC (waiting in the supervisor's queue if no backend is free),
+ * proxy to the leased backend, checkin once the backend's side of the exchange is over.
+ */
+export function createApp(deps: AppDeps): express.Express {
+  const { config, leases } = deps;
+  const host = new URL(config.service_http_base_url).hostname.replace(/^\[|\]$/g, '');
+  const app = express();
+  app.disable('x-powered-by');
+  app.disable('etag');
+
+  app.use((req: Request, res: Response) => {
+    deps.onStart();
+    // Settled when both the client's response has closed and the lease question is closed.
+    let open = 2;
+    const settle = (): void => {
+      if (--open === 0) deps.onSettled();
+    };
+    res.once('close', settle);
+    if (deps.isDraining()) res.setHeader('connection', 'close');
+    const checkout = leases.checkout();
+    // A client that leaves while waiting gives up its place in the queue and consumes no backend.
+    const leave = (): void => leases.cancel(checkout.id);
+    res.once('close', leave);
+    void checkout.result.then((result) => {
+      res.off('close', leave);
+      if (result.status === 'cancelled') return settle();
+      if (result.status === 'rejected') {
+        sendError(res, result.code, result.message);
+        return settle();
+      }
+      if (req.socket.destroyed) {
+        leases.checkin(result.lease, 'ok');
+        return settle();
+      }
+      const target = { host, port: result.port, timeoutMs: config.http_proxy_timeout };
+      forward(req, res, target, (outcome) => {
+        leases.checkin(result.lease, outcome);
+        settle();
+      });
+    });
+  });
+  return app;
+}

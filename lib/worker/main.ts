@@ -1,0 +1,81 @@
+import http from 'node:http';
+import type { Config } from '../config/config.js';
+import { LeaseClient } from '../ipc/lease-client.js';
+import { decodePrimaryMessage, dispatch, NAMESPACE, WORKER_CONFIG_ENV } from '../ipc/protocol.js';
+import { createLogger } from '../log.js';
+import { createApp } from './app.js';
+
+/**
+ * Front worker entry point: one of `workers` processes forked by the primary, all listening on
+ * http_port (node:cluster shares the socket). It knows nothing of backend processes: it asks the
+ * supervisor for a lease over IPC and proxies to the port it is given.
+ */
+const log = createLogger('worker');
+const config = JSON.parse(process.env[WORKER_CONFIG_ENV] ?? 'null') as Config | null;
+if (!config || !process.send) {
+  log.fatal('a front worker is started by the multiplexer primary, not on its own');
+  process.exit(70);
+}
+const send = process.send.bind(process);
+
+const leases = new LeaseClient((message) => send(message));
+let active = 0;
+let draining = false;
+
+const app = createApp({
+  config,
+  leases,
+  onStart: () => active++,
+  onSettled: () => {
+    active--;
+    if (draining) {
+      server.closeIdleConnections();
+      finishDrainIfIdle();
+    }
+  },
+  isDraining: () => draining,
+});
+
+const server = http.createServer(app);
+server.listen({ port: config.http_port, host: config.http_host });
+server.on('error', (err) => {
+  log.fatal({ err }, `cannot listen on ${config.http_host}:${config.http_port}`);
+  process.exit(70);
+});
+
+function finishDrainIfIdle(): void {
+  if (active > 0) return;
+  send({ ns: NAMESPACE, type: 'drained', complete: true }, undefined, {}, () => process.exit(0));
+}
+
+/** Stop accepting, let every request in flight finish, then exit; the primary bounds the wait. */
+function drain(): void {
+  if (draining) return;
+  draining = true;
+  server.close();
+  server.closeIdleConnections();
+  finishDrainIfIdle();
+}
+
+process.on('message', (raw) => {
+  const decoded = decodePrimaryMessage(raw);
+  if (!decoded.ok) {
+    log.warn({ reason: decoded.reason }, 'ignoring a malformed message from the primary');
+    return;
+  }
+  dispatch(
+    {
+      granted: (m) => leases.settle(m),
+      rejected: (m) => leases.settle(m),
+      drain: () => drain(),
+    },
+    decoded.message,
+  );
+});
+
+// The primary coordinates shutdown. A Ctrl-C at the terminal reaches the whole foreground process
+// group, workers included: they leave it to the primary. A SIGTERM aimed at one worker drains it.
+process.on('SIGINT', () => undefined);
+process.on('SIGTERM', drain);
+// Without the primary there is no supervisor to lease from.
+process.on('disconnect', () => process.exit(draining ? 0 : 1));
