@@ -1,0 +1,232 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Pool, type PoolEffect, type PoolSettings } from '../../lib/supervisor/pool.js';
+import { FakeClock } from '../helpers/fake-clock.js';
+
+/**
+ * A seeded random walk through every event the pool can see (checkout, checkin, cancel, backend
+ * ready / dies / finishes stopping, worker dies, time passes), checked after every step against a
+ * tiny reference model of what the outside world was told.
+ */
+interface Model {
+  /** lease → backend, for every grant not yet returned or voided. */
+  leases: Map<number, { backend: number; worker: number; requestId: number }>;
+  /** requests asked and not yet answered, in arrival order. */
+  asked: { worker: number; requestId: number }[];
+  /** requests that got an answer (grant or reject): each at most once. */
+  answered: Set<string>;
+  /** backends started and not yet exited; those asked to stop. */
+  alive: Set<number>;
+  stopping: Set<number>;
+  ready: Set<number>;
+  queuedOrder: string[];
+}
+
+const key = (worker: number, requestId: number) => `${worker}:${requestId}`;
+
+function runWalk(seed: number, settings: PoolSettings, steps: number): void {
+  const clock = new FakeClock(seed);
+  const pool = new Pool(settings, clock);
+  const rand = new FakeClock(seed * 7919 + 1);
+  const pick = <T>(items: readonly T[]): T | undefined =>
+    items.length === 0 ? undefined : items[Math.floor(rand.random() * items.length)];
+  const model: Model = {
+    leases: new Map(),
+    asked: [],
+    answered: new Set(),
+    alive: new Set(),
+    stopping: new Set(),
+    ready: new Set(),
+    queuedOrder: [],
+  };
+  let nextRequest = 1;
+  const workers = [1, 2, 3];
+
+  const apply = (effects: PoolEffect[], step: string): void => {
+    for (const e of effects) {
+      switch (e.type) {
+        case 'spawn':
+          model.alive.add(e.backend);
+          break;
+        case 'stop':
+          assert.ok(model.alive.has(e.backend), `${step}: stop of a backend not alive`);
+          model.stopping.add(e.backend);
+          for (const [lease, l] of model.leases)
+            if (l.backend === e.backend) model.leases.delete(lease);
+          break;
+        case 'grant': {
+          const k = key(e.worker, e.requestId);
+          assert.ok(!model.answered.has(k), `${step}: request ${k} answered twice`);
+          model.answered.add(k);
+          assert.ok(
+            model.ready.has(e.backend),
+            `${step}: granted backend ${e.backend} is not ready`,
+          );
+          assert.ok(!model.stopping.has(e.backend), `${step}: granted a backend that is stopping`);
+          for (const l of model.leases.values()) {
+            assert.notEqual(l.backend, e.backend, `${step}: backend ${e.backend} leased twice`);
+          }
+          model.leases.set(e.lease, {
+            backend: e.backend,
+            worker: e.worker,
+            requestId: e.requestId,
+          });
+          model.asked = model.asked.filter((a) => key(a.worker, a.requestId) !== k);
+          break;
+        }
+        case 'reject': {
+          const k = key(e.worker, e.requestId);
+          assert.ok(!model.answered.has(k), `${step}: request ${k} answered twice`);
+          model.answered.add(k);
+          model.asked = model.asked.filter((a) => key(a.worker, a.requestId) !== k);
+          break;
+        }
+        default:
+          break;
+      }
+    }
+    const cap = settings.size + settings.maxOverflow;
+    assert.ok(model.alive.size <= cap, `${step}: ${model.alive.size} backends alive, cap ${cap}`);
+    const views = pool.view();
+    assert.deepEqual(
+      views.map((v) => v.id).sort((a, b) => a - b),
+      [...model.alive].sort((a, b) => a - b),
+      `${step}: pool and world disagree on which backends exist`,
+    );
+    if (pool.queueLength > 0) {
+      assert.ok(
+        !views.some((v) => v.state.phase === 'idle'),
+        `${step}: a request waits while a backend is idle`,
+      );
+    }
+    for (const v of views) {
+      if (v.state.phase === 'busy')
+        assert.ok(model.leases.has(v.state.lease), `${step}: busy without a lease`);
+    }
+  };
+
+  apply(pool.start(), 'start');
+  for (let i = 0; i < steps; i++) {
+    const roll = rand.random();
+    if (roll < 0.3) {
+      const worker = pick(workers)!;
+      const requestId = nextRequest++;
+      model.asked.push({ worker, requestId });
+      apply(pool.checkout(worker, requestId), `checkout ${worker}:${requestId}`);
+    } else if (roll < 0.55) {
+      const lease = pick([...model.leases.keys()]);
+      if (lease === undefined) continue;
+      const l = model.leases.get(lease)!;
+      model.leases.delete(lease);
+      const outcome = pick(['ok', 'ok', 'ok', 'ok', 'stuck', 'broken'] as const)!;
+      apply(pool.checkin(l.worker, lease, outcome), `checkin ${lease} ${outcome}`);
+    } else if (roll < 0.62) {
+      const waiting = pick(model.asked);
+      if (!waiting) continue;
+      model.asked = model.asked.filter((a) => a !== waiting);
+      model.answered.add(key(waiting.worker, waiting.requestId));
+      apply(
+        pool.cancel(waiting.worker, waiting.requestId),
+        `cancel ${key(waiting.worker, waiting.requestId)}`,
+      );
+    } else if (roll < 0.8) {
+      const starting = pool
+        .view()
+        .filter((v) => v.state.phase === 'starting')
+        .map((v) => v.id);
+      const id = pick(starting);
+      if (id === undefined) continue;
+      model.ready.add(id);
+      apply(pool.backendReady(id), `ready ${id}`);
+    } else if (roll < 0.88) {
+      const id = pick([...model.stopping].filter((s) => model.alive.has(s)));
+      if (id === undefined) continue;
+      model.alive.delete(id);
+      apply(pool.backendExited(id), `stopped ${id} exits`);
+    } else if (roll < 0.91) {
+      const id = pick([...model.alive]);
+      if (id === undefined) continue;
+      model.alive.delete(id);
+      for (const [lease, l] of model.leases) if (l.backend === id) model.leases.delete(lease);
+      apply(pool.backendExited(id), `crash ${id}`);
+    } else if (roll < 0.93) {
+      const worker = pick(workers)!;
+      for (const [lease, l] of model.leases) if (l.worker === worker) model.leases.delete(lease);
+      model.asked = model.asked.filter((a) => a.worker !== worker);
+      apply(pool.workerExited(worker), `worker ${worker} dies`);
+    } else {
+      clock.advance(Math.floor(rand.random() * 400));
+      apply(pool.tick(), 'tick');
+    }
+  }
+
+  // Quiesce: return every lease, let every stop finish and every start succeed, let time pass.
+  for (let round = 0; round < 50; round++) {
+    for (const [lease, l] of [...model.leases]) {
+      model.leases.delete(lease);
+      apply(pool.checkin(l.worker, lease, 'ok'), 'final checkin');
+    }
+    for (const id of [...model.stopping].filter((s) => model.alive.has(s))) {
+      model.alive.delete(id);
+      apply(pool.backendExited(id), 'final exit');
+    }
+    for (const v of pool.view().filter((b) => b.state.phase === 'starting')) {
+      model.ready.add(v.id);
+      apply(pool.backendReady(v.id), 'final ready');
+    }
+    for (const waiting of [...model.asked]) {
+      model.asked = model.asked.filter((a) => a !== waiting);
+      model.answered.add(key(waiting.worker, waiting.requestId));
+      apply(pool.cancel(waiting.worker, waiting.requestId), 'final cancel');
+    }
+    clock.advance(settings.restart.maxDelayMs);
+    apply(pool.tick(), 'final tick');
+  }
+  const live = pool.view().filter((v) => v.state.phase === 'idle' || v.state.phase === 'busy');
+  assert.equal(pool.queueLength, 0);
+  assert.equal(live.length, settings.size, 'a quiet pool settles at pool_size backends');
+}
+
+describe('pool model test', () => {
+  const shapes: PoolSettings[] = [
+    {
+      size: 1,
+      maxOverflow: 2,
+      strategy: 'fifo',
+      queueTimeoutMs: 500,
+      queueMax: 5,
+      startTimeoutMs: 800,
+      restart: { baseDelayMs: 10, maxDelayMs: 200, stableAfterMs: 1000 },
+    },
+    {
+      size: 3,
+      maxOverflow: 2,
+      strategy: 'lifo',
+      queueTimeoutMs: 0,
+      queueMax: 50,
+      startTimeoutMs: 2000,
+      restart: { baseDelayMs: 10, maxDelayMs: 200, stableAfterMs: 1000 },
+    },
+    {
+      size: 2,
+      maxOverflow: 0,
+      strategy: 'fifo',
+      queueTimeoutMs: 300,
+      queueMax: 0,
+      startTimeoutMs: 500,
+      restart: { baseDelayMs: 10, maxDelayMs: 200, stableAfterMs: 1000 },
+    },
+  ];
+  for (const [index, settings] of shapes.entries()) {
+    it(`keeps every invariant over 200 seeded random walks (shape ${index + 1}: size ${settings.size}, overflow ${settings.maxOverflow}, ${settings.strategy})`, () => {
+      for (let seed = 1; seed <= 200; seed++) {
+        try {
+          runWalk(seed, settings, 400);
+        } catch (err) {
+          (err as Error).message = `seed ${seed}: ${(err as Error).message}`;
+          throw err;
+        }
+      }
+    });
+  }
+});

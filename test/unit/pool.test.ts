@@ -1,0 +1,325 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Pool, type PoolEffect, type PoolSettings } from '../../lib/supervisor/pool.js';
+import { FakeClock } from '../helpers/fake-clock.js';
+
+const W1 = 1;
+const W2 = 2;
+
+function setup(overrides: Partial<PoolSettings> = {}, seed = 1) {
+  const clock = new FakeClock(seed);
+  const settings: PoolSettings = {
+    size: 2,
+    maxOverflow: 0,
+    strategy: 'fifo',
+    queueTimeoutMs: 1000,
+    queueMax: 100,
+    startTimeoutMs: 5000,
+    restart: { baseDelayMs: 100, maxDelayMs: 1000, stableAfterMs: 10_000 },
+    ...overrides,
+  };
+  return { pool: new Pool(settings, clock), clock };
+}
+
+function spawned(effects: PoolEffect[]): number[] {
+  return effects.flatMap((e) => (e.type === 'spawn' ? [e.backend] : []));
+}
+
+function stopped(effects: PoolEffect[]): number[] {
+  return effects.flatMap((e) => (e.type === 'stop' ? [e.backend] : []));
+}
+
+function grant(effects: PoolEffect[]) {
+  const g = effects.find((e) => e.type === 'grant');
+  return g?.type === 'grant' ? g : undefined;
+}
+
+function reject(effects: PoolEffect[]) {
+  const r = effects.find((e) => e.type === 'reject');
+  return r?.type === 'reject' ? r : undefined;
+}
+
+/** Starts the pool and makes every initial backend ready; returns their ids. */
+function startReady(pool: Pool): number[] {
+  const ids = spawned(pool.start());
+  for (const id of ids) pool.backendReady(id);
+  return ids;
+}
+
+describe('pool decisions', () => {
+  it('starts pool_size backends at once and announces readiness when all are ready', () => {
+    const { pool } = setup({ size: 3 });
+    const ids = spawned(pool.start());
+    assert.deepEqual(ids, [1, 2, 3]);
+    assert.ok(!pool.backendReady(1).some((e) => e.type === 'pool-ready'));
+    assert.ok(!pool.backendReady(2).some((e) => e.type === 'pool-ready'));
+    assert.ok(pool.backendReady(3).some((e) => e.type === 'pool-ready'));
+  });
+
+  it('a request arriving before any backend is ready waits and gets the first one ready', () => {
+    const { pool } = setup({ size: 2 });
+    pool.start();
+    const waiting = pool.checkout(W1, 10);
+    assert.equal(grant(waiting), undefined);
+    assert.deepEqual(spawned(waiting), [], 'starting backends already cover the waiter');
+    const g = grant(pool.backendReady(2));
+    assert.deepEqual(g && [g.worker, g.requestId, g.backend], [W1, 10, 2]);
+  });
+
+  it('never leases a backend twice: a second checkout waits while the only backend is busy', () => {
+    const { pool } = setup({ size: 1 });
+    startReady(pool);
+    assert.ok(grant(pool.checkout(W1, 1)));
+    assert.equal(grant(pool.checkout(W2, 1)), undefined);
+    assert.equal(pool.queueLength, 1);
+  });
+
+  it('picks a free backend at random', () => {
+    const { pool } = setup({ size: 4 }, 42);
+    startReady(pool);
+    const chosen = new Set<number>();
+    for (let i = 0; i < 40; i++) {
+      const g = grant(pool.checkout(W1, i))!;
+      chosen.add(g.backend);
+      pool.checkin(W1, g.lease, 'ok');
+    }
+    assert.ok(chosen.size >= 3, `expected several backends to be picked, got ${[...chosen]}`);
+  });
+
+  it('waiters are served in arrival order', () => {
+    const { pool } = setup({ size: 1 });
+    startReady(pool);
+    const first = grant(pool.checkout(W1, 1))!;
+    pool.checkout(W2, 2);
+    pool.checkout(W1, 3);
+    const next = grant(pool.checkin(W1, first.lease, 'ok'))!;
+    assert.deepEqual([next.worker, next.requestId], [W2, 2]);
+    const after = grant(pool.checkin(W2, next.lease, 'ok'))!;
+    assert.deepEqual([after.worker, after.requestId], [W1, 3]);
+  });
+
+  describe('overflow and shrinking (the original tool example: pool_size 1, overflow 2)', () => {
+    for (const strategy of ['fifo', 'lifo'] as const) {
+      it(`with ${strategy}, two concurrent requests start a second backend, and afterwards the ${strategy === 'fifo' ? 'newer' : 'older'} one remains`, () => {
+        const { pool } = setup({ size: 1, maxOverflow: 2, strategy });
+        const [original] = startReady(pool);
+        const a = grant(pool.checkout(W1, 1))!;
+        const second = pool.checkout(W2, 2);
+        const [overflow] = spawned(second);
+        assert.equal(overflow, 2, 'a second backend starts for the waiting request');
+        const b = grant(pool.backendReady(overflow!))!;
+        assert.equal(b.backend, overflow);
+        const afterA = pool.checkin(W1, a.lease, 'ok');
+        const afterB = pool.checkin(W2, b.lease, 'ok');
+        const retired = [...stopped(afterA), ...stopped(afterB)];
+        const expectedRetired = strategy === 'fifo' ? original : overflow;
+        assert.deepEqual(retired, [expectedRetired]);
+        const live = pool.view().filter((v) => v.state.phase === 'idle');
+        assert.deepEqual(
+          live.map((v) => v.id),
+          [strategy === 'fifo' ? overflow : original],
+        );
+      });
+    }
+
+    it('a busy victim is retired when it is returned, not before', () => {
+      const { pool } = setup({ size: 1, maxOverflow: 1, strategy: 'fifo' });
+      startReady(pool);
+      const a = grant(pool.checkout(W1, 1))!; // on backend 1, the fifo victim
+      const [overflow] = spawned(pool.checkout(W1, 2));
+      const b = grant(pool.backendReady(overflow!))!;
+      assert.deepEqual(
+        stopped(pool.checkin(W1, b.lease, 'ok')),
+        [],
+        'backend 1 is busy: only marked',
+      );
+      assert.deepEqual(stopped(pool.checkin(W1, a.lease, 'ok')), [1]);
+    });
+
+    it('a marked backend returned while a request waits serves that request instead', () => {
+      const { pool } = setup({ size: 1, maxOverflow: 1, strategy: 'fifo' });
+      startReady(pool);
+      const a = grant(pool.checkout(W1, 1))!;
+      const [overflow] = spawned(pool.checkout(W1, 2));
+      const b = grant(pool.backendReady(overflow!))!;
+      pool.checkin(W1, b.lease, 'ok'); // marks backend 1
+      const c = grant(pool.checkout(W2, 3))!; // takes backend 2, idle
+      pool.checkout(W2, 4); // waits: cap reached
+      const handover = pool.checkin(W1, a.lease, 'ok');
+      assert.deepEqual(stopped(handover), []);
+      assert.equal(grant(handover)?.backend, 1);
+      assert.ok(c);
+    });
+
+    it('never starts more than pool_size + pool_max_overflow backends', () => {
+      const { pool } = setup({ size: 3, maxOverflow: 2 });
+      startReady(pool);
+      let starts = 0;
+      for (let i = 0; i < 30; i++) starts += spawned(pool.checkout(W1, i)).length;
+      assert.equal(starts, 2);
+      assert.equal(pool.view().length, 5);
+    });
+
+    it('a waiter takes whichever backend becomes free first: a busy one finishing', () => {
+      const { pool } = setup({ size: 1, maxOverflow: 1 });
+      startReady(pool);
+      const a = grant(pool.checkout(W1, 1))!;
+      const [overflow] = spawned(pool.checkout(W2, 2));
+      const served = grant(pool.checkin(W1, a.lease, 'ok'))!;
+      assert.deepEqual([served.requestId, served.backend], [2, 1]);
+      // The overflow backend becomes ready with nobody waiting: the fifo victim is backend 1, busy,
+      // so it is only marked and the new one stays idle.
+      assert.deepEqual(stopped(pool.backendReady(overflow!)), []);
+      const one = pool.backend(1)!.state;
+      assert.ok(one.phase === 'busy' && one.retireOnReturn);
+    });
+  });
+
+  describe('queue', () => {
+    it('rejects at once beyond queue_max', () => {
+      const { pool } = setup({ size: 1, queueMax: 1 });
+      startReady(pool);
+      grant(pool.checkout(W1, 1));
+      assert.equal(reject(pool.checkout(W1, 2)), undefined);
+      assert.equal(reject(pool.checkout(W1, 3))?.code, 'MPX_QUEUE_FULL');
+    });
+
+    it('queue_max 0 means no request may wait', () => {
+      const { pool } = setup({ size: 1, queueMax: 0 });
+      startReady(pool);
+      grant(pool.checkout(W1, 1));
+      assert.equal(reject(pool.checkout(W1, 2))?.code, 'MPX_QUEUE_FULL');
+    });
+
+    it('a waiter past queue_timeout_ms is rejected', () => {
+      const { pool, clock } = setup({ size: 1, queueTimeoutMs: 500 });
+      startReady(pool);
+      grant(pool.checkout(W1, 1));
+      pool.checkout(W2, 2);
+      assert.equal(pool.nextWakeAt(), clock.now() + 500);
+      clock.advance(499);
+      assert.equal(reject(pool.tick()), undefined);
+      clock.advance(1);
+      const r = reject(pool.tick())!;
+      assert.deepEqual([r.worker, r.requestId, r.code], [W2, 2, 'MPX_QUEUE_TIMEOUT']);
+      assert.equal(pool.queueLength, 0);
+    });
+
+    it('queue_timeout_ms 0 lets a request wait forever', () => {
+      const { pool, clock } = setup({ size: 1, queueTimeoutMs: 0 });
+      startReady(pool);
+      grant(pool.checkout(W1, 1));
+      pool.checkout(W2, 2);
+      clock.advance(10_000_000);
+      assert.equal(reject(pool.tick()), undefined);
+      assert.equal(pool.queueLength, 1);
+    });
+
+    it('a cancelled waiter leaves the queue and consumes no backend', () => {
+      const { pool } = setup({ size: 1 });
+      startReady(pool);
+      const a = grant(pool.checkout(W1, 1))!;
+      pool.checkout(W2, 2);
+      pool.cancel(W2, 2);
+      const back = pool.checkin(W1, a.lease, 'ok');
+      assert.equal(grant(back), undefined);
+      assert.equal(pool.view()[0]!.state.phase, 'idle');
+    });
+
+    it('a cancel that crosses its grant returns the lease', () => {
+      const { pool } = setup({ size: 1 });
+      startReady(pool);
+      assert.ok(grant(pool.checkout(W1, 1)));
+      pool.cancel(W1, 1);
+      assert.equal(pool.view()[0]!.state.phase, 'idle');
+      assert.ok(grant(pool.checkout(W2, 2)));
+    });
+  });
+
+  describe('failures', () => {
+    it('a crashed backend is replaced so the pool returns to pool_size, after a short backoff', () => {
+      const { pool, clock } = setup({ size: 2 });
+      startReady(pool);
+      const crash = pool.backendExited(1);
+      assert.deepEqual(spawned(crash), []);
+      assert.ok(crash.some((e) => e.type === 'backoff' && e.delayMs === 100));
+      clock.advance(100);
+      assert.deepEqual(spawned(pool.tick()), [3]);
+    });
+
+    it('a backend that keeps dying is restarted with exponential backoff, one at a time', () => {
+      const { pool, clock } = setup({ size: 3 });
+      pool.start();
+      const delays: number[] = [];
+      let next = [1, 2, 3];
+      for (let round = 0; round < 6; round++) {
+        for (const id of next) {
+          for (const e of pool.backendExited(id)) if (e.type === 'backoff') delays.push(e.delayMs);
+        }
+        clock.advance(delays.at(-1)!);
+        next = spawned(pool.tick());
+        assert.ok(next.length <= 1 || round === 0, `round ${round} started ${next.length} at once`);
+      }
+      assert.deepEqual(delays.slice(0, 5), [100, 200, 400, 800, 1000]);
+    });
+
+    it('a backend not ready within service_start_timeout_ms is stopped and started again', () => {
+      const { pool, clock } = setup({ size: 1, startTimeoutMs: 300 });
+      pool.start();
+      clock.advance(300);
+      assert.deepEqual(stopped(pool.tick()), [1]);
+      pool.backendExited(1);
+      clock.advance(100);
+      assert.deepEqual(spawned(pool.tick()), [2]);
+    });
+
+    it('a backend found stuck or broken is stopped and replaced', () => {
+      const { pool, clock } = setup({ size: 1 });
+      startReady(pool);
+      const a = grant(pool.checkout(W1, 1))!;
+      assert.deepEqual(stopped(pool.checkin(W1, a.lease, 'stuck')), [1]);
+      const exit = pool.backendExited(1);
+      assert.deepEqual(spawned(exit), [2], 'a stuck backend is not a failure: no backoff');
+      const b = grant(pool.checkout(W1, 2));
+      assert.equal(b, undefined, 'the replacement is not ready yet');
+      pool.backendReady(2);
+      assert.equal(clock.now(), 1_000);
+    });
+
+    it('a checkin for a lease whose backend died is a logged no-op', () => {
+      const { pool } = setup({ size: 1 });
+      startReady(pool);
+      const a = grant(pool.checkout(W1, 1))!;
+      pool.backendExited(1);
+      const late = pool.checkin(W1, a.lease, 'broken');
+      assert.ok(late.some((e) => e.type === 'anomaly'));
+      assert.deepEqual(stopped(late), []);
+    });
+
+    it('a dead front worker drops its waiters and its leased backends are retired and replaced', () => {
+      const { pool } = setup({ size: 2 });
+      startReady(pool);
+      const held = grant(pool.checkout(W1, 1))!;
+      grant(pool.checkout(W2, 1));
+      pool.checkout(W1, 2);
+      const effects = pool.workerExited(W1);
+      assert.deepEqual(stopped(effects), [held.backend]);
+      assert.equal(pool.queueLength, 0);
+      assert.deepEqual(spawned(pool.backendExited(held.backend)), [3]);
+    });
+  });
+
+  it('shutdown rejects waiters and stops every backend', () => {
+    const { pool } = setup({ size: 2 });
+    startReady(pool);
+    grant(pool.checkout(W1, 1));
+    grant(pool.checkout(W1, 2));
+    pool.checkout(W2, 3);
+    const effects = pool.shutdown();
+    assert.equal(reject(effects)?.code, 'MPX_SHUTTING_DOWN');
+    assert.deepEqual(stopped(effects).sort(), [1, 2]);
+    assert.deepEqual(spawned(pool.backendExited(1)), []);
+    pool.backendExited(2);
+    assert.ok(pool.isEmpty);
+  });
+});
