@@ -4,6 +4,7 @@ import convict from 'convict';
 import { MultiplexerError } from '../errors.js';
 import type { Config, LoadedConfig, Source } from './config.js';
 import { describeValue, parsePortRange } from './formats.js';
+import { locateJsonError } from './json-error.js';
 import { configKeys, envName, schema, type ConfigKey } from './schema.js';
 
 export interface ConfigInput {
@@ -46,20 +47,6 @@ function convictSchema(): convict.Schema<Record<string, unknown>> {
   return def as convict.Schema<Record<string, unknown>>;
 }
 
-/** Node 20 says "at position N"; newer versions add "(line L column C)". Report line and column either way. */
-function describeJsonError(text: string, err: Error): string {
-  const position = /position (\d+)/.exec(err.message);
-  const reason = err.message
-    .replace(/\s*in JSON at position \d+.*$/, '')
-    .replace(/\s*\(line.*$/, '');
-  if (!position) return `invalid JSON: ${reason}`;
-  const offset = Number(position[1]);
-  const before = text.slice(0, offset).split('\n');
-  const line = before.length;
-  const column = (before.at(-1)?.length ?? 0) + 1;
-  return `invalid JSON at line ${line}, column ${column}: ${reason}`;
-}
-
 function readConfigFile(file: string): Record<string, unknown> {
   let text: string;
   try {
@@ -80,7 +67,11 @@ function readConfigFile(file: string): Record<string, unknown> {
   try {
     parsed = JSON.parse(text);
   } catch (err) {
-    throw configError([`config file ${file}: ${describeJsonError(text, err as Error)}`]);
+    const place = locateJsonError(text);
+    const where = place
+      ? `invalid JSON at line ${place.line}, column ${place.column}: unexpected ${place.found}`
+      : `invalid JSON: ${(err as Error).message}`;
+    throw configError([`config file ${file}: ${where}`]);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw configError([

@@ -1,0 +1,202 @@
+import assert from 'node:assert/strict';
+import { chmodSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { locateJsonError } from '../../lib/config/json-error.js';
+import { loadConfig } from '../../lib/config/load.js';
+import { MultiplexerError } from '../../lib/errors.js';
+import { tempDir } from '../helpers/temp.js';
+
+const tmp = tempDir();
+const base = { service_start_process_cmd: 'node app.js %PORT%' };
+
+function file(content: unknown): string {
+  const text = typeof content === 'string' ? content : JSON.stringify(content);
+  return tmp.write(`c${Math.random().toString(36).slice(2)}.json`, text);
+}
+
+function problems(input: Parameters<typeof loadConfig>[0]): string[] {
+  try {
+    loadConfig({ env: {}, ...input });
+  } catch (err) {
+    assert.ok(err instanceof MultiplexerError);
+    assert.equal(err.code, 'MPX_CONFIG_INVALID');
+    return [...err.problems];
+  }
+  assert.fail('expected the config to be refused');
+}
+
+describe('config', () => {
+  it('fills defaults and reads the seed-style port range', () => {
+    const { config, sources } = loadConfig({ file: file(base), env: {} });
+    assert.equal(config.pool_size, 4);
+    assert.equal(config.pool_strategy, 'fifo');
+    assert.deepEqual(config.service_port_range, { first: 10300, last: 10350 });
+    assert.equal(config.service_start_delay_ms, 'wait_first_output');
+    assert.equal(sources.pool_size, 'default');
+    assert.equal(sources.service_start_process_cmd, 'file');
+    assert.ok(Object.isFrozen(config));
+  });
+
+  it('accepts the port range as a JSON pair and the start delay as milliseconds', () => {
+    const { config } = loadConfig({
+      file: file({ ...base, service_port_range: [20000, 20010], service_start_delay_ms: 250 }),
+      env: {},
+    });
+    assert.deepEqual(config.service_port_range, { first: 20000, last: 20010 });
+    assert.equal(config.service_start_delay_ms, 250);
+  });
+
+  it('flag beats environment beats file beats default', () => {
+    const path = file({ ...base, pool_size: 2, pool_max_overflow: 1, queue_max: 7 });
+    const env = { MULTIPLEXER_POOL_SIZE: '3', MULTIPLEXER_POOL_MAX_OVERFLOW: '5' };
+    const { config, sources } = loadConfig({ file: path, env, flags: { pool_size: '6' } });
+    assert.equal(config.pool_size, 6);
+    assert.equal(sources.pool_size, 'flag');
+    assert.equal(config.pool_max_overflow, 5);
+    assert.equal(sources.pool_max_overflow, 'env');
+    assert.equal(config.queue_max, 7);
+    assert.equal(sources.queue_max, 'file');
+  });
+
+  describe('refuses, naming the key, the value and what is expected', () => {
+    const cases: [
+      string,
+      Parameters<typeof loadConfig>[0] | (() => Parameters<typeof loadConfig>[0]),
+      RegExp,
+    ][] = [
+      [
+        'a value out of range',
+        () => ({ file: file({ ...base, pool_max_overflow: -1 }) }),
+        /^pool_max_overflow must be an integer ≥ 0, got -1 \(from config file\)$/,
+      ],
+      [
+        'a wrong type in the file',
+        () => ({ file: file({ ...base, pool_size: '4' }) }),
+        /^pool_size must be an integer ≥ 1, got "4"/,
+      ],
+      [
+        'a fraction',
+        () => ({ file: file({ ...base, queue_max: 1.5 }) }),
+        /^queue_max must be an integer ≥ 0, got 1.5/,
+      ],
+      [
+        'an unknown strategy',
+        () => ({ file: file({ ...base, pool_strategy: 'random' }) }),
+        /^pool_strategy must be one of "fifo", "lifo", got "random"/,
+      ],
+      [
+        'a typo in a key',
+        () => ({ file: file({ ...base, pool_sizee: 3 }) }),
+        /^pool_sizee is not a known setting \(did you mean pool_size\?\), got 3/,
+      ],
+      [
+        'a missing command',
+        () => ({ file: file({}) }),
+        /^service_start_process_cmd must be a non-empty command line \(it is required\)/,
+      ],
+      [
+        'a bad port',
+        () => ({ file: file({ ...base, http_port: 70000 }) }),
+        /^http_port must be a TCP port, an integer from 1 to 65535, got 70000/,
+      ],
+      [
+        'a reversed port range',
+        () => ({ file: file({ ...base, service_port_range: '10350..10300' }) }),
+        /^service_port_range must be a port range .*got "10350..10300"/,
+      ],
+      [
+        'a bad start delay',
+        () => ({ file: file({ ...base, service_start_delay_ms: 'soon' }) }),
+        /^service_start_delay_ms must be an integer ≥ 0 \(milliseconds\) or "wait_first_output", got "soon"/,
+      ],
+      [
+        'a base URL with a port',
+        () => ({ file: file({ ...base, service_http_base_url: 'http://localhost:8080' }) }),
+        /^service_http_base_url must be an http:\/\/ URL with a host and no port or path/,
+      ],
+      [
+        'a bad environment variable',
+        () => ({ file: file(base), env: { MULTIPLEXER_WORKERS: 'many' } }),
+        /^workers must be an integer ≥ 1, got "many" \(from environment variable MULTIPLEXER_WORKERS\)$/,
+      ],
+      [
+        'a bad flag',
+        () => ({ file: file(base), flags: { queue_timeout_ms: '-5' } }),
+        /^queue_timeout_ms must be an integer ≥ 0, got -5 \(from flag --queue_timeout_ms\)$/,
+      ],
+      [
+        'a port range smaller than the pool can grow',
+        () => ({
+          file: file({
+            ...base,
+            pool_size: 3,
+            pool_max_overflow: 2,
+            service_port_range: [20000, 20003],
+          }),
+        }),
+        /^service_port_range must hold at least pool_size \+ pool_max_overflow = 5 ports, got \[20000,20003\] \(4 ports\)$/,
+      ],
+      [
+        'a missing file',
+        { file: '/nonexistent/app.json' },
+        /^config file \/nonexistent\/app.json: cannot be read: no such file$/,
+      ],
+      ['a directory', () => ({ file: tmp.dir }), /cannot be read: is a directory/],
+      [
+        'invalid JSON, with line and column',
+        () => ({ file: file('{\n  "pool_size": 2,\n  "workers": ,\n}') }),
+        /^config file .*: invalid JSON at line 3, column 14: /,
+      ],
+      [
+        'JSON that is not an object',
+        () => ({ file: file('[1, 2]') }),
+        /must hold a JSON object of settings, got \[1,2\]/,
+      ],
+    ];
+    for (const [name, input, expected] of cases) {
+      it(`${name}`, () => {
+        const found = problems(typeof input === 'function' ? input() : input);
+        assert.ok(
+          found.some((p) => expected.test(p)),
+          `no problem matched ${expected}:\n${found.join('\n')}`,
+        );
+      });
+    }
+
+    it(
+      'an unreadable file',
+      { skip: process.getuid?.() === 0 ? 'root reads any file' : false },
+      () => {
+        const path = file(base);
+        chmodSync(path, 0o000);
+        assert.match(problems({ file: path })[0]!, /permission denied/);
+      },
+    );
+
+    it('every problem at once, one line each', () => {
+      const found = problems({ file: file({ pool_size: 0, pool_strategy: 'x', extra: true }) });
+      assert.equal(found.length, 4, found.join('\n'));
+    });
+  });
+});
+
+describe('locating a JSON error', () => {
+  const cases: [string, string, number, number][] = [
+    ['a missing value', '{\n  "a": ,\n}', 2, 8],
+    ['a trailing comma', '{"a": 1,}', 1, 9],
+    ['a comment', '{\n  // no\n  "a": 1\n}', 2, 3],
+    ['single quotes', "{'a': 1}", 1, 2],
+    ['an unterminated string', '{"a": "b', 1, 9],
+    ['text after the object', '{} x', 1, 4],
+  ];
+  for (const [name, text, line, column] of cases) {
+    it(`${name} at line ${line}, column ${column}`, () => {
+      assert.throws(() => JSON.parse(text) as unknown);
+      const place = locateJsonError(text);
+      assert.deepEqual(place && [place.line, place.column], [line, column]);
+    });
+  }
+  it('valid JSON has no error', () => {
+    assert.equal(locateJsonError('{"a": [1, -2.5e3, "x\\u0041", true, null, {}]}'), undefined);
+  });
+});

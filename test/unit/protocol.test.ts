@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { decodePrimaryMessage, decodeWorkerMessage } from '../../lib/ipc/protocol.js';
+import { exitCodeFor, httpStatusFor, toErrorData, MultiplexerError } from '../../lib/errors.js';
+
+describe('IPC protocol', () => {
+  it('accepts well-formed messages both ways', () => {
+    assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'checkout', id: 1 }).ok);
+    assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'checkin', lease: 4, outcome: 'stuck' }).ok);
+    assert.ok(
+      decodePrimaryMessage({ ns: 'mpx', type: 'granted', id: 1, lease: 2, port: 10300 }).ok,
+    );
+    assert.ok(decodePrimaryMessage({ ns: 'mpx', type: 'drain' }).ok);
+  });
+
+  const bad: [string, unknown, RegExp][] = [
+    ['a non-object', 'hello', /not an object/],
+    [
+      'another namespace (e.g. Node internals)',
+      { cmd: 'NODE_CLUSTER', type: 'checkout', id: 1 },
+      /not a multiplexer message/,
+    ],
+    ['an unknown type', { ns: 'mpx', type: 'steal', id: 1 }, /unknown message type "steal"/],
+    ['a missing id', { ns: 'mpx', type: 'checkout' }, /checkout.id must be number, got undefined/],
+    ['a fractional id', { ns: 'mpx', type: 'cancel', id: 1.5 }, /cancel.id must be number/],
+    [
+      'an unknown outcome',
+      { ns: 'mpx', type: 'checkin', lease: 1, outcome: 'meh' },
+      /checkin.outcome must be ok,stuck,broken, got "meh"/,
+    ],
+  ];
+  for (const [name, raw, reason] of bad) {
+    it(`refuses ${name} with a reason`, () => {
+      const decoded = decodeWorkerMessage(raw);
+      assert.ok(!decoded.ok);
+      assert.match(decoded.reason, reason);
+    });
+  }
+
+  it('a primary-only message is not accepted from a worker', () => {
+    assert.ok(!decodeWorkerMessage({ ns: 'mpx', type: 'granted', id: 1, lease: 2, port: 3 }).ok);
+  });
+});
+
+describe('error codes', () => {
+  it('map to HTTP statuses and exit codes in one table', () => {
+    assert.equal(httpStatusFor.MPX_QUEUE_TIMEOUT, 503);
+    assert.equal(httpStatusFor.MPX_QUEUE_FULL, 503);
+    assert.equal(httpStatusFor.MPX_BACKEND_CRASHED, 502);
+    assert.equal(httpStatusFor.MPX_BACKEND_UNREACHABLE, 502);
+    assert.equal(httpStatusFor.MPX_BACKEND_TIMEOUT, 504);
+    assert.equal(exitCodeFor.MPX_CONFIG_INVALID, 78);
+    assert.equal(exitCodeFor.MPX_USAGE, 64);
+  });
+
+  it('travel as data, since Error objects become {} in JSON', () => {
+    assert.deepEqual(toErrorData(new MultiplexerError('MPX_QUEUE_FULL', 'full')), {
+      code: 'MPX_QUEUE_FULL',
+      message: 'full',
+    });
+    assert.deepEqual(toErrorData(new Error('boom')), { code: 'MPX_INTERNAL', message: 'boom' });
+  });
+});
