@@ -81,7 +81,14 @@ export class Supervisor {
   }
 
   checkout(worker: number, requestId: number): void {
+    const waiting = this.pool.queueLength;
     this.apply(this.pool.checkout(worker, requestId));
+    if (this.pool.queueLength > waiting) {
+      this.log.debug(
+        { worker, requestId, queue: this.pool.queueLength },
+        'request waits for a free backend',
+      );
+    }
   }
 
   cancel(worker: number, requestId: number): void {

@@ -1,0 +1,71 @@
+import http from 'node:http';
+
+export interface Answer {
+  status: number;
+  statusMessage: string;
+  headers: http.IncomingHttpHeaders;
+  rawHeaders: string[];
+  body: string;
+  ms: number;
+}
+
+export interface RequestOptions {
+  method?: string;
+  headers?: http.OutgoingHttpHeaders;
+  body?: string | Buffer;
+  /** Aborting it closes the client's connection (the promise then rejects). */
+  signal?: AbortSignal;
+}
+
+/** One request on a fresh connection, as an independent client would make it. */
+export function request(port: number, path: string, options: RequestOptions = {}): Promise<Answer> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        method: options.method ?? 'GET',
+        headers: options.headers,
+        agent: false,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            statusMessage: res.statusMessage ?? '',
+            headers: res.headers,
+            rawHeaders: res.rawHeaders,
+            body: Buffer.concat(chunks).toString('utf8'),
+            ms: Date.now() - started,
+          }),
+        );
+      },
+    );
+    req.on('error', reject);
+    options.signal?.addEventListener('abort', () => req.destroy(new Error('aborted by the test')));
+    req.end(options.body);
+  });
+}
+
+export interface FixtureAnswer {
+  pid: number;
+  port: number;
+  envPort: string;
+  atArrival: number;
+  served: number;
+  method: string;
+  url: string;
+  httpVersion: string;
+  headers: Record<string, string>;
+  bytes: number;
+  sha256: string;
+}
+
+export function parseFixture(answer: Answer): FixtureAnswer {
+  return JSON.parse(answer.body) as FixtureAnswer;
+}

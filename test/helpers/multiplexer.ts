@@ -1,0 +1,181 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { after } from 'node:test';
+import { BIN, fixture, ROOT, uniqueMarker } from './paths.js';
+import { freePort, freePortRange } from './ports.js';
+import { readProcessTable } from '../../lib/supervisor/leftovers.js';
+import { isAlive, killQuietly, pidsMatching } from './procs.js';
+import { tempDir } from './temp.js';
+import { waitFor } from './wait.js';
+
+export interface ReadyLine {
+  event: 'ready';
+  pid: number;
+  http_port: number;
+  workers: number[];
+  backends: { id: number; pid: number; port: number; state: string }[];
+}
+
+export interface LogRecord {
+  level: number;
+  role: string;
+  msg: string;
+  backend?: number;
+  port?: number;
+  stream?: string;
+  [key: string]: unknown;
+}
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface Running {
+  proc: ChildProcess;
+  pid: number;
+  port: number;
+  marker: string;
+  ready: ReadyLine;
+  logs(): LogRecord[];
+  stderr(): string;
+  waitForLog(
+    predicate: (r: LogRecord) => boolean,
+    what: string,
+    timeoutMs?: number,
+  ): Promise<LogRecord>;
+  exited: Promise<Exit>;
+  /** Sends `signal` (SIGTERM by default) and resolves with how the process ended. */
+  stop(signal?: NodeJS.Signals): Promise<Exit>;
+}
+
+export interface Launch {
+  proc: ChildProcess;
+  marker: string;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<Exit>;
+}
+
+const launched: Launch[] = [];
+
+// Whatever a test did, nothing it started outlives its file.
+after(async () => {
+  for (const l of launched) {
+    if (l.proc.exitCode === null && l.proc.signalCode === null) l.proc.kill('SIGKILL');
+    await l.exited;
+    for (const pid of pidsMatching(l.marker)) killQuietly(pid);
+  }
+});
+
+/** The command line of a fixture backend, tagged with the test's marker. */
+export function fixtureCommand(name: string, marker: string, extra = ''): string {
+  return `node ${fixture(name)} %PORT% ${marker}${extra}`;
+}
+
+/** Runs bin/multiplexer with `args` and a config file holding `config`; does not wait for anything. */
+export function launch(
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; marker?: string } = {},
+): Launch {
+  const proc = spawn(process.execPath, [BIN, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, MULTIPLEXER_LOG_FORMAT: 'json', ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  proc.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));
+  proc.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
+  const exited = new Promise<Exit>((resolve) =>
+    proc.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  const l: Launch = {
+    proc,
+    marker: options.marker ?? uniqueMarker(),
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+  };
+  launched.push(l);
+  return l;
+}
+
+export function writeConfig(config: Record<string, unknown>): string {
+  return tempDir().write('app.json', JSON.stringify(config, null, 2));
+}
+
+/**
+ * Starts multiplexer on an ephemeral port with a fresh backend port range and the counting
+ * fixture (unless the config says otherwise), and waits for its ready line.
+ */
+export async function startMultiplexer(
+  config: Record<string, unknown> = {},
+  options: { env?: NodeJS.ProcessEnv; args?: string[]; readyTimeoutMs?: number } = {},
+): Promise<Running> {
+  const marker = uniqueMarker();
+  const port = await freePort();
+  const range = await freePortRange(12);
+  const full = {
+    pool_size: 2,
+    workers: 2,
+    http_host: '127.0.0.1',
+    http_port: port,
+    service_port_range: [range.first, range.last],
+    service_start_process_cmd: fixtureCommand('counting-service.mjs', marker),
+    service_stop_timeout_ms: 2000,
+    shutdown_timeout_ms: 5000,
+    ...config,
+  };
+  if (typeof full.service_start_process_cmd === 'string') {
+    full.service_start_process_cmd = full.service_start_process_cmd.replaceAll('{marker}', marker);
+  }
+  const file = writeConfig(full);
+  const l = launch(['start', '--config', file, ...(options.args ?? [])], {
+    env: options.env,
+    marker,
+  });
+  const line = await Promise.race([
+    waitFor(
+      () =>
+        l
+          .stdout()
+          .split('\n')
+          .find((s) => s.includes('"event":"ready"')),
+      'the ready line',
+      options.readyTimeoutMs ?? 15_000,
+    ),
+    l.exited.then((exit) => {
+      throw new Error(`multiplexer exited before ready (${JSON.stringify(exit)}):\n${l.stderr()}`);
+    }),
+  ]);
+  const ready = JSON.parse(line) as ReadyLine;
+  const logs = (): LogRecord[] =>
+    l
+      .stderr()
+      .split('\n')
+      .filter((s) => s.startsWith('{'))
+      .map((s) => JSON.parse(s) as LogRecord);
+  return {
+    proc: l.proc,
+    pid: l.proc.pid!,
+    port,
+    marker,
+    ready,
+    logs,
+    stderr: l.stderr,
+    waitForLog: (predicate, what, timeoutMs = 10_000) =>
+      waitFor(() => logs().find(predicate), what, timeoutMs),
+    exited: l.exited,
+    stop: (signal = 'SIGTERM') => {
+      if (isAlive(l.proc.pid!)) l.proc.kill(signal);
+      return l.exited;
+    },
+  };
+}
+
+/** The service processes of this instance still alive (by marker), not the /bin/sh wrapping each. */
+export function servicePids(running: { marker: string }): number[] {
+  return readProcessTable()
+    .filter((p) => p.commandLine.includes(running.marker) && !p.commandLine.startsWith('/bin/sh'))
+    .map((p) => p.pid);
+}
