@@ -35,6 +35,7 @@ export class BackendProcess {
   private exited = false;
   private ready = false;
   private killTimer: NodeJS.Timeout | undefined;
+  private termTimer: NodeJS.Timeout | undefined;
   private delayTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -66,9 +67,17 @@ export class BackendProcess {
     return !this.exited;
   }
 
-  /** SIGTERM to the whole group, SIGKILL after `graceMs` if it is still there. */
-  stop(graceMs: number): void {
+  /**
+   * SIGTERM to the whole group, SIGKILL after `graceMs` if it is still there. With `delayMs`, the
+   * process first gets that long to exit on its own (a backend whose connection just broke is
+   * usually dying, and its own exit status says why better than our SIGTERM would).
+   */
+  stop(graceMs: number, delayMs = 0): void {
     if (this.exited) return;
+    if (delayMs > 0) {
+      this.termTimer ??= setTimeout(() => this.stop(graceMs), delayMs);
+      return;
+    }
     this.signal('SIGTERM');
     this.killTimer ??= setTimeout(() => this.signal('SIGKILL'), graceMs);
   }
@@ -97,6 +106,7 @@ export class BackendProcess {
     if (this.exited) return;
     this.exited = true;
     clearTimeout(this.killTimer);
+    clearTimeout(this.termTimer);
     clearTimeout(this.delayTimer);
     // The group leader is gone; anything it left in its group is an orphan of this backend. The
     // group id stays reserved while members remain, so this cannot reach an unrelated process.

@@ -29,6 +29,9 @@ export interface BackendStatus {
   leasedBy: number | undefined;
 }
 
+/** How long a backend whose connection broke may take to exit on its own before it is stopped. */
+const BROKEN_GRACE_MS = 250;
+
 const realClock: PoolClock = { now: () => Date.now(), random: Math.random };
 
 const RETIRE_WHY: Record<RetireReason, string> = {
@@ -226,7 +229,7 @@ export class Supervisor {
       `stopping backend: ${RETIRE_WHY[reason]}`,
     );
     // A backend still waiting for its port has no process yet; launch() sees it retiring.
-    proc?.stop(this.config.service_stop_timeout_ms);
+    proc?.stop(this.config.service_stop_timeout_ms, reason === 'broken' ? BROKEN_GRACE_MS : 0);
   }
 
   private handleExit(id: number, port: number, info: ExitInfo): void {
@@ -239,13 +242,13 @@ export class Supervisor {
         ? `killed by ${info.signal}`
         : `exited with code ${info.code}`;
     const proc = { backend: id, port, code: info.code, signal: info.signal };
-    if (before?.phase === 'retiring') {
+    if (before?.phase === 'retiring' && before.reason !== 'broken') {
       this.log.info(proc, `backend stopped (${how})`);
     } else {
       const when =
         before?.phase === 'starting'
           ? 'before it was ready (boot failure)'
-          : before?.phase === 'busy'
+          : before?.phase === 'busy' || before?.phase === 'retiring'
             ? 'while serving a request (crash)'
             : 'while idle (crash)';
       this.log.error(proc, `backend ${how} ${when}`);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseFixture, request } from '../helpers/http.js';
-import { servicePids, startMultiplexer, type Running } from '../helpers/multiplexer.js';
+import { arrived, servicePids, startMultiplexer } from '../helpers/multiplexer.js';
 import { waitFor } from '../helpers/wait.js';
 
 describe('the pool, end to end', () => {
@@ -142,14 +142,3 @@ describe('the pool, end to end', () => {
     await mpx.stop();
   });
 });
-
-/** Waits until a backend logged the arrival of a request whose URL starts with `path`. */
-export function arrived(mpx: Running, path: string) {
-  return mpx.waitForLog(
-    (r) =>
-      r.stream === 'stdout' &&
-      r.msg.startsWith('arrived ') &&
-      r.msg.split(' ')[2]!.startsWith(path),
-    `the backend to receive ${path}`,
-  );
-}

@@ -179,3 +179,14 @@ export function servicePids(running: { marker: string }): number[] {
     .filter((p) => p.commandLine.includes(running.marker) && !p.commandLine.startsWith('/bin/sh'))
     .map((p) => p.pid);
 }
+
+/** Waits until a backend logged the arrival of a request whose URL starts with `path`. */
+export function arrived(mpx: Running, path: string) {
+  return mpx.waitForLog(
+    (r) =>
+      r.stream === 'stdout' &&
+      r.msg.startsWith('arrived ') &&
+      r.msg.split(' ')[2]!.startsWith(path),
+    `the backend to receive ${path}`,
+  );
+}

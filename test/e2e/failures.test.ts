@@ -1,0 +1,166 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseFixture, request } from '../helpers/http.js';
+import {
+  arrived,
+  fixtureCommand,
+  launch,
+  servicePids,
+  startMultiplexer,
+  writeConfig,
+  type LogRecord,
+} from '../helpers/multiplexer.js';
+import { freePort, freePortRange } from '../helpers/ports.js';
+import { isAlive, pidsMatching } from '../helpers/procs.js';
+import { uniqueMarker } from '../helpers/paths.js';
+import { waitFor } from '../helpers/wait.js';
+
+function jsonLogs(stderr: string): LogRecord[] {
+  return stderr
+    .split('\n')
+    .filter((s) => s.startsWith('{'))
+    .map((s) => JSON.parse(s) as LogRecord);
+}
+
+describe('failures, end to end', () => {
+  it('a backend that dies mid-request gives that request 502 and is replaced', async () => {
+    const mpx = await startMultiplexer({ pool_size: 1, workers: 1 });
+    const before = servicePids(mpx);
+    const crashed = await request(mpx.port, '/crash');
+    assert.equal(crashed.status, 502);
+    assert.equal(crashed.headers['x-multiplexer-error'], 'MPX_BACKEND_CRASHED');
+    assert.match(
+      crashed.body,
+      /^502 Bad Gateway: the backend closed the connection before answering/,
+    );
+    await mpx.waitForLog((r) => /crash/.test(r.msg) && r.level >= 50, 'the crash to be logged');
+    const after = parseFixture(await request(mpx.port, '/after'));
+    assert.ok(!before.includes(after.pid), 'a new backend process serves');
+    assert.equal(servicePids(mpx).length, 1);
+    assert.equal((await mpx.stop()).code, 0);
+  });
+
+  it('a backend that keeps failing at boot is restarted with exponential backoff, never spinning', async () => {
+    const marker = uniqueMarker();
+    const range = await freePortRange(4);
+    const file = writeConfig({
+      pool_size: 1,
+      workers: 1,
+      http_host: '127.0.0.1',
+      http_port: await freePort(),
+      service_port_range: [range.first, range.last],
+      service_start_process_cmd: fixtureCommand('boot-fail-service.mjs', marker),
+    });
+    const l = launch(['start', '--config', file], { marker });
+    const delays = () =>
+      jsonLogs(l.stderr())
+        .filter((r) => r.msg.startsWith('backends keep failing'))
+        .map((r) => r.delayMs as number);
+    await waitFor(() => delays().includes(800), 'the backoff to reach 800 ms');
+    assert.deepEqual(delays().slice(0, 3), [200, 400, 800]);
+    const logs = jsonLogs(l.stderr());
+    const starts = logs.filter((r) => r.msg === 'backend starting').length;
+    const failures = logs.filter((r) => /boot failure/.test(r.msg)).length;
+    assert.ok(failures >= 4, 'the log says why each one ended');
+    assert.ok(
+      starts <= failures + 1,
+      `one start per failure, no spin (${starts} starts, ${failures} failures)`,
+    );
+    l.proc.kill('SIGTERM');
+    assert.equal((await l.exited).code, 0);
+    assert.deepEqual(pidsMatching(marker), []);
+  });
+
+  it('a backend silent on stdout is never ready with wait_first_output: killed after service_start_timeout_ms and started again', async () => {
+    const marker = uniqueMarker();
+    const range = await freePortRange(4);
+    const file = writeConfig({
+      pool_size: 1,
+      workers: 1,
+      http_host: '127.0.0.1',
+      http_port: await freePort(),
+      service_port_range: [range.first, range.last],
+      service_start_process_cmd: fixtureCommand('stderr-only-service.mjs', marker),
+      service_start_timeout_ms: 400,
+    });
+    const l = launch(['start', '--config', file], { marker });
+    await waitFor(
+      () => jsonLogs(l.stderr()).some((r) => r.msg === 'backend starting' && r.backend === 2),
+      'a second start after the timeout',
+    );
+    const logs = jsonLogs(l.stderr());
+    assert.ok(
+      logs.some((r) => r.stream === 'stderr' && /listening/.test(r.msg)),
+      'its stderr was logged',
+    );
+    assert.ok(logs.some((r) => r.reason === 'start-timeout'));
+    assert.ok(
+      !l.stdout().includes('"event":"ready"'),
+      'stderr output does not make a backend ready',
+    );
+    l.proc.kill('SIGTERM');
+    assert.equal((await l.exited).code, 0);
+    assert.deepEqual(pidsMatching(marker), []);
+  });
+
+  it('with service_start_delay_ms, a silent backend is ready after the delay', async () => {
+    const mpx = await startMultiplexer({
+      pool_size: 1,
+      workers: 1,
+      service_start_delay_ms: 300,
+      service_start_process_cmd: fixtureCommand('stderr-only-service.mjs', '{marker}'),
+    });
+    const starting = mpx.logs().find((r) => r.msg === 'backend starting')!;
+    const ready = mpx.logs().find((r) => r.msg === 'backend ready')!;
+    assert.ok((ready.time as number) - (starting.time as number) >= 300);
+    assert.equal((await request(mpx.port, '/')).status, 200);
+    await mpx.stop();
+  });
+
+  it('a backend that does not answer within http_proxy_timeout gives 504 and is stopped and replaced', async () => {
+    const mpx = await startMultiplexer({ pool_size: 1, workers: 1, http_proxy_timeout: 300 });
+    const stuckPid = servicePids(mpx)[0];
+    const answer = await request(mpx.port, '/?ms=5000');
+    assert.equal(answer.status, 504);
+    assert.equal(answer.headers['x-multiplexer-error'], 'MPX_BACKEND_TIMEOUT');
+    assert.ok(
+      answer.ms < 2000,
+      `504 came after the timeout, not after the backend (${answer.ms} ms)`,
+    );
+    await mpx.waitForLog((r) => r.reason === 'stuck', 'the stuck backend to be stopped');
+    const next = parseFixture(await request(mpx.port, '/next'));
+    assert.notEqual(next.pid, stuckPid);
+    assert.equal(next.atArrival, 1);
+    await waitFor(() => !isAlive(stuckPid!), 'the stuck process to end');
+    await mpx.stop();
+  });
+
+  it('a SIGKILLed front worker is replaced, its leases are freed, the other worker keeps serving', async () => {
+    const mpx = await startMultiplexer({ pool_size: 2, pool_max_overflow: 0, workers: 2 });
+    const [w1, w2] = mpx.ready.workers;
+    // Two long requests on two connections: the cluster hands them to the two workers in turn.
+    const long = [
+      request(mpx.port, '/long-a?ms=3000').catch((e: Error) => e),
+      request(mpx.port, '/long-b?ms=3000').catch((e: Error) => e),
+    ];
+    await arrived(mpx, '/long-a');
+    await arrived(mpx, '/long-b');
+    process.kill(w1!, 'SIGKILL');
+    await mpx.waitForLog((r) => /front worker died/.test(r.msg), 'the worker death to be logged');
+    // The dead worker's backend comes back to the pool (replaced) while the other request still runs.
+    const quick = await request(mpx.port, '/quick');
+    assert.equal(quick.status, 200);
+    assert.ok(quick.ms < 2500, `served before the surviving long request ended (${quick.ms} ms)`);
+    const results = await Promise.all(long);
+    const failed = results.filter((r) => r instanceof Error);
+    assert.equal(failed.length, 1, 'exactly the request on the killed worker failed');
+    const survived = results.find((r) => !(r instanceof Error));
+    assert.equal(survived && 'status' in survived ? survived.status : 0, 200);
+    await waitFor(
+      () => mpx.logs().filter((r) => /starting a replacement/.test(r.msg)).length === 1,
+      'the replacement',
+    );
+    assert.ok(isAlive(w2!));
+    assert.equal((await mpx.stop()).code, 0);
+  });
+});
