@@ -1,0 +1,188 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import http from 'node:http';
+import net from 'node:net';
+import { describe, it } from 'node:test';
+import { parseFixture, request } from '../helpers/http.js';
+import { arrived, fixtureCommand, servicePids, startMultiplexer } from '../helpers/multiplexer.js';
+
+describe('the proxy, end to end', () => {
+  it('is transparent: method, path, query, headers with Host, body, status line and headers', async () => {
+    const mpx = await startMultiplexer({ pool_size: 1, workers: 1 });
+    const body = 'x'.repeat(10_000);
+    const answer = await request(mpx.port, '/some/path?q=1&r=%20two', {
+      method: 'PUT',
+      headers: {
+        host: 'app.example.test:8443',
+        'x-custom': 'kept',
+        'x-forwarded-for': '203.0.113.9',
+        'content-type': 'text/plain',
+      },
+      body,
+    });
+    assert.equal(answer.status, 200);
+    assert.equal(answer.statusMessage, 'Fixture Says');
+    const cookies = answer.rawHeaders.filter(
+      (_, i, all) => i % 2 === 1 && all[i - 1] === 'Set-Cookie',
+    );
+    assert.deepEqual(cookies, ['a=1', 'b=2'], 'repeated headers pass through, in order, case kept');
+    const seen = parseFixture(answer);
+    assert.equal(seen.method, 'PUT');
+    assert.equal(seen.url, '/some/path?q=1&r=%20two');
+    assert.equal(seen.headers.host, 'app.example.test:8443');
+    assert.equal(seen.headers['x-custom'], 'kept');
+    assert.equal(seen.headers['x-forwarded-for'], '203.0.113.9, 127.0.0.1');
+    assert.equal(seen.headers['x-forwarded-host'], 'app.example.test:8443');
+    assert.equal(seen.headers['x-forwarded-proto'], 'http');
+    assert.equal(seen.bytes, body.length);
+    assert.equal(seen.sha256, createHash('sha256').update(body).digest('hex'));
+    assert.equal(answer.headers['x-backend-pid'], String(seen.pid));
+    await mpx.stop();
+  });
+
+  it("passes a backend's own error status through unchanged", async () => {
+    const mpx = await startMultiplexer({ pool_size: 1, workers: 1 });
+    const answer = await request(mpx.port, '/status/500');
+    assert.equal(answer.status, 500);
+    assert.equal(answer.statusMessage, 'Fixture Says');
+    assert.equal(answer.headers['x-multiplexer-error'], undefined);
+    assert.equal(parseFixture(answer).url, '/status/500');
+    await mpx.stop();
+  });
+
+  it('streams a large chunked upload and streams the answer back as it is produced', async () => {
+    const mpx = await startMultiplexer({ pool_size: 1, workers: 1 });
+    const hash = createHash('sha256');
+    const upload = await new Promise<string>((resolve, reject) => {
+      const req = http.request(
+        { host: '127.0.0.1', port: mpx.port, path: '/upload', method: 'POST', agent: false },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8').on('data', (c: string) => (text += c));
+          res.on('end', () => resolve(text));
+        },
+      );
+      req.on('error', reject);
+      const chunk = Buffer.alloc(1 << 20, 7);
+      for (let i = 0; i < 24; i++) {
+        hash.update(chunk);
+        req.write(chunk);
+      }
+      req.end();
+    });
+    const seen = JSON.parse(upload) as {
+      bytes: number;
+      sha256: string;
+      headers: Record<string, string>;
+    };
+    assert.equal(seen.bytes, 24 << 20);
+    assert.equal(seen.sha256, hash.digest('hex'));
+    assert.equal(seen.headers['transfer-encoding'], 'chunked');
+
+    const started = Date.now();
+    const firstChunkAt = await new Promise<number>((resolve, reject) => {
+      http
+        .get(
+          { host: '127.0.0.1', port: mpx.port, path: '/stream?pause=1000', agent: false },
+          (res) => {
+            res.once('data', () => resolve(Date.now() - started));
+            res.resume();
+          },
+        )
+        .on('error', reject);
+    });
+    assert.ok(
+      firstChunkAt < 800,
+      `the first chunk arrived before the backend finished (${firstChunkAt} ms)`,
+    );
+    await mpx.stop();
+  });
+
+  it('a client that leaves mid-request: the backend finishes (answer discarded) before it serves anyone else', async () => {
+    const mpx = await startMultiplexer({ pool_size: 1, pool_max_overflow: 0, workers: 2 });
+    const abort = new AbortController();
+    const left = request(mpx.port, '/left?ms=800', { signal: abort.signal }).catch((e: Error) => e);
+    await arrived(mpx, '/left');
+    abort.abort();
+    assert.ok((await left) instanceof Error);
+    const next = await request(mpx.port, '/next');
+    const seen = parseFixture(next);
+    assert.equal(
+      seen.atArrival,
+      1,
+      'the next request arrived while the backend still worked on the first',
+    );
+    const logs = mpx.logs().map((r) => r.msg);
+    assert.ok(logs.indexOf('finished GET /left?ms=800') < logs.indexOf('arrived GET /next'));
+    assert.equal(servicePids(mpx).length, 1, 'the backend was returned, not replaced');
+    await mpx.stop();
+  });
+
+  it('a simple sequential HTTP/1.0 backend (one connection at a time) is never stalled', async () => {
+    const mpx = await startMultiplexer({
+      pool_size: 2,
+      pool_max_overflow: 0,
+      workers: 2,
+      http_proxy_timeout: 5000,
+      service_start_process_cmd: fixtureCommand('sequential-service.mjs', '{marker}'),
+    });
+    const answers = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => request(mpx.port, `/seq?ms=10&i=${i}`)),
+    );
+    assert.deepEqual(
+      answers.map((a) => a.status),
+      Array(40).fill(200),
+    );
+    // Keep-alive from the client side: several requests on one connection still reach the backend.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    for (let i = 0; i < 5; i++) {
+      const status = await new Promise<number>((resolve, reject) => {
+        http
+          .get({ host: '127.0.0.1', port: mpx.port, path: `/ka?i=${i}`, agent }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          })
+          .on('error', reject);
+      });
+      assert.equal(status, 200);
+    }
+    agent.destroy();
+    await mpx.stop();
+  });
+
+  it('answers an HTTP/1.0 client with a well-framed response', async () => {
+    const mpx = await startMultiplexer({ pool_size: 1, workers: 1 });
+    const raw = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(mpx.port, '127.0.0.1', () => {
+        socket.write('GET /old HTTP/1.0\r\nHost: legacy\r\n\r\n');
+      });
+      let text = '';
+      socket.setEncoding('utf8').on('data', (c: string) => (text += c));
+      socket.on('end', () => resolve(text));
+      socket.on('error', reject);
+    });
+    assert.match(raw, /^HTTP\/1\.1 200 Fixture Says\r\n/);
+    const seen = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as {
+      url: string;
+      headers: Record<string, string>;
+    };
+    assert.equal(seen.url, '/old');
+    assert.equal(seen.headers.host, 'legacy');
+    await mpx.stop();
+  });
+
+  it('a backend that is "ready" but refuses connections gives 502 and is replaced', async () => {
+    const mpx = await startMultiplexer({
+      pool_size: 1,
+      workers: 1,
+      service_start_process_cmd: 'echo pretending to be ready; exec sleep 30 # {marker}',
+    });
+    const answer = await request(mpx.port, '/');
+    assert.equal(answer.status, 502);
+    assert.equal(answer.headers['x-multiplexer-error'], 'MPX_BACKEND_UNREACHABLE');
+    assert.match(answer.body, /refused the connection/);
+    await mpx.waitForLog((r) => r.reason === 'broken', 'the broken backend to be stopped');
+    await mpx.waitForLog((r) => r.msg === 'backend ready' && r.backend === 2, 'a replacement');
+    assert.equal((await mpx.stop()).code, 0);
+  });
+});
