@@ -17,7 +17,8 @@ export function withConfigOptions<T>(yargs: Argv<T>): Argv<T> {
       group: 'Settings (override the config file):',
     });
   }
-  return y;
+  // strict() on the top-level parser does not reach a command's own options: repeat it here.
+  return y.strict();
 }
 
 export function flagsFrom(argv: Record<string, unknown>): Partial<Record<ConfigKey, unknown>> {

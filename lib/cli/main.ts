@@ -37,7 +37,12 @@ function check(argv: Record<string, unknown>): number {
 function report(err: unknown): number {
   if (err instanceof MultiplexerError) {
     const lines = err.problems.length > 0 ? err.problems : [err.message];
-    const label = err.code === 'MPX_CONFIG_INVALID' ? 'config error' : 'error';
+    const label =
+      err.code === 'MPX_CONFIG_INVALID'
+        ? 'config error'
+        : err.code === 'MPX_USAGE'
+          ? 'usage'
+          : 'error';
     for (const line of lines) process.stderr.write(`multiplexer: ${label}: ${line}\n`);
     return exitCodeFor[err.code];
   }
@@ -77,12 +82,11 @@ export async function run(args: string[]): Promise<number> {
     .help()
     .alias('h', 'help')
     .wrap(Math.min(120, process.stdout.columns || 100))
-    .fail((message, err, y) => {
-      if (err) throw err;
-      process.stderr.write(
-        `${y.help() && ''}multiplexer: ${message}\nRun "multiplexer --help" for usage.\n`,
+    .fail((message, err) => {
+      // Throwing stops yargs from running the command's handler after a usage error.
+      throw (
+        err ?? new MultiplexerError('MPX_USAGE', `${message} (run "multiplexer --help" for usage)`)
       );
-      code = exitCodeFor.MPX_USAGE;
     });
   try {
     await parser.parseAsync();

@@ -8,10 +8,17 @@ export interface JsonErrorPlace {
   found: string;
 }
 
+/** Unwinds the scanner to the place where the text stops being JSON. */
+class Stop extends Error {
+  constructor(readonly offset: number) {
+    super('not JSON');
+  }
+}
+
 export function locateJsonError(text: string): JsonErrorPlace | undefined {
   let i = 0;
   const fail = (): never => {
-    throw i;
+    throw new Stop(i);
   };
   const space = (): void => {
     while (i < text.length && ' \t\n\r'.includes(text[i]!)) i++;
@@ -83,8 +90,9 @@ export function locateJsonError(text: string): JsonErrorPlace | undefined {
     space();
     if (i < text.length) fail();
     return undefined;
-  } catch (offset) {
-    if (typeof offset !== 'number') throw offset;
+  } catch (err) {
+    if (!(err instanceof Stop)) throw err;
+    const offset = err.offset;
     const before = text.slice(0, offset).split('\n');
     const found = offset < text.length ? JSON.stringify(text[offset]) : 'the end of the file';
     return { line: before.length, column: (before.at(-1)?.length ?? 0) + 1, found };

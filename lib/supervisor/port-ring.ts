@@ -20,11 +20,12 @@ export class PortRing {
    */
   async acquire(isFree: (port: number) => Promise<boolean>): Promise<number | undefined> {
     const size = this.range.last - this.range.first + 1;
-    for (let step = 1; step <= size; step++) {
-      const port = this.range.first + ((this.cursor - this.range.first + step) % size);
+    for (let tried = 0; tried < size; tried++) {
+      // Always step from the shared cursor: a concurrent acquisition may have moved it meanwhile.
+      const port = this.cursor >= this.range.last ? this.range.first : this.cursor + 1;
+      this.cursor = port;
       if (this.held.has(port)) continue;
       this.held.add(port);
-      this.cursor = port;
       if (await isFree(port)) return port;
       this.held.delete(port);
     }

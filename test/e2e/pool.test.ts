@@ -52,7 +52,7 @@ describe('the pool, end to end', () => {
         request(mpx.port, '/?ms=400'),
         request(mpx.port, '/?ms=400'),
       ]);
-      const served = [parseFixture(a!).pid, parseFixture(b!).pid];
+      const served = [parseFixture(a).pid, parseFixture(b).pid];
       assert.equal(new Set(served).size, 2, 'the two requests ran on two backends');
       const overflowPid = served.find((pid) => pid !== servicePidsAtStart[0])!;
       const survivor = await waitFor(() => {

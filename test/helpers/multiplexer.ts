@@ -84,8 +84,8 @@ export function launch(
   });
   let out = '';
   let err = '';
-  proc.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));
-  proc.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
+  proc.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+  proc.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
   const exited = new Promise<Exit>((resolve) =>
     proc.once('exit', (code, signal) => resolve({ code, signal })),
   );
@@ -162,7 +162,7 @@ export async function startMultiplexer(
     marker,
     ready,
     logs,
-    stderr: l.stderr,
+    stderr: () => l.stderr(),
     waitForLog: (predicate, what, timeoutMs = 10_000) =>
       waitFor(() => logs().find(predicate), what, timeoutMs),
     exited: l.exited,

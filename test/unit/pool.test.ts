@@ -83,7 +83,10 @@ describe('pool decisions', () => {
       chosen.add(g.backend);
       pool.checkin(W1, g.lease, 'ok');
     }
-    assert.ok(chosen.size >= 3, `expected several backends to be picked, got ${[...chosen]}`);
+    assert.ok(
+      chosen.size >= 3,
+      `expected several backends to be picked, got ${[...chosen].join(', ')}`,
+    );
   });
 
   it('waiters are served in arrival order', () => {
@@ -107,7 +110,7 @@ describe('pool decisions', () => {
         const second = pool.checkout(W2, 2);
         const [overflow] = spawned(second);
         assert.equal(overflow, 2, 'a second backend starts for the waiting request');
-        const b = grant(pool.backendReady(overflow!))!;
+        const b = grant(pool.backendReady(overflow))!;
         assert.equal(b.backend, overflow);
         const afterA = pool.checkin(W1, a.lease, 'ok');
         const afterB = pool.checkin(W2, b.lease, 'ok');

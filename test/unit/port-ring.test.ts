@@ -28,6 +28,14 @@ describe('port ring', () => {
     assert.equal(await ring.acquire((p) => Promise.resolve(!taken.has(p))), 102);
   });
 
+  it('concurrent acquisitions skip a held port without skipping free ones', async () => {
+    const ring = new PortRing({ first: 100, last: 105 });
+    const probe = (p: number) =>
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(p !== 100), p === 100 ? 20 : 1));
+    const ports = await Promise.all([ring.acquire(probe), ring.acquire(probe)]);
+    assert.deepEqual(ports.sort(), [101, 102]);
+  });
+
   it('never gives the same port to concurrent acquisitions', async () => {
     const ring = new PortRing({ first: 100, last: 109 });
     const slow = () => new Promise<boolean>((resolve) => setImmediate(() => resolve(true)));
