@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'MPX_BACKEND_CRASHED'
   | 'MPX_BACKEND_TIMEOUT'
   | 'MPX_NO_FREE_PORT'
+  | 'MPX_LISTEN_FAILED'
   | 'MPX_INTERNAL';
 
 export class MultiplexerError extends Error {
@@ -41,6 +42,7 @@ export const httpStatusFor: Readonly<Record<ErrorCode, number>> = {
   MPX_BACKEND_CRASHED: 502,
   MPX_BACKEND_TIMEOUT: 504,
   MPX_NO_FREE_PORT: 503,
+  MPX_LISTEN_FAILED: 500,
   MPX_INTERNAL: 500,
 };
 
@@ -55,6 +57,7 @@ export const exitCodeFor: Readonly<Record<ErrorCode, number>> = {
   MPX_BACKEND_CRASHED: 70,
   MPX_BACKEND_TIMEOUT: 70,
   MPX_NO_FREE_PORT: 70,
+  MPX_LISTEN_FAILED: 70,
   MPX_INTERNAL: 70,
 };
 

@@ -3,7 +3,9 @@ import { onExit } from 'signal-exit';
 import type { Config } from '../config/config.js';
 import { decodeWorkerMessage, dispatch, NAMESPACE, type WorkerMessage } from '../ipc/protocol.js';
 import type { Logger } from '../log.js';
+import { MultiplexerError } from '../errors.js';
 import { endLeftovers } from '../supervisor/leftovers.js';
+import { canBind } from '../supervisor/port-ring.js';
 import { Supervisor } from '../supervisor/supervisor.js';
 import { FrontWorkers } from './worker-pool.js';
 
@@ -24,6 +26,7 @@ export class Primary {
   private readonly listening = new Set<number>();
   private readonly drained = new Set<number>();
   private poolReady = false;
+  private failedAtStartup = false;
   private announced = false;
   private skipDrain: (() => void) | undefined;
   private onDrainProgress: (() => void) | undefined;
@@ -56,6 +59,14 @@ export class Primary {
   }
 
   async run(): Promise<number> {
+    // Checked before anything starts: otherwise every front worker would fail on its own, later.
+    const { http_host: host, http_port: port } = this.config;
+    if (!(await canBind(host, port))) {
+      throw new MultiplexerError(
+        'MPX_LISTEN_FAILED',
+        `http_port ${port} on ${host} cannot be bound: another program holds it (or the address is not local)`,
+      );
+    }
     if (this.config.service_kill_pattern !== '') {
       await endLeftovers(
         this.config.service_kill_pattern,
@@ -115,6 +126,7 @@ export class Primary {
     this.supervisor.workerExited(worker.id);
     if (this.state === 'running' && !this.announced && code === WORKER_SETUP_FAILED) {
       this.log.fatal('a front worker could not start (see its log line above); shutting down');
+      this.failedAtStartup = true;
       this.requestShutdown('startup failure');
       return;
     }
@@ -162,7 +174,7 @@ export class Primary {
     this.log.info(
       complete ? 'stopped: every request in flight completed' : 'stopped: the drain was cut short',
     );
-    this.finish(complete ? 0 : 1);
+    this.finish(this.failedAtStartup ? WORKER_SETUP_FAILED : complete ? 0 : 1);
   }
 
   /**

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Logger } from '../log.js';
+import { groupHasLiveMembers } from './process-table.js';
 
 export interface BackendSpec {
   readonly id: number;
@@ -7,6 +8,8 @@ export interface BackendSpec {
   /** The operator's command line; every %PORT% is replaced by the port. */
   readonly command: string;
   readonly readiness: number | 'wait_first_output';
+  /** service_stop_timeout_ms: grace between SIGTERM and SIGKILL. */
+  readonly stopGraceMs: number;
 }
 
 export interface ExitInfo {
@@ -22,6 +25,8 @@ export interface BackendCallbacks {
 }
 
 const MAX_LINE = 64 * 1024;
+/** No event tells when the last member of a process group ends; it is polled. */
+const GROUP_POLL_MS = 25;
 
 /**
  * One backend process. The command runs through /bin/sh so the original tool's command strings
@@ -36,6 +41,9 @@ export class BackendProcess {
   private ready = false;
   private killTimer: NodeJS.Timeout | undefined;
   private termTimer: NodeJS.Timeout | undefined;
+  private groupPoll: NodeJS.Timeout | undefined;
+  private terminating = false;
+  private leaderExit: ExitInfo | undefined;
   private delayTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -68,18 +76,20 @@ export class BackendProcess {
   }
 
   /**
-   * SIGTERM to the whole group, SIGKILL after `graceMs` if it is still there. With `delayMs`, the
-   * process first gets that long to exit on its own (a backend whose connection just broke is
-   * usually dying, and its own exit status says why better than our SIGTERM would).
+   * SIGTERM to the whole group, SIGKILL after the grace if anything of it is still there. With
+   * `delayMs`, the process first gets that long to exit on its own (a backend whose connection just
+   * broke is usually dying, and its own exit status says why better than our SIGTERM would).
    */
-  stop(graceMs: number, delayMs = 0): void {
+  stop(delayMs = 0): void {
     if (this.exited) return;
     if (delayMs > 0) {
-      this.termTimer ??= setTimeout(() => this.stop(graceMs), delayMs);
+      this.termTimer ??= setTimeout(() => this.stop(), delayMs);
       return;
     }
+    if (this.terminating) return;
+    this.terminating = true;
     this.signal('SIGTERM');
-    this.killTimer ??= setTimeout(() => this.signal('SIGKILL'), graceMs);
+    this.killTimer = setTimeout(() => this.signal('SIGKILL'), this.spec.stopGraceMs);
   }
 
   /** Synchronous last resort, for an exit path with no event loop left. */
@@ -102,16 +112,35 @@ export class BackendProcess {
     this.callbacks.onReady();
   }
 
+  /**
+   * The group leader (the shell running the command) is gone. Anything it started may still run in
+   * its group, e.g. the service of "cd app && python server.py" while it shuts down gracefully: the
+   * group gets the same SIGTERM, grace, SIGKILL as a stop, and the exit is reported only once the
+   * group is empty, so the port and every process are really free. The group id stays reserved
+   * while members remain, so these signals cannot reach an unrelated process.
+   */
   private handleExit(info: ExitInfo): void {
+    if (this.exited || this.leaderExit) return;
+    this.leaderExit = info;
+    clearTimeout(this.delayTimer);
+    clearTimeout(this.termTimer);
+    if (!this.groupAlive()) return this.reportExit();
+    this.stop();
+    this.groupPoll = setInterval(() => {
+      if (!this.groupAlive()) this.reportExit();
+    }, GROUP_POLL_MS);
+  }
+
+  private reportExit(): void {
     if (this.exited) return;
     this.exited = true;
     clearTimeout(this.killTimer);
-    clearTimeout(this.termTimer);
-    clearTimeout(this.delayTimer);
-    // The group leader is gone; anything it left in its group is an orphan of this backend. The
-    // group id stays reserved while members remain, so this cannot reach an unrelated process.
-    this.signal('SIGKILL');
-    this.callbacks.onExit(info);
+    clearInterval(this.groupPoll);
+    this.callbacks.onExit(this.leaderExit!);
+  }
+
+  private groupAlive(): boolean {
+    return this.pid !== undefined && groupHasLiveMembers(this.pid);
   }
 
   private pipeToLog(stream: NodeJS.ReadableStream, name: 'stdout' | 'stderr'): void {

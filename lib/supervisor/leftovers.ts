@@ -1,32 +1,8 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log.js';
+import { readProcessTable, type ProcessEntry } from './process-table.js';
 
-export interface ProcessEntry {
-  readonly pid: number;
-  readonly ppid: number;
-  readonly commandLine: string;
-}
-
-/** The process table, read from /proc (no `ps | grep | kill -9` pipeline). */
-export function readProcessTable(): ProcessEntry[] {
-  const entries: ProcessEntry[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      // The command name in field 2 may hold spaces and parentheses: fields resume after the last ')'.
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const commandLine = readFileSync(`/proc/${name}/cmdline`, 'utf8')
-        .replace(/\0+$/, '')
-        .replaceAll('\0', ' ');
-      entries.push({ pid: Number(name), ppid: Number(fields[1]), commandLine });
-    } catch {
-      // The process ended while the table was read.
-    }
-  }
-  return entries;
-}
+export type { ProcessEntry };
 
 /**
  * Processes whose command line contains `pattern`, never this process, its ancestors or anything
@@ -84,7 +60,7 @@ export async function endLeftovers(
   graceMs: number,
   log: Logger,
 ): Promise<number[]> {
-  const victims = findLeftovers(readProcessTable(), pattern, process.pid);
+  const victims = findLeftovers(readProcessTable({ commandLines: true }), pattern, process.pid);
   if (victims.length === 0) return [];
   for (const victim of victims) {
     log.warn(

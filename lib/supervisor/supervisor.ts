@@ -207,6 +207,7 @@ export class Supervisor {
         port,
         command: this.config.service_start_process_cmd,
         readiness: this.config.service_start_delay_ms,
+        stopGraceMs: this.config.service_stop_timeout_ms,
       },
       this.log,
       {
@@ -229,7 +230,7 @@ export class Supervisor {
       `stopping backend: ${RETIRE_WHY[reason]}`,
     );
     // A backend still waiting for its port has no process yet; launch() sees it retiring.
-    proc?.stop(this.config.service_stop_timeout_ms, reason === 'broken' ? BROKEN_GRACE_MS : 0);
+    proc?.stop(reason === 'broken' ? BROKEN_GRACE_MS : 0);
   }
 
   private handleExit(id: number, port: number, info: ExitInfo): void {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { describe, it } from 'node:test';
-import { readProcessTable } from '../../lib/supervisor/leftovers.js';
+import { readProcessTable } from '../../lib/supervisor/process-table.js';
 import { parseFixture, request } from '../helpers/http.js';
 import {
   arrived,
@@ -18,7 +18,7 @@ import { isAlive, killQuietly, pidsMatching } from '../helpers/procs.js';
 import { waitFor } from '../helpers/wait.js';
 
 function sleepers(duration: string): number[] {
-  return readProcessTable()
+  return readProcessTable({ commandLines: true })
     .filter((p) => p.commandLine === `sleep ${duration}`)
     .map((p) => p.pid);
 }
@@ -213,6 +213,26 @@ describe('lifecycle, end to end', () => {
       assert.equal((await l.exited).code, 78);
       assert.match(l.stderr(), /config file \/nonexistent\/app.json: cannot be read: no such file/);
     });
+  });
+
+  it('an http_port another program holds is a startup error naming http_port; nothing is started', async () => {
+    const squatter = createServer();
+    await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve));
+    const { port } = squatter.address() as { port: number };
+    try {
+      const marker = uniqueMarker();
+      const file = writeConfig({
+        http_host: '127.0.0.1',
+        http_port: port,
+        service_start_process_cmd: fixtureCommand('counting-service.mjs', marker),
+      });
+      const l = launch(['start', '--config', file], { marker });
+      assert.equal((await l.exited).code, 70);
+      assert.match(l.stderr(), new RegExp(`http_port ${port} on 127.0.0.1 cannot be bound`));
+      assert.deepEqual(pidsMatching(marker), []);
+    } finally {
+      squatter.close();
+    }
   });
 
   describe('CLI', () => {

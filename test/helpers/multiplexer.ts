@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { after } from 'node:test';
 import { BIN, fixture, ROOT, uniqueMarker } from './paths.js';
 import { freePort, freePortRange } from './ports.js';
-import { readProcessTable } from '../../lib/supervisor/leftovers.js';
+import { readProcessTable } from '../../lib/supervisor/process-table.js';
 import { isAlive, killQuietly, pidsMatching } from './procs.js';
 import { tempDir } from './temp.js';
 import { waitFor } from './wait.js';
@@ -175,7 +175,7 @@ export async function startMultiplexer(
 
 /** The service processes of this instance still alive (by marker), not the /bin/sh wrapping each. */
 export function servicePids(running: { marker: string }): number[] {
-  return readProcessTable()
+  return readProcessTable({ commandLines: true })
     .filter((p) => p.commandLine.includes(running.marker) && !p.commandLine.startsWith('/bin/sh'))
     .map((p) => p.pid);
 }

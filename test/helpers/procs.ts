@@ -1,8 +1,8 @@
-import { readProcessTable } from '../../lib/supervisor/leftovers.js';
+import { readProcessTable } from '../../lib/supervisor/process-table.js';
 
 /** Pids of live processes whose command line contains `marker` (zombies excluded). */
 export function pidsMatching(marker: string): number[] {
-  return readProcessTable()
+  return readProcessTable({ commandLines: true })
     .filter((p) => p.commandLine.includes(marker))
     .map((p) => p.pid);
 }

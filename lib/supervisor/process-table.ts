@@ -1,0 +1,50 @@
+import { readdirSync, readFileSync } from 'node:fs';
+
+export interface ProcessEntry {
+  readonly pid: number;
+  readonly ppid: number;
+  readonly pgid: number;
+  /** One letter from /proc/PID/stat: R, S, D, Z (zombie), … */
+  readonly state: string;
+  /** Empty unless asked for. */
+  readonly commandLine: string;
+}
+
+/** The process table, read from /proc (no `ps | grep` pipeline). */
+export function readProcessTable(options: { commandLines?: boolean } = {}): ProcessEntry[] {
+  const entries: ProcessEntry[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      // The command name in field 2 may hold spaces and parentheses: fields resume after the last ')'.
+      const [state = '?', ppid, pgid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const commandLine = options.commandLines
+        ? readFileSync(`/proc/${name}/cmdline`, 'utf8').replace(/\0+$/, '').replaceAll('\0', ' ')
+        : '';
+      entries.push({
+        pid: Number(name),
+        ppid: Number(ppid),
+        pgid: Number(pgid),
+        state,
+        commandLine,
+      });
+    } catch {
+      // The process ended while the table was read.
+    }
+  }
+  return entries;
+}
+
+/**
+ * True while a process group has a member that is not a zombie. kill(-pgid, 0) alone counts
+ * zombies, and orphans wait to be reaped by PID 1 for as long as PID 1 takes (a second, here).
+ */
+export function groupHasLiveMembers(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+  } catch {
+    return false;
+  }
+  return readProcessTable().some((p) => p.pgid === pgid && p.state !== 'Z' && p.state !== 'X');
+}

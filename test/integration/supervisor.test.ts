@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import type { Config } from '../../lib/config/config.js';
+import { Supervisor } from '../../lib/supervisor/supervisor.js';
+import { captureLog } from '../helpers/capture-log.js';
+import { parseFixture, request } from '../helpers/http.js';
+import { fixture, uniqueMarker } from '../helpers/paths.js';
+import { freePortRange } from '../helpers/ports.js';
+import { pidsMatching } from '../helpers/procs.js';
+import { waitFor } from '../helpers/wait.js';
+
+const supervisors: Supervisor[] = [];
+after(() => supervisors.forEach((s) => s.killAllNow()));
+
+async function config(overrides: Partial<Config>, marker: string): Promise<Config> {
+  const range = await freePortRange(6);
+  return {
+    pool_size: 2,
+    pool_max_overflow: 1,
+    pool_strategy: 'fifo',
+    http_port: 1,
+    http_host: '127.0.0.1',
+    http_proxy_timeout: 5000,
+    service_http_base_url: 'http://127.0.0.1',
+    service_port_range: range,
+    service_start_process_cmd: `node ${fixture('counting-service.mjs')} %PORT% ${marker}`,
+    service_start_delay_ms: 'wait_first_output',
+    service_start_timeout_ms: 5000,
+    service_stop_timeout_ms: 1000,
+    service_kill_pattern: '',
+    workers: 1,
+    queue_timeout_ms: 0,
+    queue_max: 10,
+    shutdown_timeout_ms: 1000,
+    ...overrides,
+  };
+}
+
+describe('the supervisor with real backends', () => {
+  it('grants leases on real ports, queues when all are busy, grows into overflow, and stops everything', async () => {
+    const marker = uniqueMarker();
+    const grants: { worker: number; id: number; lease: number; port: number }[] = [];
+    let ready = false;
+    const { log } = captureLog();
+    const sup = new Supervisor(await config({}, marker), log, {
+      grant: (worker, id, lease, port) => grants.push({ worker, id, lease, port }),
+      reject: () => assert.fail('nothing should be rejected'),
+      poolReady: () => (ready = true),
+    });
+    supervisors.push(sup);
+    sup.start();
+    await waitFor(() => ready, 'the pool to be ready');
+    sup.checkout(1, 1);
+    sup.checkout(1, 2);
+    assert.equal(grants.length, 2);
+    assert.notEqual(grants[0]!.port, grants[1]!.port);
+    const seen = parseFixture(await request(grants[0]!.port, '/direct'));
+    assert.equal(seen.port, grants[0]!.port);
+
+    sup.checkout(1, 3);
+    assert.equal(sup.queueLength, 1, 'waits while both are busy');
+    await waitFor(() => grants.length === 3, 'the overflow backend to serve the waiter');
+    assert.equal(sup.status().length, 3);
+    for (const g of grants) sup.checkin(g.worker, g.lease, 'ok');
+    await waitFor(
+      () => sup.status().filter((b) => b.state !== 'retiring').length === 2,
+      'the shrink',
+    );
+
+    await sup.stop();
+    assert.deepEqual(pidsMatching(marker), []);
+  });
+});
