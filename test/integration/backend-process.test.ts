@@ -70,9 +70,10 @@ describe('a backend process', () => {
     const b = await run(
       `node -e "${stubborn}" ${marker}-child & node -e "${stubborn}" ${marker}-leader`,
     );
+    // Each prints "up" once its SIGTERM handler is in place.
     await waitFor(
-      () => pidsMatching(marker).filter((p) => p !== b.proc.pid).length === 2,
-      'both processes',
+      () => b.captured.records().filter((r) => r.msg === 'up').length === 2,
+      'both processes to be up',
     );
     const t0 = Date.now();
     b.proc.stop();
