@@ -4,23 +4,12 @@ import { parseFixture, request } from '../helpers/http.js';
 import {
   arrived,
   fixtureCommand,
-  launch,
+  launchMultiplexer,
   servicePids,
   startMultiplexer,
-  writeConfig,
-  type LogRecord,
 } from '../helpers/multiplexer.js';
-import { freePort, freePortRange } from '../helpers/ports.js';
 import { isAlive, pidsMatching } from '../helpers/procs.js';
-import { uniqueMarker } from '../helpers/paths.js';
 import { waitFor } from '../helpers/wait.js';
-
-function jsonLogs(stderr: string): LogRecord[] {
-  return stderr
-    .split('\n')
-    .filter((s) => s.startsWith('{'))
-    .map((s) => JSON.parse(s) as LogRecord);
-}
 
 describe('failures, end to end', () => {
   it('a backend that dies mid-request gives that request 502 and is replaced', async () => {
@@ -41,24 +30,19 @@ describe('failures, end to end', () => {
   });
 
   it('a backend that keeps failing at boot is restarted with exponential backoff, never spinning', async () => {
-    const marker = uniqueMarker();
-    const range = await freePortRange(4);
-    const file = writeConfig({
+    const l = await launchMultiplexer({
       pool_size: 1,
       workers: 1,
-      http_host: '127.0.0.1',
-      http_port: await freePort(),
-      service_port_range: [range.first, range.last],
-      service_start_process_cmd: fixtureCommand('boot-fail-service.mjs', marker),
+      service_start_process_cmd: fixtureCommand('boot-fail-service.mjs', '{marker}'),
     });
-    const l = launch(['start', '--config', file], { marker });
     const delays = () =>
-      jsonLogs(l.stderr())
+      l
+        .logs()
         .filter((r) => r.msg.startsWith('backends keep failing'))
         .map((r) => r.delayMs as number);
     await waitFor(() => delays().includes(800), 'the backoff to reach 800 ms');
     assert.deepEqual(delays().slice(0, 3), [200, 400, 800]);
-    const logs = jsonLogs(l.stderr());
+    const logs = l.logs();
     const starts = logs.filter((r) => r.msg === 'backend starting').length;
     const failures = logs.filter((r) => /boot failure/.test(r.msg)).length;
     assert.ok(failures >= 4, 'the log says why each one ended');
@@ -68,27 +52,21 @@ describe('failures, end to end', () => {
     );
     l.proc.kill('SIGTERM');
     assert.equal((await l.exited).code, 0);
-    assert.deepEqual(pidsMatching(marker), []);
+    assert.deepEqual(pidsMatching(l.marker), []);
   });
 
   it('a backend silent on stdout is never ready with wait_first_output: killed after service_start_timeout_ms and started again', async () => {
-    const marker = uniqueMarker();
-    const range = await freePortRange(4);
-    const file = writeConfig({
+    const l = await launchMultiplexer({
       pool_size: 1,
       workers: 1,
-      http_host: '127.0.0.1',
-      http_port: await freePort(),
-      service_port_range: [range.first, range.last],
-      service_start_process_cmd: fixtureCommand('stderr-only-service.mjs', marker),
+      service_start_process_cmd: fixtureCommand('stderr-only-service.mjs', '{marker}'),
       service_start_timeout_ms: 400,
     });
-    const l = launch(['start', '--config', file], { marker });
     await waitFor(
-      () => jsonLogs(l.stderr()).some((r) => r.msg === 'backend starting' && r.backend === 2),
+      () => l.logs().some((r) => r.msg === 'backend starting' && r.backend === 2),
       'a second start after the timeout',
     );
-    const logs = jsonLogs(l.stderr());
+    const logs = l.logs();
     assert.ok(
       logs.some((r) => r.stream === 'stderr' && /listening/.test(r.msg)),
       'its stderr was logged',
@@ -100,7 +78,7 @@ describe('failures, end to end', () => {
     );
     l.proc.kill('SIGTERM');
     assert.equal((await l.exited).code, 0);
-    assert.deepEqual(pidsMatching(marker), []);
+    assert.deepEqual(pidsMatching(l.marker), []);
   });
 
   it('with service_start_delay_ms, a silent backend is ready after the delay', async () => {

@@ -36,8 +36,8 @@ export interface Running {
   port: number;
   marker: string;
   ready: ReadyLine;
-  logs(): LogRecord[];
-  stderr(): string;
+  logs: () => LogRecord[];
+  stderr: () => string;
   waitForLog(
     predicate: (r: LogRecord) => boolean,
     what: string,
@@ -51,8 +51,10 @@ export interface Running {
 export interface Launch {
   proc: ChildProcess;
   marker: string;
-  stdout(): string;
-  stderr(): string;
+  stdout: () => string;
+  stderr: () => string;
+  /** The JSON log lines written to stderr so far. */
+  logs: () => LogRecord[];
   exited: Promise<Exit>;
 }
 
@@ -94,6 +96,11 @@ export function launch(
     marker: options.marker ?? uniqueMarker(),
     stdout: () => out,
     stderr: () => err,
+    logs: () =>
+      err
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as LogRecord),
     exited,
   };
   launched.push(l);
@@ -105,13 +112,14 @@ export function writeConfig(config: Record<string, unknown>): string {
 }
 
 /**
- * Starts multiplexer on an ephemeral port with a fresh backend port range and the counting
- * fixture (unless the config says otherwise), and waits for its ready line.
+ * Launches multiplexer on an ephemeral port with a fresh backend port range and the counting
+ * fixture (unless the config says otherwise; "{marker}" in the command becomes the test's marker).
+ * Does not wait for anything.
  */
-export async function startMultiplexer(
+export async function launchMultiplexer(
   config: Record<string, unknown> = {},
-  options: { env?: NodeJS.ProcessEnv; args?: string[]; readyTimeoutMs?: number } = {},
-): Promise<Running> {
+  options: { env?: NodeJS.ProcessEnv; args?: string[] } = {},
+): Promise<Launch & { port: number }> {
   const marker = uniqueMarker();
   const port = await freePort();
   const range = await freePortRange(12);
@@ -134,6 +142,15 @@ export async function startMultiplexer(
     env: options.env,
     marker,
   });
+  return { ...l, port };
+}
+
+/** launchMultiplexer, then waits for the ready line. */
+export async function startMultiplexer(
+  config: Record<string, unknown> = {},
+  options: { env?: NodeJS.ProcessEnv; args?: string[]; readyTimeoutMs?: number } = {},
+): Promise<Running> {
+  const l = await launchMultiplexer(config, options);
   const line = await Promise.race([
     waitFor(
       () =>
@@ -148,23 +165,16 @@ export async function startMultiplexer(
       throw new Error(`multiplexer exited before ready (${JSON.stringify(exit)}):\n${l.stderr()}`);
     }),
   ]);
-  const ready = JSON.parse(line) as ReadyLine;
-  const logs = (): LogRecord[] =>
-    l
-      .stderr()
-      .split('\n')
-      .filter((s) => s.startsWith('{'))
-      .map((s) => JSON.parse(s) as LogRecord);
   return {
     proc: l.proc,
     pid: l.proc.pid!,
-    port,
-    marker,
-    ready,
-    logs,
-    stderr: () => l.stderr(),
+    port: l.port,
+    marker: l.marker,
+    ready: JSON.parse(line) as ReadyLine,
+    logs: l.logs,
+    stderr: l.stderr,
     waitForLog: (predicate, what, timeoutMs = 10_000) =>
-      waitFor(() => logs().find(predicate), what, timeoutMs),
+      waitFor(() => l.logs().find(predicate), what, timeoutMs),
     exited: l.exited,
     stop: (signal = 'SIGTERM') => {
       if (isAlive(l.proc.pid!)) l.proc.kill(signal);
