@@ -27,9 +27,11 @@ function check(argv: Record<string, unknown>): number {
   const width = Math.max(...configKeys.map((k) => k.length));
   process.stdout.write(`config file: ${file}\nconfiguration is valid:\n`);
   for (const key of configKeys) {
-    process.stdout.write(
-      `  ${key.padEnd(width)}  ${JSON.stringify(config[key])}  (${sources[key]})\n`,
-    );
+    const value = config[key];
+    // Shown as the config file accepts it, so a line can be copied back into the file.
+    const shown =
+      typeof value === 'object' ? `"${value.first}..${value.last}"` : JSON.stringify(value);
+    process.stdout.write(`  ${key.padEnd(width)}  ${shown}  (${sources[key]})\n`);
   }
   return 0;
 }

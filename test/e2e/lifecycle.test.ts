@@ -267,6 +267,7 @@ describe('lifecycle, end to end', () => {
       assert.match(out, /pool_max_overflow\s+3\s+\(flag\)/);
       assert.match(out, /queue_max\s+9\s+\(file\)/);
       assert.match(out, /pool_strategy\s+"fifo"\s+\(default\)/);
+      assert.match(out, /service_port_range\s+"10300\.\.10350"\s+\(default\)/);
     });
 
     it('an unknown command or option is a usage error (exit 64)', async () => {
