@@ -11,7 +11,6 @@ export type ErrorCode =
   | 'MPX_BACKEND_UNREACHABLE'
   | 'MPX_BACKEND_CRASHED'
   | 'MPX_BACKEND_TIMEOUT'
-  | 'MPX_NO_FREE_PORT'
   | 'MPX_LISTEN_FAILED'
   | 'MPX_INTERNAL';
 
@@ -41,7 +40,6 @@ export const httpStatusFor: Readonly<Record<ErrorCode, number>> = {
   MPX_BACKEND_UNREACHABLE: 502,
   MPX_BACKEND_CRASHED: 502,
   MPX_BACKEND_TIMEOUT: 504,
-  MPX_NO_FREE_PORT: 503,
   MPX_LISTEN_FAILED: 500,
   MPX_INTERNAL: 500,
 };
@@ -56,18 +54,6 @@ export const exitCodeFor: Readonly<Record<ErrorCode, number>> = {
   MPX_BACKEND_UNREACHABLE: 70,
   MPX_BACKEND_CRASHED: 70,
   MPX_BACKEND_TIMEOUT: 70,
-  MPX_NO_FREE_PORT: 70,
   MPX_LISTEN_FAILED: 70,
   MPX_INTERNAL: 70,
 };
-
-/** What an error looks like on the wire: Error objects serialise to {} in JSON. */
-export interface ErrorData {
-  code: ErrorCode;
-  message: string;
-}
-
-export function toErrorData(err: unknown): ErrorData {
-  if (err instanceof MultiplexerError) return { code: err.code, message: err.message };
-  return { code: 'MPX_INTERNAL', message: err instanceof Error ? err.message : String(err) };
-}

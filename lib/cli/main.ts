@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { loadConfig } from '../config/load.js';
 import { configKeys } from '../config/schema.js';
-import { exitCodeFor, MultiplexerError } from '../errors.js';
+import { exitCodeFor, MultiplexerError, type ErrorCode } from '../errors.js';
 import { createLogger } from '../log.js';
 import { Primary } from '../primary/primary.js';
 import { flagsFrom, withConfigOptions } from './config-options.js';
@@ -36,15 +36,15 @@ function check(argv: Record<string, unknown>): number {
   return 0;
 }
 
+const LABEL: Partial<Record<ErrorCode, string>> = {
+  MPX_CONFIG_INVALID: 'config error',
+  MPX_USAGE: 'usage',
+};
+
 function report(err: unknown): number {
   if (err instanceof MultiplexerError) {
     const lines = err.problems.length > 0 ? err.problems : [err.message];
-    const label =
-      err.code === 'MPX_CONFIG_INVALID'
-        ? 'config error'
-        : err.code === 'MPX_USAGE'
-          ? 'usage'
-          : 'error';
+    const label = LABEL[err.code] ?? 'error';
     for (const line of lines) process.stderr.write(`multiplexer: ${label}: ${line}\n`);
     return exitCodeFor[err.code];
   }

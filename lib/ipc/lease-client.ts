@@ -54,8 +54,4 @@ export class LeaseClient {
     );
     return true;
   }
-
-  get waiting(): number {
-    return this.pending.size;
-  }
 }

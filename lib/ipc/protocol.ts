@@ -70,13 +70,20 @@ export function decodePrimaryMessage(raw: unknown): Decoded<PrimaryMessage> {
   return decode<PrimaryMessage>(raw, primaryShapes);
 }
 
-/** Compile-time exhaustiveness for message dispatch tables. */
-export type Handlers<M extends { type: string }> = {
-  [K in M['type']]: (message: Extract<M, { type: K }>) => void;
+/**
+ * Compile-time exhaustiveness for message dispatch tables. The table is built once; what differs
+ * per message (e.g. which worker sent it) travels as `context`.
+ */
+export type Handlers<M extends { type: string }, C = void> = {
+  [K in M['type']]: (message: Extract<M, { type: K }>, context: C) => void;
 };
 
-export function dispatch<M extends { type: string }>(handlers: Handlers<M>, message: M): void {
-  (handlers[message.type as M['type']] as (m: M) => void)(message);
+export function dispatch<M extends { type: string }, C>(
+  handlers: Handlers<M, C>,
+  message: M,
+  context: C,
+): void {
+  (handlers[message.type as M['type']] as (m: M, c: C) => void)(message, context);
 }
 
 /** The primary hands each front worker its validated config, as JSON data, in this variable at fork. */

@@ -1,7 +1,13 @@
 import cluster, { type Worker } from 'node:cluster';
 import { onExit } from 'signal-exit';
 import type { Config } from '../config/config.js';
-import { decodeWorkerMessage, dispatch, NAMESPACE, type WorkerMessage } from '../ipc/protocol.js';
+import {
+  decodeWorkerMessage,
+  dispatch,
+  NAMESPACE,
+  type Handlers,
+  type WorkerMessage,
+} from '../ipc/protocol.js';
 import type { Logger } from '../log.js';
 import { MultiplexerError } from '../errors.js';
 import { endLeftovers } from '../supervisor/leftovers.js';
@@ -109,17 +115,16 @@ export class Primary {
       );
       return;
     }
-    const id = worker.id;
-    dispatch<WorkerMessage>(
-      {
-        checkout: (m) => this.supervisor.checkout(id, m.id),
-        cancel: (m) => this.supervisor.cancel(id, m.id),
-        checkin: (m) => this.supervisor.checkin(id, m.lease, m.outcome),
-        drained: () => this.drained.add(id),
-      },
-      decoded.message,
-    );
+    dispatch(this.handlers, decoded.message, worker.id);
   }
+
+  /** One table for every message on the per-request path; the sending worker's id is the context. */
+  private readonly handlers: Handlers<WorkerMessage, number> = {
+    checkout: (m, worker) => this.supervisor.checkout(worker, m.id),
+    cancel: (m, worker) => this.supervisor.cancel(worker, m.id),
+    checkin: (m, worker) => this.supervisor.checkin(worker, m.lease, m.outcome),
+    drained: (_m, worker) => this.drained.add(worker),
+  };
 
   private onWorkerExit(worker: Worker, code: number | null, signal: string | null): void {
     this.listening.delete(worker.id);

@@ -17,6 +17,8 @@ export interface ExitInfo {
   readonly signal: NodeJS.Signals | null;
   /** Set when the process could not be started at all. */
   readonly error?: string;
+  /** True when multiplexer had signalled it to stop before it exited; false for a crash. */
+  readonly stopped: boolean;
 }
 
 export interface BackendCallbacks {
@@ -71,10 +73,6 @@ export class BackendProcess {
     }
   }
 
-  get isAlive(): boolean {
-    return !this.exited;
-  }
-
   /**
    * SIGTERM to the whole group, SIGKILL after the grace if anything of it is still there. With
    * `delayMs`, the process first gets that long to exit on its own (a backend whose connection just
@@ -107,7 +105,8 @@ export class BackendProcess {
   }
 
   private markReady(): void {
-    if (this.ready || this.exited) return;
+    // Once the leader is gone, output from a child still draining does not make it ready.
+    if (this.ready || this.leaderExit) return;
     this.ready = true;
     this.callbacks.onReady();
   }
@@ -119,9 +118,9 @@ export class BackendProcess {
    * group is empty, so the port and every process are really free. The group id stays reserved
    * while members remain, so these signals cannot reach an unrelated process.
    */
-  private handleExit(info: ExitInfo): void {
+  private handleExit(info: Omit<ExitInfo, 'stopped'>): void {
     if (this.exited || this.leaderExit) return;
-    this.leaderExit = info;
+    this.leaderExit = { ...info, stopped: this.terminating };
     clearTimeout(this.delayTimer);
     clearTimeout(this.termTimer);
     if (!this.groupAlive()) return this.reportExit();

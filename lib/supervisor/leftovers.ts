@@ -2,8 +2,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log.js';
 import { readProcessTable, type ProcessEntry } from './process-table.js';
 
-export type { ProcessEntry };
-
 /**
  * Processes whose command line contains `pattern`, never this process, its ancestors or anything
  * it started (those are ours, and the pattern may well appear in our own command line).

@@ -374,10 +374,15 @@ export class Pool {
     backend.state = next;
   }
 
+  /** A free backend at random (as the original tool picks), in one pass without allocating. */
   private pickIdle(): BackendRecord | undefined {
-    const idle = [...this.backends.values()].filter((b) => b.state.phase === 'idle');
-    if (idle.length === 0) return undefined;
-    return idle[Math.floor(this.clock.random() * idle.length)];
+    const idle = this.count('idle');
+    if (idle === 0) return undefined;
+    let nth = Math.floor(this.clock.random() * idle);
+    for (const backend of this.backends.values()) {
+      if (backend.state.phase === 'idle' && nth-- === 0) return backend;
+    }
+    return undefined;
   }
 
   private find(predicate: (b: BackendRecord) => boolean): BackendRecord | undefined {

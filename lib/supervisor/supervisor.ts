@@ -243,9 +243,10 @@ export class Supervisor {
         ? `killed by ${info.signal}`
         : `exited with code ${info.code}`;
     const proc = { backend: id, port, code: info.code, signal: info.signal };
-    if (before?.phase === 'retiring' && before.reason !== 'broken') {
+    if (info.stopped) {
       this.log.info(proc, `backend stopped (${how})`);
     } else {
+      // A retiring backend that exits before we signal it is one whose connection just broke.
       const when =
         before?.phase === 'starting'
           ? 'before it was ready (boot failure)'

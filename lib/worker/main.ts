@@ -1,7 +1,14 @@
 import http from 'node:http';
 import type { Config } from '../config/config.js';
 import { LeaseClient } from '../ipc/lease-client.js';
-import { decodePrimaryMessage, dispatch, NAMESPACE, WORKER_CONFIG_ENV } from '../ipc/protocol.js';
+import {
+  decodePrimaryMessage,
+  dispatch,
+  NAMESPACE,
+  WORKER_CONFIG_ENV,
+  type Handlers,
+  type PrimaryMessage,
+} from '../ipc/protocol.js';
 import { createLogger } from '../log.js';
 import { createApp } from './app.js';
 
@@ -57,20 +64,19 @@ function drain(): void {
   finishDrainIfIdle();
 }
 
+const handlers: Handlers<PrimaryMessage> = {
+  granted: (m) => leases.settle(m),
+  rejected: (m) => leases.settle(m),
+  drain: () => drain(),
+};
+
 process.on('message', (raw) => {
   const decoded = decodePrimaryMessage(raw);
   if (!decoded.ok) {
     log.warn({ reason: decoded.reason }, 'ignoring a malformed message from the primary');
     return;
   }
-  dispatch(
-    {
-      granted: (m) => leases.settle(m),
-      rejected: (m) => leases.settle(m),
-      drain: () => drain(),
-    },
-    decoded.message,
-  );
+  dispatch(handlers, decoded.message, undefined);
 });
 
 // The primary coordinates shutdown. A Ctrl-C at the terminal reaches the whole foreground process

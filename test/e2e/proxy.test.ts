@@ -183,6 +183,9 @@ describe('the proxy, end to end', () => {
     assert.match(answer.body, /refused the connection/);
     await mpx.waitForLog((r) => r.reason === 'broken', 'the broken backend to be stopped');
     await mpx.waitForLog((r) => r.msg === 'backend ready' && r.backend === 2, 'a replacement');
+    const stopped = mpx.logs().find((r) => r.backend === 1 && /^backend stopped/.test(r.msg));
+    assert.ok(stopped, 'the backend we stopped is logged as stopped');
+    assert.ok(!mpx.logs().some((r) => /crash/.test(r.msg)), 'and not as a crash');
     assert.equal((await mpx.stop()).code, 0);
   });
 });

@@ -94,6 +94,19 @@ describe('a backend process', () => {
     );
   });
 
+  it('output from a child left in its group after the shell exited does not make it ready', async () => {
+    // The subshell ignores SIGTERM (so does its sleep), prints after the leader is gone, then ends.
+    const b = await run(`(trap '' TERM; sleep 0.1; echo late; sleep 0.1) & exit 0`);
+    const exit = await waitFor(() => b.exit(), 'exit');
+    assert.ok(
+      b.captured.records().some((r) => r.msg === 'late'),
+      'the late line was read and logged',
+    );
+    assert.deepEqual(b.events, ['exit']);
+    assert.equal(exit.code, 0);
+    assert.equal(exit.stopped, false, 'the shell exited on its own');
+  });
+
   it('reports a boot failure as an exit before ready', async () => {
     const b = await run(`node ${fixture('boot-fail-service.mjs')}`);
     const exit = await waitFor(() => b.exit(), 'exit');

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { findLeftovers, type ProcessEntry } from '../../lib/supervisor/leftovers.js';
+import { findLeftovers } from '../../lib/supervisor/leftovers.js';
+import type { ProcessEntry } from '../../lib/supervisor/process-table.js';
 
 const table: ProcessEntry[] = [
   { pid: 1, ppid: 0, pgid: 1, state: 'S', commandLine: '/sbin/init' },

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { decodePrimaryMessage, decodeWorkerMessage } from '../../lib/ipc/protocol.js';
-import { exitCodeFor, httpStatusFor, toErrorData, MultiplexerError } from '../../lib/errors.js';
+import { exitCodeFor, httpStatusFor } from '../../lib/errors.js';
 
 describe('IPC protocol', () => {
   it('accepts well-formed messages both ways', () => {
@@ -51,13 +51,5 @@ describe('error codes', () => {
     assert.equal(httpStatusFor.MPX_BACKEND_TIMEOUT, 504);
     assert.equal(exitCodeFor.MPX_CONFIG_INVALID, 78);
     assert.equal(exitCodeFor.MPX_USAGE, 64);
-  });
-
-  it('travel as data, since Error objects become {} in JSON', () => {
-    assert.deepEqual(toErrorData(new MultiplexerError('MPX_QUEUE_FULL', 'full')), {
-      code: 'MPX_QUEUE_FULL',
-      message: 'full',
-    });
-    assert.deepEqual(toErrorData(new Error('boom')), { code: 'MPX_INTERNAL', message: 'boom' });
   });
 });
