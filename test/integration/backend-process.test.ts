@@ -95,8 +95,9 @@ describe('a backend process', () => {
   });
 
   it('output from a child left in its group after the shell exited does not make it ready', async () => {
-    // The subshell ignores SIGTERM (so does its sleep), prints after the leader is gone, then ends.
-    const b = await run(`(trap '' TERM; sleep 0.1; echo late; sleep 0.1) & exit 0`);
+    // The child inherits an ignored SIGTERM from the shell before it forks (no race with our
+    // SIGTERM), prints after the leader is gone, then ends.
+    const b = await run(`trap '' TERM; (sleep 0.1; echo late; sleep 0.1) & exit 0`);
     const exit = await waitFor(() => b.exit(), 'exit');
     assert.ok(
       b.captured.records().some((r) => r.msg === 'late'),
