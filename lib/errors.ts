@@ -12,6 +12,10 @@ export type ErrorCode =
   | 'MPX_BACKEND_CRASHED'
   | 'MPX_BACKEND_TIMEOUT'
   | 'MPX_LISTEN_FAILED'
+  | 'MPX_STATE_DIR'
+  | 'MPX_ALREADY_RUNNING'
+  | 'MPX_NOT_RUNNING'
+  | 'MPX_ADMIN_UNAVAILABLE'
   | 'MPX_INTERNAL';
 
 export class MultiplexerError extends Error {
@@ -41,10 +45,14 @@ export const httpStatusFor: Readonly<Record<ErrorCode, number>> = {
   MPX_BACKEND_CRASHED: 502,
   MPX_BACKEND_TIMEOUT: 504,
   MPX_LISTEN_FAILED: 500,
+  MPX_STATE_DIR: 500,
+  MPX_ALREADY_RUNNING: 500,
+  MPX_NOT_RUNNING: 500,
+  MPX_ADMIN_UNAVAILABLE: 500,
   MPX_INTERNAL: 500,
 };
 
-/** sysexits.h: EX_USAGE 64, EX_SOFTWARE 70, EX_CONFIG 78. */
+/** sysexits.h: EX_USAGE 64, EX_UNAVAILABLE 69, EX_SOFTWARE 70, EX_CANTCREAT 73, EX_CONFIG 78. */
 export const exitCodeFor: Readonly<Record<ErrorCode, number>> = {
   MPX_CONFIG_INVALID: 78,
   MPX_USAGE: 64,
@@ -55,5 +63,9 @@ export const exitCodeFor: Readonly<Record<ErrorCode, number>> = {
   MPX_BACKEND_CRASHED: 70,
   MPX_BACKEND_TIMEOUT: 70,
   MPX_LISTEN_FAILED: 70,
+  MPX_STATE_DIR: 73,
+  MPX_ALREADY_RUNNING: 70,
+  MPX_NOT_RUNNING: 69,
+  MPX_ADMIN_UNAVAILABLE: 69,
   MPX_INTERNAL: 70,
 };

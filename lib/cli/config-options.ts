@@ -1,14 +1,25 @@
 import type { Argv } from 'yargs';
+import { STATE_DIR_ENV } from '../instance/state-dir.js';
 import { configKeys, envName, kebabName, schema, type ConfigKey } from '../config/schema.js';
+
+/** How a command finds its instance: the config file, or the state directory explicitly. */
+export function withInstanceOptions<T>(yargs: Argv<T>): Argv<T> {
+  return yargs
+    .option('config', {
+      alias: 'c',
+      type: 'string',
+      default: 'conf/app.json',
+      describe: 'JSON config file',
+    })
+    .option('state-dir', {
+      type: 'string',
+      describe: `Where the pid file and the backend record live (default: derived from the config file's path) [env ${STATE_DIR_ENV}]`,
+    });
+}
 
 /** Every config key as a flag: --pool_size 4 and --pool-size 4 alike; values stay strings for the config loader. */
 export function withConfigOptions<T>(yargs: Argv<T>): Argv<T> {
-  let y = yargs.option('config', {
-    alias: 'c',
-    type: 'string',
-    default: 'conf/app.json',
-    describe: 'JSON config file',
-  }) as unknown as Argv<T>;
+  let y = withInstanceOptions(yargs);
   for (const key of configKeys) {
     y = y.option(key, {
       alias: kebabName(key),

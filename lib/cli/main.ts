@@ -4,8 +4,12 @@ import { loadConfig } from '../config/load.js';
 import { configKeys } from '../config/schema.js';
 import { exitCodeFor, MultiplexerError, type ErrorCode } from '../errors.js';
 import { createLogger } from '../log.js';
+import { resolveStateDir } from '../instance/state-dir.js';
 import { Primary } from '../primary/primary.js';
-import { flagsFrom, withConfigOptions } from './config-options.js';
+import { flagsFrom, withConfigOptions, withInstanceOptions } from './config-options.js';
+import { reloadCommand, scaleCommand, statusCommand, stopCommand } from './control.js';
+
+const write = (text: string): void => void process.stdout.write(text);
 
 const { version } = JSON.parse(
   readFileSync(new URL('../../../package.json', import.meta.url), 'utf8'),
@@ -18,8 +22,17 @@ function load(argv: Record<string, unknown>) {
 async function start(argv: Record<string, unknown>): Promise<number> {
   const { config, file } = load(argv);
   const log = createLogger('primary');
-  log.info({ config: file, version }, 'multiplexer starting');
-  return new Primary(config, log).run();
+  const stateDir = resolveStateDir({
+    flag: argv['state-dir'] as string | undefined,
+    configFile: file,
+  });
+  log.info({ config: file, stateDir, version }, 'multiplexer starting');
+  return new Primary(config, log, {
+    configFile: file,
+    reloadConfig: () => load(argv).config,
+    stateDir,
+    version,
+  }).run();
 }
 
 function check(argv: Record<string, unknown>): number {
@@ -78,7 +91,52 @@ export async function run(args: string[]): Promise<number> {
         code = check(argv);
       },
     )
-    .demandCommand(1, 'Name a command: start or check.')
+    .command(
+      'status',
+      'Show the running instance: front workers, backends, queue, totals (admin API)',
+      (y) =>
+        withInstanceOptions(y)
+          .option('json', { type: 'boolean', describe: 'Print the raw JSON' })
+          .strict(),
+      async (argv) => {
+        code = await statusCommand(argv, write);
+      },
+    )
+    .command(
+      'reload',
+      'Make the running instance read its config again; prints what changed, or the problems',
+      (y) => withInstanceOptions(y).strict(),
+      async (argv) => {
+        code = await reloadCommand(argv, write);
+      },
+    )
+    .command(
+      'scale <pool_size>',
+      "Set the running instance's pool_size (until the next reload or restart)",
+      (y) =>
+        withInstanceOptions(y)
+          .positional('pool_size', { type: 'string', describe: 'New pool_size' })
+          .strict(),
+      async (argv) => {
+        code = await scaleCommand(argv, write);
+      },
+    )
+    .command(
+      'stop',
+      'Stop the running instance gracefully; returns once it has exited',
+      (y) =>
+        withInstanceOptions(y)
+          .option('timeout', {
+            type: 'number',
+            default: 120,
+            describe: 'Seconds to wait for the exit',
+          })
+          .strict(),
+      async (argv) => {
+        code = await stopCommand(argv, write);
+      },
+    )
+    .demandCommand(1, 'Name a command: start, check, status, reload, scale or stop.')
     .strict()
     .version(version)
     .help()

@@ -19,6 +19,9 @@ export interface Config {
   readonly queue_timeout_ms: number;
   readonly queue_max: number;
   readonly shutdown_timeout_ms: number;
+  readonly admin_host: string;
+  readonly admin_port: number;
+  readonly admin_token: string;
 }
 
 export type Source = 'flag' | 'env' | 'file' | 'default';

@@ -38,6 +38,22 @@ export const portFormat: Format = {
   valid: (v) => isInt(v) && v >= 1 && v <= 65535,
 };
 
+export const portOrOffFormat: Format = {
+  name: 'tcp-port-or-off',
+  expected: 'a TCP port from 1 to 65535, or 0 for off',
+  coerce: coerceInt,
+  valid: (v) => isInt(v) && v >= 0 && v <= 65535,
+};
+
+/** Loopback addresses and names: what may listen without a token. */
+export function isLoopback(host: string): boolean {
+  const h = host
+    .trim()
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h);
+}
+
 export function oneOf(values: readonly string[]): Format {
   return {
     name: `one-of-${values.join('-')}`,

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import convict from 'convict';
 import { MultiplexerError } from '../errors.js';
 import type { Config, LoadedConfig, Source } from './config.js';
-import { describeValue, parsePortRange } from './formats.js';
+import { describeValue, isLoopback, parsePortRange } from './formats.js';
 import { locateJsonError } from './json-error.js';
 import { configKeys, envName, schema, type ConfigKey } from './schema.js';
 
@@ -166,14 +166,28 @@ export function loadConfig(input: ConfigInput): LoadedConfig {
   const range = parsePortRange(values.service_port_range)!;
   const config = Object.freeze({ ...values, service_port_range: Object.freeze(range) }) as Config;
 
-  const needed = config.pool_size + config.pool_max_overflow;
-  const rangeSize = range.last - range.first + 1;
-  if (rangeSize < needed) {
-    throw configError([
-      `service_port_range must hold at least pool_size + pool_max_overflow = ${needed} ports, got ${describeValue(values.service_port_range)} (${rangeSize} ports)`,
-    ]);
-  }
+  const across = crossKeyProblems(config);
+  if (across.length > 0) throw configError(across);
   return { config, sources: Object.freeze(sources), file };
+}
+
+/** Rules that tie keys together; also applied to runtime changes (scale) of a running config. */
+export function crossKeyProblems(config: Config): string[] {
+  const problems: string[] = [];
+  const { first, last } = config.service_port_range;
+  const needed = config.pool_size + config.pool_max_overflow;
+  const rangeSize = last - first + 1;
+  if (rangeSize < needed) {
+    problems.push(
+      `service_port_range must hold at least pool_size + pool_max_overflow = ${needed} ports, got "${first}..${last}" (${rangeSize} ports)`,
+    );
+  }
+  if (config.admin_port !== 0 && !isLoopback(config.admin_host) && config.admin_token === '') {
+    problems.push(
+      `admin_token must be set when the admin API listens beyond loopback, got admin_host ${JSON.stringify(config.admin_host)} with admin_port ${config.admin_port} and no token`,
+    );
+  }
+  return problems;
 }
 
 function describeSource(key: ConfigKey, source: Source): string {

@@ -7,6 +7,7 @@ import {
   nonEmptyString,
   oneOf,
   portFormat,
+  portOrOffFormat,
   portRangeFormat,
   startDelayFormat,
   type Format,
@@ -107,6 +108,21 @@ export const schema = {
     doc: 'Bound in milliseconds on draining in-flight requests at shutdown.',
     format: intAtLeast(0),
     default: 10_000,
+  },
+  admin_host: {
+    doc: 'Interface of the admin API (health, status, reload, scale). Anything but loopback requires admin_token.',
+    format: nonEmptyString,
+    default: '127.0.0.1',
+  },
+  admin_port: {
+    doc: 'Port of the admin API (0 = off).',
+    format: portOrOffFormat,
+    default: 0,
+  },
+  admin_token: {
+    doc: 'Bearer token the admin API requires for /status, /reload and /scale ("" = none; required off loopback).',
+    format: anyString,
+    default: '',
   },
 } satisfies Record<string, KeySpec>;
 

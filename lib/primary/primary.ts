@@ -1,6 +1,12 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import cluster, { type Worker } from 'node:cluster';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { onExit } from 'signal-exit';
+import { AdminServer } from '../admin/admin-server.js';
 import type { Config } from '../config/config.js';
+import { crossKeyProblems } from '../config/load.js';
+import { schema } from '../config/schema.js';
 import {
   decodeWorkerMessage,
   dispatch,
@@ -10,12 +16,39 @@ import {
 } from '../ipc/protocol.js';
 import type { Logger } from '../log.js';
 import { MultiplexerError } from '../errors.js';
+import { BackendRegistry, endRecordedBackends } from '../instance/backend-registry.js';
+import { findRunningInstance, removeInstance, writeInstance } from '../instance/instance-file.js';
+import { ensureStateDir } from '../instance/state-dir.js';
 import { endLeftovers } from '../supervisor/leftovers.js';
 import { canBind } from '../supervisor/port-ring.js';
+import { startTimeOf } from '../supervisor/process-table.js';
 import { Supervisor } from '../supervisor/supervisor.js';
+import { describeChange, diffConfig, RESTART_KEYS } from './config-diff.js';
 import { FrontWorkers } from './worker-pool.js';
 
 type State = 'starting' | 'running' | 'draining' | 'stopping';
+
+export interface PrimaryOptions {
+  readonly configFile: string;
+  /** Loads the config again (file, environment, flags); throws MPX_CONFIG_INVALID. */
+  readonly reloadConfig: () => Config;
+  readonly stateDir: string;
+  readonly version: string;
+}
+
+/** The outcome of a reload, as the admin API and the CLI report it. */
+export type ReloadOutcome =
+  | {
+      readonly reloaded: true;
+      readonly changes: string[];
+      /** Keys that changed but take effect only at the next start. */
+      readonly needsRestart: string[];
+      readonly backendsReplaced: boolean;
+      readonly workersReplaced: number;
+    }
+  | { readonly reloaded: false; readonly problems: string[] };
+
+const WATCHDOG = fileURLToPath(new URL('../../../bin/backend-watchdog.sh', import.meta.url));
 
 /** Exit code of a front worker that could not set itself up (e.g. http_port in use). */
 const WORKER_SETUP_FAILED = 70;
@@ -29,6 +62,13 @@ export class Primary {
   private state: State = 'starting';
   private readonly supervisor: Supervisor;
   private readonly workers: FrontWorkers;
+  private readonly registry: BackendRegistry;
+  private readonly startedAt = Date.now();
+  private admin: AdminServer | undefined;
+  /** Held open for the primary's whole life: the watchdog acts when it closes. */
+  private watchdog: ChildProcess | undefined;
+  /** Reloads run one after another. */
+  private reloading: Promise<unknown> = Promise.resolve();
   private readonly listening = new Set<number>();
   private readonly drained = new Set<number>();
   private poolReady = false;
@@ -42,9 +82,11 @@ export class Primary {
   });
 
   constructor(
-    private readonly config: Config,
+    private config: Config,
     private readonly log: Logger,
+    private readonly options: PrimaryOptions,
   ) {
+    this.registry = new BackendRegistry(join(options.stateDir, 'backends'));
     this.supervisor = new Supervisor(config, log, {
       grant: (worker, id, lease, port) =>
         this.workers.send(worker, { ns: NAMESPACE, type: 'granted', id, lease, port }),
@@ -60,6 +102,8 @@ export class Primary {
         this.poolReady = true;
         this.announceIfReady();
       },
+      backendStarted: (pid, command) => this.registry.record(pid, command),
+      backendEnded: (pid) => this.registry.forget(pid),
     });
     this.workers = new FrontWorkers(config, log);
   }
@@ -73,6 +117,16 @@ export class Primary {
         `http_port ${port} on ${host} cannot be bound: another program holds it (or the address is not local)`,
       );
     }
+    const { stateDir } = this.options;
+    ensureStateDir(stateDir);
+    const other = findRunningInstance(stateDir);
+    if (other) {
+      throw new MultiplexerError(
+        'MPX_ALREADY_RUNNING',
+        `another multiplexer (pid ${other.pid}, config ${other.config}) is running with state directory ${stateDir}; stop it first, or give this one another --state-dir`,
+      );
+    }
+    await endRecordedBackends(this.registry.file, this.config.service_stop_timeout_ms, this.log);
     if (this.config.service_kill_pattern !== '') {
       await endLeftovers(
         this.config.service_kill_pattern,
@@ -80,10 +134,42 @@ export class Primary {
         this.log,
       );
     }
+    this.registry.reset();
+    this.startWatchdog();
+    if (this.config.admin_port !== 0) {
+      this.admin = new AdminServer(this.adminActions);
+      const port = await this.admin.listen(this.config.admin_host, this.config.admin_port);
+      this.log.info(
+        { admin_host: this.config.admin_host, admin_port: port },
+        'admin API listening',
+      );
+    }
+    writeInstance(stateDir, {
+      pid: process.pid,
+      startTime: startTimeOf(process.pid) ?? '',
+      config: this.options.configFile,
+      ...(this.config.admin_port !== 0 && {
+        admin: {
+          host: this.config.admin_host,
+          port: this.config.admin_port,
+          token: this.config.admin_token,
+        },
+      }),
+    });
     // Whatever path leads to exit (uncaught error, unhandled signal), no backend outlives us.
-    onExit(() => this.supervisor.killAllNow(), { alwaysLast: true });
+    onExit(
+      () => {
+        this.supervisor.killAllNow();
+        removeInstance(stateDir);
+      },
+      { alwaysLast: true },
+    );
     process.on('SIGTERM', () => this.requestShutdown('SIGTERM'));
     process.on('SIGINT', () => this.requestShutdown('SIGINT'));
+    process.on('SIGHUP', () => void this.reload('SIGHUP'));
+    process.on('SIGUSR2', () => this.renew('SIGUSR2'));
+    process.on('SIGTTIN', () => this.scaleBy(+1, 'SIGTTIN'));
+    process.on('SIGTTOU', () => this.scaleBy(-1, 'SIGTTOU'));
 
     cluster.on('message', (worker, raw) => this.onWorkerMessage(worker, raw));
     cluster.on('listening', (worker) => {
@@ -104,6 +190,161 @@ export class Primary {
     this.supervisor.start();
     this.workers.startAll();
     return this.finished;
+  }
+
+  /**
+   * The watchdog ends our backends if we die without doing it ourselves (kill -9): it reads the
+   * state file once its stdin, a pipe only we hold, reaches end of input.
+   */
+  private startWatchdog(): void {
+    const graceTenths = String(Math.ceil(this.config.service_stop_timeout_ms / 100));
+    this.watchdog = spawn('/bin/sh', [WATCHDOG, this.registry.file, graceTenths], {
+      detached: true,
+      stdio: ['pipe', 'ignore', 'ignore'],
+    });
+    this.watchdog.unref();
+    (this.watchdog.stdin as unknown as { unref(): void }).unref();
+  }
+
+  /**
+   * SIGHUP or POST /reload: read the config again. Invalid: log every problem and change nothing.
+   * Valid: pool settings at once, a rolling restart of the backends if how they start changed,
+   * and every front worker replaced one at a time.
+   */
+  reload(trigger: string): Promise<ReloadOutcome> {
+    const next = this.reloading.then(() => this.reloadNow(trigger));
+    this.reloading = next.catch(() => undefined);
+    return next;
+  }
+
+  private async reloadNow(trigger: string): Promise<ReloadOutcome> {
+    if (this.state !== 'running') {
+      return { reloaded: false, problems: [`cannot reload: the server is ${this.state}`] };
+    }
+    let next: Config;
+    try {
+      next = this.options.reloadConfig();
+    } catch (err) {
+      const problems =
+        err instanceof MultiplexerError && err.problems.length > 0
+          ? [...err.problems]
+          : [err instanceof Error ? err.message : String(err)];
+      for (const problem of problems) this.log.error(`${trigger}: config problem: ${problem}`);
+      this.log.error(`${trigger}: reload refused; the running configuration stays in force`);
+      return { reloaded: false, problems };
+    }
+    const changes = diffConfig(this.config, next);
+    const needsRestart = changes.filter((c) => RESTART_KEYS.includes(c.key)).map((c) => c.key);
+    this.log.info(
+      { changes: changes.map(describeChange) },
+      `${trigger}: reloading (${changes.length} change${changes.length === 1 ? '' : 's'})`,
+    );
+    this.config = next;
+    const { backends } = this.supervisor.reconfigure(next);
+    let workersReplaced = 0;
+    try {
+      workersReplaced = await this.workers.roll(next);
+    } catch (err) {
+      const problem = `front workers with the new config failed: ${(err as Error).message}; the old ones keep serving`;
+      this.log.error(`${trigger}: ${problem}`);
+      return { reloaded: false, problems: [problem] };
+    }
+    this.log.info({ workersReplaced, backendsReplaced: backends }, `${trigger}: reloaded`);
+    return {
+      reloaded: true,
+      changes: changes.map(describeChange),
+      needsRestart,
+      backendsReplaced: backends,
+      workersReplaced,
+    };
+  }
+
+  /** SIGUSR2: replace every backend, never fewer than pool_size ready meanwhile. */
+  private renew(trigger: string): void {
+    if (this.state !== 'running') return;
+    this.log.info(`${trigger}: rolling restart of the backends`);
+    this.supervisor.renew();
+  }
+
+  private scaleBy(delta: number, trigger: string): void {
+    const outcome = this.scale(this.config.pool_size + delta, trigger);
+    if (!outcome.ok) this.log.warn(`${trigger}: ${outcome.problems.join('; ')}`);
+  }
+
+  /** SIGTTIN/SIGTTOU, POST /scale: a new pool_size, checked like the config file's. */
+  scale(
+    poolSize: unknown,
+    trigger: string,
+  ): { ok: true; from: number; to: number } | { ok: false; problems: string[] } {
+    if (this.state !== 'running') {
+      return { ok: false, problems: [`cannot scale: the server is ${this.state}`] };
+    }
+    if (!schema.pool_size.format.valid(poolSize)) {
+      return {
+        ok: false,
+        problems: [
+          `pool_size must be ${schema.pool_size.format.expected}, got ${JSON.stringify(poolSize)}`,
+        ],
+      };
+    }
+    const next = { ...this.config, pool_size: poolSize as number };
+    const problems = crossKeyProblems(next);
+    if (problems.length > 0) return { ok: false, problems };
+    const from = this.config.pool_size;
+    this.config = Object.freeze(next);
+    this.supervisor.reconfigure(this.config);
+    this.log.info(
+      `${trigger}: pool_size ${from} → ${next.pool_size} (a reload returns to the config file's value)`,
+    );
+    return { ok: true, from, to: next.pool_size };
+  }
+
+  private readonly adminActions = {
+    readiness: () => {
+      if (this.state !== 'running') return { ready: false, reason: `the server is ${this.state}` };
+      if (this.listening.size === 0) return { ready: false, reason: 'no front worker listens yet' };
+      const ready = this.supervisor.status().some((b) => b.state === 'idle' || b.state === 'busy');
+      return ready
+        ? { ready: true, reason: 'front workers listen and a backend is ready' }
+        : { ready: false, reason: 'no backend is ready yet' };
+    },
+    status: () => this.status(),
+    reload: async () => {
+      const outcome = await this.reload('POST /reload');
+      return { status: outcome.reloaded ? 200 : 422, body: outcome };
+    },
+    scale: (body: unknown) => {
+      const size = (body as { pool_size?: unknown } | null)?.pool_size;
+      const outcome = this.scale(size, 'POST /scale');
+      return { status: outcome.ok ? 200 : 422, body: outcome };
+    },
+    token: () => this.config.admin_token,
+  };
+
+  status(): object {
+    const backends = this.supervisor.status();
+    return {
+      pid: process.pid,
+      version: this.options.version,
+      state: this.state,
+      uptimeMs: Date.now() - this.startedAt,
+      config: this.options.configFile,
+      stateDir: this.options.stateDir,
+      pool: {
+        size: this.config.pool_size,
+        maxOverflow: this.config.pool_max_overflow,
+        strategy: this.config.pool_strategy,
+        renewing: this.supervisor.renewing,
+      },
+      workers: this.workers.list().map((w) => ({
+        id: w.id,
+        pid: w.process.pid,
+        listening: this.listening.has(w.id),
+      })),
+      backends,
+      queue: this.supervisor.queueLength,
+      totals: { ...this.supervisor.totals, ...this.supervisor.poolTotals },
+    };
   }
 
   private onWorkerMessage(worker: Worker, raw: unknown): void {
@@ -179,6 +420,8 @@ export class Primary {
     this.log.info(
       complete ? 'stopped: every request in flight completed' : 'stopped: the drain was cut short',
     );
+    await this.admin?.close();
+    removeInstance(this.options.stateDir);
     this.finish(this.failedAtStartup ? WORKER_SETUP_FAILED : complete ? 0 : 1);
   }
 

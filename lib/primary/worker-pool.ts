@@ -15,11 +15,13 @@ const BOOT_GRACE_MS = 1000;
  */
 export class FrontWorkers {
   private readonly startedAt = new Map<number, number>();
+  /** Old workers a roll is draining: their exit is expected, not replaced. */
+  private readonly retiring = new Set<number>();
   private bootFailures = 0;
   private replacing = true;
 
   constructor(
-    private readonly config: Config,
+    private config: Config,
     private readonly log: Logger,
   ) {
     cluster.setupPrimary({ exec: WORKER_ENTRY, args: [] });
@@ -38,7 +40,7 @@ export class FrontWorkers {
   replace(worker: Worker, code: number | null, signal: string | null): void {
     const lived = Date.now() - (this.startedAt.get(worker.id) ?? 0);
     this.startedAt.delete(worker.id);
-    if (!this.replacing) return;
+    if (this.retiring.delete(worker.id) || !this.replacing) return;
     this.bootFailures = lived < BOOT_GRACE_MS ? this.bootFailures + 1 : 0;
     const delay = this.bootFailures === 0 ? 0 : Math.min(10_000, 100 * 2 ** this.bootFailures);
     this.log.error(
@@ -66,12 +68,69 @@ export class FrontWorkers {
     for (const worker of this.list()) worker.process.kill(signal);
   }
 
+  /**
+   * Replaces every worker, one at a time, with one running `config`: the new worker listens before
+   * the old one stops accepting and drains, so the port always has a listener. Then the count is
+   * adjusted to config.workers. Rejects (leaving the remaining old workers serving) if a new worker
+   * dies before it listens.
+   */
+  async roll(config: Config): Promise<number> {
+    this.config = config;
+    const old = this.list().filter((w) => !this.retiring.has(w.id));
+    let started = 0;
+    for (let i = 0; i < Math.max(old.length, config.workers); i++) {
+      if (i < config.workers) {
+        await this.forkListening();
+        started++;
+      }
+      const previous = old[i];
+      if (previous) await this.retire(previous, config.shutdown_timeout_ms);
+    }
+    return started;
+  }
+
+  private forkListening(): Promise<void> {
+    const worker = this.fork();
+    return new Promise((resolve, reject) => {
+      const onExit = (code: number | null, signal: string | null): void =>
+        reject(
+          new Error(
+            `a new front worker exited before it listened (${signal ?? `exit code ${code}`})`,
+          ),
+        );
+      worker.once('exit', onExit);
+      worker.once('listening', () => {
+        worker.off('exit', onExit);
+        resolve();
+      });
+    });
+  }
+
+  /** Drains one worker; SIGKILL if it is not gone within `timeoutMs`. */
+  private retire(worker: Worker, timeoutMs: number): Promise<void> {
+    this.retiring.add(worker.id);
+    return new Promise((resolve) => {
+      if (worker.isDead()) return resolve();
+      const timer = setTimeout(() => {
+        this.log.warn({ worker: worker.id }, 'old front worker still draining; ending it');
+        worker.process.kill('SIGKILL');
+      }, timeoutMs);
+      worker.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      if (worker.isConnected())
+        worker.send({ ns: NAMESPACE, type: 'drain' } satisfies PrimaryMessage);
+    });
+  }
+
   list(): Worker[] {
     return Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
   }
 
-  private fork(): void {
+  private fork(): Worker {
     const worker = cluster.fork({ [WORKER_CONFIG_ENV]: JSON.stringify(this.config) });
     this.startedAt.set(worker.id, Date.now());
+    return worker;
   }
 }

@@ -38,6 +38,8 @@ const GROUP_POLL_MS = 25;
  */
 export class BackendProcess {
   readonly pid: number | undefined;
+  /** The command line as run, %PORT% replaced. */
+  readonly command: string;
   private readonly child: ChildProcess;
   private exited = false;
   private ready = false;
@@ -53,8 +55,8 @@ export class BackendProcess {
     private readonly log: Logger,
     private readonly callbacks: BackendCallbacks,
   ) {
-    const command = spec.command.replaceAll('%PORT%', String(spec.port));
-    this.child = spawn('/bin/sh', ['-c', command], {
+    this.command = spec.command.replaceAll('%PORT%', String(spec.port));
+    this.child = spawn('/bin/sh', ['-c', this.command], {
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, PORT: String(spec.port) },

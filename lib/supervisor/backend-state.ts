@@ -11,7 +11,7 @@
  *   exited ◀── exit ── starting | idle | busy   (boot failure / crash)
  */
 export type RetireReason =
-  'shrink' | 'start-timeout' | 'stuck' | 'broken' | 'owner-died' | 'shutdown';
+  'shrink' | 'replaced' | 'start-timeout' | 'stuck' | 'broken' | 'owner-died' | 'shutdown';
 
 export type BackendState =
   | { readonly phase: 'starting' }
@@ -21,7 +21,7 @@ export type BackendState =
       readonly lease: number;
       readonly worker: number;
       readonly requestId: number;
-      /** Chosen to retire when the pool shrinks; it goes when it is returned (unless a request waits). */
+      /** Chosen to retire (pool shrinks, or a rolling restart replaced it); it goes when returned. */
       readonly retireOnReturn: boolean;
     }
   | { readonly phase: 'retiring'; readonly reason: RetireReason }

@@ -63,6 +63,16 @@ export interface BackendView {
   readonly spawnedAt: number;
   readonly readyAt: number | undefined;
   readonly served: number;
+  /** Started before the last rolling restart: it is being replaced. */
+  readonly outdated: boolean;
+}
+
+/** Counters since start, for /status. */
+export interface PoolTotals {
+  /** Backends started beyond pool_size because requests were waiting. */
+  overflowSpawns: number;
+  /** Backends that ended on their own or failed (crash, boot failure, stuck, broken) and were replaced. */
+  restarts: number;
 }
 
 interface BackendRecord {
@@ -71,6 +81,8 @@ interface BackendRecord {
   readonly spawnedAt: number;
   readyAt: number | undefined;
   served: number;
+  /** Which rolling-restart generation started it. */
+  readonly generation: number;
 }
 
 interface Waiter {
@@ -81,6 +93,18 @@ interface Waiter {
 
 /** Retirements after which the backend's end counts as a failure for the restart backoff. */
 const FAILURE_REASONS: ReadonlySet<RetireReason> = new Set(['start-timeout', 'broken']);
+/** Retirements of a backend that failed in some way, so that another takes its place. */
+const REPLACED_REASONS: ReadonlySet<RetireReason> = new Set([
+  'start-timeout',
+  'broken',
+  'stuck',
+  'owner-died',
+]);
+
+/** Idle, or busy and not yet marked to retire: a backend that will take requests. */
+function isLive(b: BackendRecord): boolean {
+  return b.state.phase === 'idle' || (b.state.phase === 'busy' && !b.state.retireOnReturn);
+}
 
 export class Pool {
   private readonly backends = new Map<number, BackendRecord>();
@@ -92,12 +116,49 @@ export class Pool {
   private spawnBlockedUntil = -Infinity;
   private announcedReady = false;
   private stopping = false;
+  private generation = 1;
   private effects: PoolEffect[] = [];
+  readonly totals: PoolTotals = { overflowSpawns: 0, restarts: 0 };
 
   constructor(
-    private readonly settings: PoolSettings,
+    private settings: PoolSettings,
     private readonly clock: PoolClock,
   ) {}
+
+  get currentSettings(): PoolSettings {
+    return this.settings;
+  }
+
+  /**
+   * New settings (reload, scale) take effect at once: the pool grows, or shrinks by retiring idle
+   * backends now and busy ones when they are returned. Waiters keep the deadline they were given.
+   */
+  reconfigure(settings: PoolSettings): PoolEffect[] {
+    this.settings = settings;
+    this.reconcile({ shrink: true });
+    return this.flush();
+  }
+
+  /**
+   * Rolling restart: every backend running now is replaced. One replacement starts at a time (even
+   * beyond pool_size + pool_max_overflow, by one); when it is ready an old backend retires, idle at
+   * once or busy when returned, so the ready backends never drop below pool_size. Old backends
+   * still starting are not worth waiting for and go at once.
+   */
+  renew(): PoolEffect[] {
+    this.generation += 1;
+    for (const backend of this.backends.values()) {
+      if (backend.state.phase === 'starting') this.retire(backend, 'replaced');
+    }
+    this.reconcile({ shrink: true });
+    return this.flush();
+  }
+
+  /** True while a rolling restart has backends left to replace. */
+  get renewing(): boolean {
+    for (const backend of this.backends.values()) if (this.isOutdatedLive(backend)) return true;
+    return false;
+  }
 
   /** Starts pool_size backends at once. */
   start(): PoolEffect[] {
@@ -155,12 +216,16 @@ export class Pool {
       });
       return this.flush();
     }
+    const outdated = backend.generation < this.generation;
     if (outcome !== 'ok') {
       this.retire(backend, outcome);
     } else {
       backend.served += 1;
-      if (backend.state.retireOnReturn && this.waiters.length === 0) this.retire(backend, 'shrink');
-      else this.move(backend, { type: 'release' });
+      // A backend marked by a shrink serves a waiting request instead; a replaced one never does.
+      if (backend.state.retireOnReturn && outdated) this.retire(backend, 'replaced');
+      else if (backend.state.retireOnReturn && this.waiters.length === 0) {
+        this.retire(backend, 'shrink');
+      } else this.move(backend, { type: 'release' });
     }
     this.reconcile({ shrink: true });
     return this.flush();
@@ -187,6 +252,8 @@ export class Pool {
     this.backends.delete(id);
     const failed = before.phase !== 'retiring' || FAILURE_REASONS.has(before.reason);
     if (failed && !this.stopping) this.recordFailure();
+    const replaced = before.phase !== 'retiring' || REPLACED_REASONS.has(before.reason);
+    if (replaced && !this.stopping) this.totals.restarts += 1;
     this.reconcile({ shrink: false });
     return this.flush();
   }
@@ -264,19 +331,56 @@ export class Pool {
   }
 
   view(): BackendView[] {
-    return [...this.backends.values()].map((b) => ({ ...b }));
+    return [...this.backends.values()].map((b) => this.toView(b));
   }
 
   backend(id: number): BackendView | undefined {
     const b = this.backends.get(id);
-    return b && { ...b };
+    return b && this.toView(b);
+  }
+
+  private toView(b: BackendRecord): BackendView {
+    const { generation, ...rest } = b;
+    return { ...rest, outdated: generation < this.generation };
   }
 
   private reconcile({ shrink }: { shrink: boolean }): void {
     if (this.stopping) return;
     this.serveWaiters();
+    this.retireReplaced();
     this.grow();
     if (shrink) this.shrink();
+  }
+
+  /**
+   * During a rolling restart: retire old backends (idle first, then the oldest) while the ready
+   * ones would still number at least pool_size without them.
+   */
+  private retireReplaced(): void {
+    let outdated = 0;
+    let current = 0;
+    for (const b of this.backends.values()) {
+      if (this.isOutdatedLive(b)) outdated++;
+      else if (isLive(b)) current++;
+    }
+    if (outdated === 0) return;
+    const victims = [...this.backends.values()]
+      .filter((b) => this.isOutdatedLive(b))
+      .sort(
+        (a, b) =>
+          Number(b.state.phase === 'idle') - Number(a.state.phase === 'idle') || a.id - b.id,
+      );
+    for (const victim of victims) {
+      if (current + outdated <= this.settings.size) return;
+      if (victim.state.phase === 'idle') this.retire(victim, 'replaced');
+      else this.move(victim, { type: 'mark-for-retirement' });
+      outdated--;
+    }
+  }
+
+  /** A backend started before the last renew() that still takes requests. */
+  private isOutdatedLive(b: BackendRecord): boolean {
+    return b.generation < this.generation && isLive(b);
   }
 
   private serveWaiters(): void {
@@ -303,6 +407,9 @@ export class Pool {
     const cap = this.settings.size + this.settings.maxOverflow;
     let wanted = Math.max(this.settings.size - active, this.waiters.length - starting);
     wanted = Math.min(wanted, cap - total);
+    // A rolling restart's replacement: one at a time, allowed one process beyond the cap.
+    const surge = wanted <= 0 && starting === 0 && this.renewing && total < cap + 1;
+    if (surge) wanted = 1;
     if (this.inBackoff(now)) wanted = Math.min(wanted, starting === 0 ? 1 : 0);
     for (let i = 0; i < wanted; i++) {
       const id = this.nextBackendId++;
@@ -312,7 +419,9 @@ export class Pool {
         spawnedAt: now,
         readyAt: undefined,
         served: 0,
+        generation: this.generation,
       });
+      if (!surge && active + i >= this.settings.size) this.totals.overflowSpawns += 1;
       this.emit({ type: 'spawn', backend: id });
     }
   }
@@ -325,9 +434,7 @@ export class Pool {
   private shrink(): void {
     if (this.waiters.length > 0) return;
     for (;;) {
-      const live = [...this.backends.values()].filter(
-        (b) => b.state.phase === 'idle' || (b.state.phase === 'busy' && !b.state.retireOnReturn),
-      );
+      const live = [...this.backends.values()].filter(isLive);
       if (live.length <= this.settings.size) return;
       // Ids grow with each start, so the smallest id is the backend started longest ago.
       const ids = live.map((b) => b.id);

@@ -10,8 +10,14 @@ export class PortRing {
   private readonly held = new Set<number>();
   private cursor: number;
 
-  constructor(private readonly range: PortRange) {
+  constructor(private range: PortRange) {
     this.cursor = range.last;
+  }
+
+  /** A new range (reload); ports held by running backends stay held until they are released. */
+  retarget(range: PortRange): void {
+    this.range = range;
+    if (this.cursor < range.first || this.cursor > range.last) this.cursor = range.last;
   }
 
   /**

@@ -48,3 +48,16 @@ export function groupHasLiveMembers(pgid: number): boolean {
   }
   return readProcessTable().some((p) => p.pgid === pgid && p.state !== 'Z' && p.state !== 'X');
 }
+
+/**
+ * When a process started, in clock ticks since boot (field 22 of /proc/PID/stat), as text. With
+ * the pid it names one process for the life of the machine: a reused pid has another start time.
+ */
+export function startTimeOf(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}

@@ -7,6 +7,8 @@ import {
   type CheckinOutcome,
   type PoolClock,
   type PoolEffect,
+  type PoolSettings,
+  type PoolTotals,
   type RejectCode,
 } from './pool.js';
 import { canBind, PortRing } from './port-ring.js';
@@ -17,6 +19,9 @@ export interface SupervisorHooks {
   grant(worker: number, requestId: number, lease: number, port: number): void;
   reject(worker: number, requestId: number, code: RejectCode): void;
   poolReady(): void;
+  /** A backend process exists (for the state file that lets a later start end orphans). */
+  backendStarted(pid: number, command: string): void;
+  backendEnded(pid: number): void;
 }
 
 export interface BackendStatus {
@@ -27,7 +32,46 @@ export interface BackendStatus {
   ageMs: number;
   served: number;
   leasedBy: number | undefined;
+  /** Being replaced by a rolling restart. */
+  outdated: boolean;
 }
+
+/** Request counters since start, from the lease protocol (status codes the front workers sent). */
+export interface RequestTotals {
+  requests: number;
+  /** Backend connection failed or broke. */
+  status502: number;
+  /** Rejected: queue full, queue timeout, shutting down. */
+  status503: number;
+  /** Backend did not answer within http_proxy_timeout. */
+  status504: number;
+}
+
+/** What a reload changed in the supervisor's part of the config. */
+export interface SupervisorChange {
+  /** Pool settings (size, overflow, strategy, queue, start timeout) now in force. */
+  pool: boolean;
+  /** How backends start changed: they are being replaced by a rolling restart. */
+  backends: boolean;
+}
+
+/** Keys that decide how a backend starts: changing any of them replaces every backend. */
+const BACKEND_KEYS = [
+  'service_start_process_cmd',
+  'service_port_range',
+  'service_start_delay_ms',
+  'service_http_base_url',
+  'service_stop_timeout_ms',
+] as const satisfies readonly (keyof Config)[];
+
+const POOL_KEYS = [
+  'pool_size',
+  'pool_max_overflow',
+  'pool_strategy',
+  'queue_timeout_ms',
+  'queue_max',
+  'service_start_timeout_ms',
+] as const satisfies readonly (keyof Config)[];
 
 /** How long a backend whose connection broke may take to exit on its own before it is stopped. */
 const BROKEN_GRACE_MS = 250;
@@ -36,6 +80,7 @@ const realClock: PoolClock = { now: () => Date.now(), random: Math.random };
 
 const RETIRE_WHY: Record<RetireReason, string> = {
   shrink: 'pool shrinks back to pool_size',
+  replaced: 'replaced by a rolling restart',
   'start-timeout': 'not ready within service_start_timeout_ms',
   stuck: 'no answer within http_proxy_timeout; presumed stuck',
   broken: 'connection to the backend failed',
@@ -49,34 +94,65 @@ const RETIRE_WHY: Record<RetireReason, string> = {
  */
 export class Supervisor {
   private readonly pool: Pool;
+  readonly totals: RequestTotals = { requests: 0, status502: 0, status503: 0, status504: 0 };
   private readonly processes = new Map<number, BackendProcess>();
   private readonly ring: PortRing;
-  private readonly backendHost: string;
   private wakeTimer: NodeJS.Timeout | undefined;
   private wakeAt = Infinity;
   private onEmpty: (() => void) | undefined;
 
   constructor(
-    private readonly config: Config,
+    private config: Config,
     private readonly log: Logger,
     private readonly hooks: SupervisorHooks,
-    restart: RestartPolicy = defaultRestartPolicy,
+    private readonly restart: RestartPolicy = defaultRestartPolicy,
     private readonly clock: PoolClock = realClock,
   ) {
-    this.pool = new Pool(
-      {
-        size: config.pool_size,
-        maxOverflow: config.pool_max_overflow,
-        strategy: config.pool_strategy,
-        queueTimeoutMs: config.queue_timeout_ms,
-        queueMax: config.queue_max,
-        startTimeoutMs: config.service_start_timeout_ms,
-        restart,
-      },
-      clock,
-    );
+    this.pool = new Pool(this.poolSettings(config), clock);
     this.ring = new PortRing(config.service_port_range);
-    this.backendHost = new URL(config.service_http_base_url).hostname.replace(/^\[|\]$/g, '');
+  }
+
+  private poolSettings(config: Config): PoolSettings {
+    return {
+      size: config.pool_size,
+      maxOverflow: config.pool_max_overflow,
+      strategy: config.pool_strategy,
+      queueTimeoutMs: config.queue_timeout_ms,
+      queueMax: config.queue_max,
+      startTimeoutMs: config.service_start_timeout_ms,
+      restart: this.restart,
+    };
+  }
+
+  /**
+   * Puts a new config in force: pool settings at once (busy backends are never interrupted), and
+   * if anything about how backends start changed, a rolling restart onto the new way.
+   */
+  reconfigure(next: Config): SupervisorChange {
+    const before = this.config;
+    const change = {
+      pool: POOL_KEYS.some((k) => before[k] !== next[k]),
+      backends: BACKEND_KEYS.some((k) => JSON.stringify(before[k]) !== JSON.stringify(next[k])),
+    };
+    this.config = next;
+    this.ring.retarget(next.service_port_range);
+    if (change.pool) this.apply(this.pool.reconfigure(this.poolSettings(next)));
+    if (change.backends) this.renew();
+    return change;
+  }
+
+  /** Rolling restart of every backend (SIGUSR2, or a reload that changed how backends start). */
+  renew(): void {
+    this.log.info({ backends: this.pool.view().length }, 'rolling restart of every backend');
+    this.apply(this.pool.renew());
+  }
+
+  get renewing(): boolean {
+    return this.pool.renewing;
+  }
+
+  get poolTotals(): Readonly<PoolTotals> {
+    return this.pool.totals;
   }
 
   start(): void {
@@ -84,6 +160,7 @@ export class Supervisor {
   }
 
   checkout(worker: number, requestId: number): void {
+    this.totals.requests += 1;
     const waiting = this.pool.queueLength;
     this.apply(this.pool.checkout(worker, requestId));
     if (this.pool.queueLength > waiting) {
@@ -99,6 +176,8 @@ export class Supervisor {
   }
 
   checkin(worker: number, lease: number, outcome: CheckinOutcome): void {
+    if (outcome === 'broken') this.totals.status502 += 1;
+    else if (outcome === 'stuck') this.totals.status504 += 1;
     this.apply(this.pool.checkin(worker, lease, outcome));
   }
 
@@ -139,6 +218,7 @@ export class Supervisor {
         ageMs: now - b.spawnedAt,
         served: b.served,
         leasedBy: b.state.phase === 'busy' ? b.state.worker : undefined,
+        outdated: b.outdated,
       };
     });
   }
@@ -147,7 +227,8 @@ export class Supervisor {
     for (const effect of effects) {
       switch (effect.type) {
         case 'spawn':
-          void this.launch(effect.backend);
+          // The spec is taken now: a reload while the port is found must not mix two configs.
+          void this.launch(effect.backend, this.config);
           break;
         case 'stop':
           this.retire(effect.backend, effect.reason);
@@ -160,6 +241,7 @@ export class Supervisor {
           break;
         }
         case 'reject':
+          this.totals.status503 += 1;
           this.hooks.reject(effect.worker, effect.requestId, effect.code);
           break;
         case 'pool-ready':
@@ -183,8 +265,9 @@ export class Supervisor {
     this.scheduleWake();
   }
 
-  private async launch(id: number): Promise<void> {
-    const port = await this.ring.acquire((p) => canBind(this.backendHost, p));
+  private async launch(id: number, config: Config): Promise<void> {
+    const host = hostOf(config.service_http_base_url);
+    const port = await this.ring.acquire((p) => canBind(host, p));
     // The pool may have given up on this backend (shutdown, start timeout) while a port was found.
     if (this.pool.backend(id)?.state.phase !== 'starting') {
       if (port !== undefined) this.ring.release(port);
@@ -193,7 +276,7 @@ export class Supervisor {
       return;
     }
     if (port === undefined) {
-      const { first, last } = this.config.service_port_range;
+      const { first, last } = config.service_port_range;
       this.log.error(
         { backend: id },
         `no free port in service_port_range ${first}..${last}: every port is held by a backend or another program`,
@@ -205,9 +288,9 @@ export class Supervisor {
       {
         id,
         port,
-        command: this.config.service_start_process_cmd,
-        readiness: this.config.service_start_delay_ms,
-        stopGraceMs: this.config.service_stop_timeout_ms,
+        command: config.service_start_process_cmd,
+        readiness: config.service_start_delay_ms,
+        stopGraceMs: config.service_stop_timeout_ms,
       },
       this.log,
       {
@@ -219,6 +302,7 @@ export class Supervisor {
       },
     );
     this.processes.set(id, proc);
+    if (proc.pid !== undefined) this.hooks.backendStarted(proc.pid, proc.command);
     this.log.info({ backend: id, pid: proc.pid, port }, 'backend starting');
   }
 
@@ -235,6 +319,8 @@ export class Supervisor {
 
   private handleExit(id: number, port: number, info: ExitInfo): void {
     const before = this.pool.backend(id)?.state;
+    const pid = this.processes.get(id)?.pid;
+    if (pid !== undefined) this.hooks.backendEnded(pid);
     this.processes.delete(id);
     this.ring.release(port);
     const how = info.error
@@ -280,4 +366,8 @@ export class Supervisor {
       Math.max(0, next - this.clock.now()),
     );
   }
+}
+
+function hostOf(baseUrl: string): string {
+  return new URL(baseUrl).hostname.replace(/^\[|\]$/g, '');
 }

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import net from 'node:net';
 import type { Config } from '../config/config.js';
 import { LeaseClient } from '../ipc/lease-client.js';
 import {
@@ -28,6 +29,14 @@ const send = process.send.bind(process);
 const leases = new LeaseClient((message) => send(message));
 let active = 0;
 let draining = false;
+let idleGraceOver = false;
+
+/**
+ * How long a draining worker keeps idle keep-alive connections open. A client that loops sends its
+ * next request within this time and gets an answer with "Connection: close"; closing an idle
+ * connection at once races with a request the client is writing onto it, which then fails.
+ */
+const idleGraceMs = Math.min(1000, config.shutdown_timeout_ms / 2);
 
 const app = createApp({
   config,
@@ -35,10 +44,7 @@ const app = createApp({
   onStart: () => active++,
   onSettled: () => {
     active--;
-    if (draining) {
-      server.closeIdleConnections();
-      finishDrainIfIdle();
-    }
+    if (draining) finishDrainIfIdle();
   },
   isDraining: () => draining,
 });
@@ -51,17 +57,24 @@ server.on('error', (err) => {
 });
 
 function finishDrainIfIdle(): void {
-  if (active > 0) return;
+  if (active > 0 || !idleGraceOver) return;
+  server.closeIdleConnections();
   send({ ns: NAMESPACE, type: 'drained', complete: true }, undefined, {}, () => process.exit(0));
 }
 
-/** Stop accepting, let every request in flight finish, then exit; the primary bounds the wait. */
+/**
+ * Stop accepting, let every request in flight finish (answers say "Connection: close"), give idle
+ * keep-alive connections a moment, then exit; the primary bounds the whole wait.
+ */
 function drain(): void {
   if (draining) return;
   draining = true;
-  server.close();
-  server.closeIdleConnections();
-  finishDrainIfIdle();
+  // http.Server#close would also close idle keep-alive connections at once: stop listening only.
+  net.Server.prototype.close.call(server);
+  setTimeout(() => {
+    idleGraceOver = true;
+    finishDrainIfIdle();
+  }, idleGraceMs);
 }
 
 const handlers: Handlers<PrimaryMessage> = {

@@ -116,11 +116,11 @@ describe('lifecycle, end to end', () => {
     assert.deepEqual(pidsMatching(mpx.marker), []);
   });
 
-  it('on an exit it does not handle (SIGHUP), signal-exit still ends every backend and the workers follow', async () => {
+  it('on an exit it does not handle (SIGALRM), signal-exit still ends every backend and the workers follow', async () => {
     const mpx = await startMultiplexer({ pool_size: 2, workers: 2 });
     const workers = mpx.ready.workers;
-    const exit = await mpx.stop('SIGHUP');
-    assert.equal(exit.signal, 'SIGHUP');
+    const exit = await mpx.stop('SIGALRM');
+    assert.equal(exit.signal, 'SIGALRM');
     await waitFor(() => pidsMatching(mpx.marker).length === 0, 'the backends to end');
     await waitFor(() => workers.every((pid) => !isAlive(pid)), 'the front workers to end');
   });

@@ -32,6 +32,9 @@ async function config(overrides: Partial<Config>, marker: string): Promise<Confi
     queue_timeout_ms: 0,
     queue_max: 10,
     shutdown_timeout_ms: 1000,
+    admin_host: '127.0.0.1',
+    admin_port: 0,
+    admin_token: '',
     ...overrides,
   };
 }
@@ -41,11 +44,14 @@ describe('the supervisor with real backends', () => {
     const marker = uniqueMarker();
     const grants: { worker: number; id: number; lease: number; port: number }[] = [];
     let ready = false;
+    const recorded = new Set<number>();
     const { log } = captureLog();
     const sup = new Supervisor(await config({}, marker), log, {
       grant: (worker, id, lease, port) => grants.push({ worker, id, lease, port }),
       reject: () => assert.fail('nothing should be rejected'),
       poolReady: () => (ready = true),
+      backendStarted: (pid) => recorded.add(pid),
+      backendEnded: (pid) => recorded.delete(pid),
     });
     supervisors.push(sup);
     sup.start();
@@ -67,7 +73,9 @@ describe('the supervisor with real backends', () => {
       'the shrink',
     );
 
+    assert.equal(recorded.size, sup.status().length, 'every live backend is recorded');
     await sup.stop();
+    assert.equal(recorded.size, 0, 'every ended backend is forgotten');
     assert.deepEqual(pidsMatching(marker), []);
   });
 });

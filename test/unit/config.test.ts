@@ -134,7 +134,7 @@ describe('config', () => {
             service_port_range: [20000, 20003],
           }),
         }),
-        /^service_port_range must hold at least pool_size \+ pool_max_overflow = 5 ports, got \[20000,20003\] \(4 ports\)$/,
+        /^service_port_range must hold at least pool_size \+ pool_max_overflow = 5 ports, got "20000..20003" \(4 ports\)$/,
       ],
       [
         'a missing file',

@@ -1,0 +1,68 @@
+import http from 'node:http';
+import { MultiplexerError } from '../errors.js';
+import type { InstanceRecord } from '../instance/instance-file.js';
+
+/** A wildcard listen address is reached on loopback. */
+function connectHost(host: string): string {
+  if (host === '0.0.0.0') return '127.0.0.1';
+  if (host === '::' || host === '[::]') return '::1';
+  return host.replace(/^\[|\]$/g, '');
+}
+
+/** One call to the admin API of a running instance; resolves with its status and JSON body. */
+export function callAdmin(
+  instance: InstanceRecord,
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; body: unknown }> {
+  const admin = instance.admin;
+  if (!admin) {
+    return Promise.reject(
+      new MultiplexerError(
+        'MPX_ADMIN_UNAVAILABLE',
+        `the running multiplexer (pid ${instance.pid}) has its admin API off (admin_port 0); set admin_port in its config and restart it`,
+      ),
+    );
+  }
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: connectHost(admin.host),
+        port: admin.port,
+        path,
+        method,
+        agent: false,
+        headers: {
+          ...(admin.token !== '' && { authorization: `Bearer ${admin.token}` }),
+          ...(payload !== undefined && {
+            'content-type': 'application/json',
+            'content-length': Buffer.byteLength(payload),
+          }),
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          try {
+            resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as unknown });
+          } catch {
+            resolve({ status: res.statusCode ?? 0, body: text });
+          }
+        });
+      },
+    );
+    req.on('error', (err) =>
+      reject(
+        new MultiplexerError(
+          'MPX_ADMIN_UNAVAILABLE',
+          `cannot reach the admin API of pid ${instance.pid} at ${admin.host}:${admin.port}: ${err.message}`,
+        ),
+      ),
+    );
+    req.end(payload);
+  });
+}

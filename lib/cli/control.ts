@@ -1,0 +1,172 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { callAdmin } from '../admin/admin-client.js';
+import { MultiplexerError } from '../errors.js';
+import { isRunning, requireRunningInstance } from '../instance/instance-file.js';
+import { resolveStateDir } from '../instance/state-dir.js';
+
+/**
+ * The control commands: status, reload, scale, stop, against the instance started with the same
+ * config file (or state directory). Each returns the exit code and writes its report to stdout.
+ */
+
+type Out = (text: string) => void;
+
+function instanceFor(argv: Record<string, unknown>) {
+  const stateDir = resolveStateDir({
+    flag: argv['state-dir'] as string | undefined,
+    configFile: String(argv.config),
+  });
+  return requireRunningInstance(stateDir);
+}
+
+/** The admin API's refusal of a bad token or request, as an error. */
+function unexpected(status: number, body: unknown): MultiplexerError {
+  const detail = (body as { error?: string } | null)?.error ?? JSON.stringify(body);
+  return new MultiplexerError(
+    'MPX_ADMIN_UNAVAILABLE',
+    `the admin API answered ${status}: ${detail}`,
+  );
+}
+
+export async function statusCommand(argv: Record<string, unknown>, out: Out): Promise<number> {
+  const answer = await callAdmin(instanceFor(argv), 'GET', '/status');
+  if (answer.status !== 200) throw unexpected(answer.status, answer.body);
+  if (argv.json) out(`${JSON.stringify(answer.body, null, 2)}\n`);
+  else out(formatStatus(answer.body as StatusBody));
+  return 0;
+}
+
+export async function reloadCommand(argv: Record<string, unknown>, out: Out): Promise<number> {
+  const answer = await callAdmin(instanceFor(argv), 'POST', '/reload');
+  const body = answer.body as
+    | {
+        reloaded: true;
+        changes: string[];
+        needsRestart: string[];
+        backendsReplaced: boolean;
+        workersReplaced: number;
+      }
+    | { reloaded: false; problems: string[] };
+  if (answer.status !== 200 && answer.status !== 422) throw unexpected(answer.status, body);
+  if (!body.reloaded) {
+    throw new MultiplexerError(
+      'MPX_CONFIG_INVALID',
+      'reload refused; the running configuration stays in force',
+      { problems: [...body.problems, 'reload refused; the running configuration stays in force'] },
+    );
+  }
+  const lines = [
+    body.changes.length === 0 ? 'reloaded: no setting changed' : 'reloaded:',
+    ...body.changes.map((c) => `  ${c}`),
+    `front workers replaced: ${body.workersReplaced}`,
+    body.backendsReplaced
+      ? 'backends: being replaced by a rolling restart (see `multiplexer status`)'
+      : 'backends: kept',
+  ];
+  if (body.needsRestart.length > 0) {
+    lines.push(`takes effect at the next start: ${body.needsRestart.join(', ')}`);
+  }
+  out(`${lines.join('\n')}\n`);
+  return 0;
+}
+
+export async function scaleCommand(argv: Record<string, unknown>, out: Out): Promise<number> {
+  const size = Number(argv.pool_size);
+  const answer = await callAdmin(instanceFor(argv), 'POST', '/scale', {
+    pool_size: Number.isFinite(size) ? size : argv.pool_size,
+  });
+  const body = answer.body as
+    { ok: true; from: number; to: number } | { ok: false; problems: string[] };
+  if (answer.status !== 200 && answer.status !== 422) throw unexpected(answer.status, body);
+  if (!body.ok) {
+    throw new MultiplexerError('MPX_CONFIG_INVALID', body.problems.join('; '), {
+      problems: body.problems,
+    });
+  }
+  out(`pool_size ${body.from} → ${body.to}\n`);
+  return 0;
+}
+
+/** SIGTERM to the instance (proven to be it by its start time), then waits until it has exited. */
+export async function stopCommand(argv: Record<string, unknown>, out: Out): Promise<number> {
+  const instance = instanceFor(argv);
+  const timeoutMs = Number(argv.timeout) * 1000;
+  process.kill(instance.pid, 'SIGTERM');
+  const deadline = Date.now() + timeoutMs;
+  while (isRunning(instance)) {
+    if (Date.now() > deadline) {
+      throw new MultiplexerError(
+        'MPX_INTERNAL',
+        `pid ${instance.pid} is still running ${timeoutMs / 1000} s after SIGTERM (still draining?); send SIGTERM again to skip the drain`,
+      );
+    }
+    await sleep(50);
+  }
+  out(`stopped (pid ${instance.pid})\n`);
+  return 0;
+}
+
+interface StatusBody {
+  pid: number;
+  version: string;
+  state: string;
+  uptimeMs: number;
+  config: string;
+  pool: { size: number; maxOverflow: number; strategy: string; renewing: boolean };
+  workers: { id: number; pid: number; listening: boolean }[];
+  backends: {
+    id: number;
+    pid?: number;
+    port?: number;
+    state: string;
+    ageMs: number;
+    served: number;
+    leasedBy?: number;
+    outdated: boolean;
+  }[];
+  queue: number;
+  totals: Record<string, number>;
+}
+
+function duration(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, '0')}m`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows
+    .map((r) =>
+      r
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+export function formatStatus(s: StatusBody): string {
+  const t = s.totals;
+  const backendRows = s.backends.map((b) => [
+    String(b.id),
+    String(b.pid ?? '-'),
+    String(b.port ?? '-'),
+    b.outdated ? `${b.state} (replaced)` : b.state,
+    duration(b.ageMs),
+    String(b.served),
+    b.leasedBy === undefined ? '-' : `worker ${b.leasedBy}`,
+  ]);
+  return [
+    `multiplexer ${s.version}, pid ${s.pid}, ${s.state} for ${duration(s.uptimeMs)}`,
+    `config: ${s.config}`,
+    `pool: size ${s.pool.size}, max overflow ${s.pool.maxOverflow}, ${s.pool.strategy}${s.pool.renewing ? ', rolling restart in progress' : ''}; ${s.queue} waiting`,
+    `front workers: ${s.workers.map((w) => `${w.pid}${w.listening ? '' : ' (not listening)'}`).join(', ')}`,
+    '',
+    table([['ID', 'PID', 'PORT', 'STATE', 'AGE', 'SERVED', 'LEASE'], ...backendRows]),
+    '',
+    `requests ${t.requests}, 502: ${t.status502}, 503: ${t.status503}, 504: ${t.status504}, restarts ${t.restarts}, overflow spawns ${t.overflowSpawns}`,
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,107 @@
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from '../log.js';
+import { groupHasLiveMembers, startTimeOf } from '../supervisor/process-table.js';
+
+export interface RecordedBackend {
+  /** The group leader's pid, which is also the group id (backends run detached). */
+  readonly pid: number;
+  /** From /proc: proves a live pid is still the process we started, not a reuse. */
+  readonly startTime: string;
+  readonly command: string;
+}
+
+const HEADER = '# multiplexer backends: pid start-time command (one line each)\n';
+
+/**
+ * The state file of every backend process this instance started and has not yet seen end. It is
+ * rewritten (atomically) on every start and end, so whatever way the primary dies, the file names
+ * exactly the processes that may have outlived it. Plain lines, so the watchdog (a shell script)
+ * reads it too.
+ */
+export class BackendRegistry {
+  private readonly entries = new Map<number, RecordedBackend>();
+
+  constructor(readonly file: string) {}
+
+  record(pid: number, command: string): void {
+    const startTime = startTimeOf(pid);
+    // Gone already (a command that failed at once): nothing can be left of it.
+    if (startTime === undefined) return;
+    this.entries.set(pid, { pid, startTime, command: command.replace(/\s+/g, ' ') });
+    this.write();
+  }
+
+  forget(pid: number): void {
+    if (this.entries.delete(pid)) this.write();
+  }
+
+  /** Starts a fresh, empty record (after endRecordedBackends dealt with the previous one). */
+  reset(): void {
+    this.entries.clear();
+    this.write();
+  }
+
+  private write(): void {
+    const lines = [...this.entries.values()].map((e) => `${e.pid} ${e.startTime} ${e.command}\n`);
+    const temp = `${this.file}.tmp`;
+    writeFileSync(temp, HEADER + lines.join(''), { mode: 0o600 });
+    renameSync(temp, this.file);
+  }
+}
+
+export function readRecordedBackends(file: string): RecordedBackend[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  const entries: RecordedBackend[] = [];
+  for (const line of text.split('\n')) {
+    const match = /^(\d+) (\d+) (.*)$/.exec(line);
+    if (match) entries.push({ pid: Number(match[1]), startTime: match[2]!, command: match[3]! });
+  }
+  return entries;
+}
+
+/** True when `entry` names a process that is still the one we started (same pid, same start). */
+export function isSameProcess(entry: RecordedBackend): boolean {
+  return startTimeOf(entry.pid) === entry.startTime;
+}
+
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // The group ended meanwhile.
+  }
+}
+
+/**
+ * Ends the backends a previous run recorded and left behind (the primary was killed before it
+ * could stop them): SIGTERM to each group, SIGKILL after `graceMs`. A recorded pid that now
+ * belongs to another process (different start time) is never touched. Resolves with the pids ended.
+ */
+export async function endRecordedBackends(
+  file: string,
+  graceMs: number,
+  log: Logger,
+): Promise<number[]> {
+  const survivors = readRecordedBackends(file).filter(isSameProcess);
+  for (const entry of survivors) {
+    log.warn(
+      { pid: entry.pid, command: entry.command },
+      'ending a backend left behind by a previous run',
+    );
+    signalGroup(entry.pid, 'SIGTERM');
+  }
+  const pids = survivors.map((e) => e.pid);
+  const deadline = Date.now() + graceMs;
+  while (pids.some(groupHasLiveMembers) && Date.now() < deadline) await sleep(25);
+  for (const pid of pids.filter(groupHasLiveMembers)) signalGroup(pid, 'SIGKILL');
+  // SIGKILL ends a process promptly unless it is stuck in the kernel; do not wait on that forever.
+  const killDeadline = Date.now() + 5000;
+  while (pids.some(groupHasLiveMembers) && Date.now() < killDeadline) await sleep(25);
+  return pids;
+}

@@ -1,0 +1,56 @@
+import { createHash } from 'node:crypto';
+import { lstatSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, extname, join, resolve } from 'node:path';
+import { MultiplexerError } from '../errors.js';
+
+/** The environment variable that names the state directory (the --state-dir flag wins over it). */
+export const STATE_DIR_ENV = 'MULTIPLEXER_STATE_DIR';
+
+/**
+ * Where a running instance keeps its pid file, its admin address and the record of its backends.
+ * Given explicitly (flag, then environment), or derived from the config file's location, so that
+ * `multiplexer status --config conf/app.json` finds the instance started with that file even when
+ * the file itself has since become invalid. Runtime state lives under XDG_RUNTIME_DIR (or the
+ * temporary directory): it must not outlive a reboot, and a config directory may be read-only.
+ */
+export function resolveStateDir(input: {
+  flag?: string | undefined;
+  env?: NodeJS.ProcessEnv;
+  configFile: string;
+}): string {
+  const env = input.env ?? process.env;
+  if (input.flag) return resolve(input.flag);
+  const fromEnv = env[STATE_DIR_ENV];
+  if (fromEnv) return resolve(fromEnv);
+  const file = resolve(input.configFile);
+  const name = basename(file, extname(file)).replace(/[^\w.-]/g, '_');
+  const hash = createHash('sha256').update(file).digest('hex').slice(0, 8);
+  const uid = process.getuid?.() ?? 'user';
+  return join(env.XDG_RUNTIME_DIR || tmpdir(), `multiplexer-${uid}`, `${name}-${hash}`);
+}
+
+/**
+ * Creates the directory (mode 0700) if needed and checks it is a real directory of ours: a
+ * directory planted in a shared /tmp by another user, or a symlink, is refused.
+ */
+export function ensureStateDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw stateDirError(dir, `cannot be created: ${(err as Error).message}`);
+  }
+  const stat = lstatSync(dir);
+  if (!stat.isDirectory()) throw stateDirError(dir, 'is not a directory');
+  const uid = process.getuid?.();
+  if (uid !== undefined && stat.uid !== uid) {
+    throw stateDirError(dir, `belongs to uid ${stat.uid}, not to this user (uid ${uid})`);
+  }
+}
+
+function stateDirError(dir: string, why: string): MultiplexerError {
+  return new MultiplexerError(
+    'MPX_STATE_DIR',
+    `state directory ${dir} ${why}; choose another with --state-dir or ${STATE_DIR_ENV}`,
+  );
+}
