@@ -109,14 +109,6 @@ export class Primary {
   }
 
   async run(): Promise<number> {
-    // Checked before anything starts: otherwise every front worker would fail on its own, later.
-    const { http_host: host, http_port: port } = this.config;
-    if (!(await canBind(host, port))) {
-      throw new MultiplexerError(
-        'MPX_LISTEN_FAILED',
-        `http_port ${port} on ${host} cannot be bound: another program holds it (or the address is not local)`,
-      );
-    }
     const { stateDir } = this.options;
     ensureStateDir(stateDir);
     const other = findRunningInstance(stateDir);
@@ -124,6 +116,14 @@ export class Primary {
       throw new MultiplexerError(
         'MPX_ALREADY_RUNNING',
         `another multiplexer (pid ${other.pid}, config ${other.config}) is running with state directory ${stateDir}; stop it first, or give this one another --state-dir`,
+      );
+    }
+    // Checked before anything starts: otherwise every front worker would fail on its own, later.
+    const { http_host: host, http_port: port } = this.config;
+    if (!(await canBind(host, port))) {
+      throw new MultiplexerError(
+        'MPX_LISTEN_FAILED',
+        `http_port ${port} on ${host} cannot be bound: another program holds it (or the address is not local)`,
       );
     }
     await endRecordedBackends(this.registry.file, this.config.service_stop_timeout_ms, this.log);

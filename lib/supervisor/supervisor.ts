@@ -302,8 +302,8 @@ export class Supervisor {
       },
     );
     this.processes.set(id, proc);
-    if (proc.pid !== undefined) this.hooks.backendStarted(proc.pid, proc.command);
     this.log.info({ backend: id, pid: proc.pid, port }, 'backend starting');
+    if (proc.pid !== undefined) this.hooks.backendStarted(proc.pid, proc.command);
   }
 
   private retire(id: number, reason: RetireReason): void {

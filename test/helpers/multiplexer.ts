@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
 import { after } from 'node:test';
 import { BIN, fixture, ROOT, uniqueMarker } from './paths.js';
 import { freePort, freePortRange } from './ports.js';
@@ -32,6 +33,9 @@ export interface Exit {
 
 export interface Running {
   proc: ChildProcess;
+  configFile: string;
+  /** Its state directory (pid file, backend record), private to the test. */
+  stateDir: string;
   pid: number;
   port: number;
   marker: string;
@@ -50,6 +54,7 @@ export interface Running {
 
 export interface Launch {
   proc: ChildProcess;
+  stateDir: string;
   marker: string;
   stdout: () => string;
   stderr: () => string;
@@ -79,9 +84,15 @@ export function launch(
   args: string[],
   options: { env?: NodeJS.ProcessEnv; marker?: string } = {},
 ): Launch {
+  const stateDir = options.env?.MULTIPLEXER_STATE_DIR ?? join(tempDir().dir, 'state');
   const proc = spawn(process.execPath, [BIN, ...args], {
     cwd: ROOT,
-    env: { ...process.env, MULTIPLEXER_LOG_FORMAT: 'json', ...options.env },
+    env: {
+      ...process.env,
+      MULTIPLEXER_LOG_FORMAT: 'json',
+      MULTIPLEXER_STATE_DIR: stateDir,
+      ...options.env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -93,6 +104,7 @@ export function launch(
   );
   const l: Launch = {
     proc,
+    stateDir,
     marker: options.marker ?? uniqueMarker(),
     stdout: () => out,
     stderr: () => err,
@@ -119,7 +131,7 @@ export function writeConfig(config: Record<string, unknown>): string {
 export async function launchMultiplexer(
   config: Record<string, unknown> = {},
   options: { env?: NodeJS.ProcessEnv; args?: string[] } = {},
-): Promise<Launch & { port: number }> {
+): Promise<Launch & { port: number; configFile: string }> {
   const marker = uniqueMarker();
   const port = await freePort();
   const range = await freePortRange(12);
@@ -142,7 +154,7 @@ export async function launchMultiplexer(
     env: options.env,
     marker,
   });
-  return { ...l, port };
+  return { ...l, port, configFile: file };
 }
 
 /** launchMultiplexer, then waits for the ready line. */
@@ -167,6 +179,8 @@ export async function startMultiplexer(
   ]);
   return {
     proc: l.proc,
+    configFile: l.configFile,
+    stateDir: l.stateDir,
     pid: l.proc.pid!,
     port: l.port,
     marker: l.marker,
@@ -199,4 +213,14 @@ export function arrived(mpx: Running, path: string) {
       r.msg.split(' ')[2]!.startsWith(path),
     `the backend to receive ${path}`,
   );
+}
+
+/** Runs a control command (status, reload, scale, stop) against `mpx`; resolves once it exits. */
+export async function control(
+  mpx: { stateDir: string },
+  ...args: string[]
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const l = launch(args, { env: { MULTIPLEXER_STATE_DIR: mpx.stateDir } });
+  const exit = await l.exited;
+  return { code: exit.code, stdout: l.stdout(), stderr: l.stderr() };
 }
