@@ -56,8 +56,21 @@ server.on('error', (err) => {
   process.exit(70);
 });
 
+// Open client connections, so a drain with none left ends without waiting out the idle grace.
+let connections = 0;
+server.on('connection', (socket: net.Socket) => {
+  connections++;
+  socket.once('close', () => {
+    connections--;
+    if (draining) finishDrainIfIdle();
+  });
+});
+
+let drained = false;
+
 function finishDrainIfIdle(): void {
-  if (active > 0 || !idleGraceOver) return;
+  if (drained || active > 0 || (connections > 0 && !idleGraceOver)) return;
+  drained = true;
   server.closeIdleConnections();
   send({ ns: NAMESPACE, type: 'drained', complete: true }, undefined, {}, () => process.exit(0));
 }
@@ -74,7 +87,8 @@ function drain(): void {
   setTimeout(() => {
     idleGraceOver = true;
     finishDrainIfIdle();
-  }, idleGraceMs);
+  }, idleGraceMs).unref();
+  finishDrainIfIdle();
 }
 
 const handlers: Handlers<PrimaryMessage> = {

@@ -200,3 +200,33 @@ describe('locating a JSON error', () => {
     assert.equal(locateJsonError('{"a": [1, -2.5e3, "x\\u0041", true, null, {}]}'), undefined);
   });
 });
+
+describe('admin settings', () => {
+  it('the admin API is off by default and on loopback when on', () => {
+    const { config } = loadConfig({ file: file(base), env: {} });
+    assert.equal(config.admin_port, 0);
+    assert.equal(config.admin_host, '127.0.0.1');
+  });
+
+  it('off loopback it needs a token; on loopback, or with a token, it does not', () => {
+    const open = { ...base, admin_host: '0.0.0.0', admin_port: 9901 };
+    assert.deepEqual(problems({ file: file(open) }), [
+      'admin_token must be set when the admin API listens beyond loopback, got admin_host "0.0.0.0" with admin_port 9901 and no token',
+    ]);
+    assert.equal(
+      loadConfig({ file: file({ ...open, admin_token: 't' }), env: {} }).config.admin_token,
+      't',
+    );
+    for (const host of ['127.0.0.1', '127.1.2.3', 'localhost', '::1', '[::1]']) {
+      loadConfig({ file: file({ ...base, admin_host: host, admin_port: 9901 }), env: {} });
+    }
+    // Off (port 0) binds nothing, so no token is needed.
+    loadConfig({ file: file({ ...base, admin_host: '0.0.0.0' }), env: {} });
+  });
+
+  it('admin_port must be a port or 0', () => {
+    assert.deepEqual(problems({ file: file({ ...base, admin_port: 70000 }) }), [
+      'admin_port must be a TCP port from 1 to 65535, or 0 for off, got 70000 (from config file)',
+    ]);
+  });
+});

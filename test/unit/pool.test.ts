@@ -326,3 +326,107 @@ describe('pool decisions', () => {
     assert.ok(pool.isEmpty);
   });
 });
+
+describe('pool changes at runtime', () => {
+  const settings = (size: number, maxOverflow = 0): PoolSettings => ({
+    size,
+    maxOverflow,
+    strategy: 'fifo',
+    queueTimeoutMs: 1000,
+    queueMax: 100,
+    startTimeoutMs: 5000,
+    restart: { baseDelayMs: 100, maxDelayMs: 1000, stableAfterMs: 10_000 },
+  });
+
+  it('a larger pool_size starts the difference at once', () => {
+    const { pool } = setup({ size: 2 });
+    startReady(pool);
+    assert.deepEqual(spawned(pool.reconfigure(settings(4))), [3, 4]);
+  });
+
+  it('a smaller pool_size retires idle backends at once and busy ones only when returned', () => {
+    const { pool } = setup({ size: 3 });
+    startReady(pool);
+    const g = grant(pool.checkout(W1, 1))!;
+    const effects = pool.reconfigure(settings(1));
+    assert.equal(stopped(effects).length, 1, 'one idle backend goes now');
+    assert.equal(pool.view().filter((b) => b.state.phase !== 'retiring').length, 2);
+    const busy = pool.backend(g.backend)!;
+    assert.equal(busy.state.phase, 'busy', 'the busy one is not interrupted');
+    const returned = pool.checkin(W1, g.lease, 'ok');
+    const live = pool.view().filter((b) => b.state.phase === 'idle' || b.state.phase === 'busy');
+    assert.equal(live.length, 1);
+    assert.equal(stopped(effects).length + stopped(returned).length, 2);
+  });
+
+  describe('rolling restart (renew)', () => {
+    /** Counts idle + busy backends that have not been marked to go. */
+    const readyCount = (pool: Pool) =>
+      pool
+        .view()
+        .filter(
+          (b) => b.state.phase === 'idle' || (b.state.phase === 'busy' && !b.state.retireOnReturn),
+        ).length;
+
+    it('replaces every backend one at a time, never with fewer than pool_size ready', () => {
+      const { pool } = setup({ size: 3 });
+      const old = startReady(pool);
+      let effects = pool.renew();
+      const fresh: number[] = [];
+      for (let round = 0; round < 10 && pool.renewing; round++) {
+        const started = spawned(effects);
+        assert.equal(started.length, 1, 'one replacement at a time');
+        assert.ok(pool.view().length <= 4, 'at most one process beyond the cap');
+        fresh.push(started[0]!);
+        effects = pool.backendReady(started[0]!);
+        assert.ok(readyCount(pool) >= 3, `ready dropped to ${readyCount(pool)}`);
+        // The next replacement starts once the retired backend's process is gone.
+        effects = stopped(effects).flatMap((id) => pool.backendExited(id));
+      }
+      assert.ok(!pool.renewing);
+      const ids = pool.view().map((b) => b.id);
+      assert.deepEqual(ids.sort(), fresh.sort());
+      assert.ok(old.every((id) => !ids.includes(id)));
+    });
+
+    it('a busy old backend finishes its request, then retires even while requests wait', () => {
+      const { pool } = setup({ size: 1 });
+      const [old] = startReady(pool);
+      const g = grant(pool.checkout(W1, 1))!;
+      const replacement = spawned(pool.renew())[0]!;
+      pool.checkout(W2, 2);
+      assert.equal(pool.queueLength, 1);
+      // The replacement is ready: it serves the waiter; the old backend is marked, not cut.
+      const ready = pool.backendReady(replacement);
+      assert.equal(grant(ready)?.backend, replacement);
+      assert.equal(pool.backend(old!)!.state.phase, 'busy');
+      pool.checkout(W2, 3);
+      const returned = pool.checkin(W1, g.lease, 'ok');
+      assert.deepEqual(stopped(returned), [old], 'retired on return, not handed to the waiter');
+      assert.equal(grant(returned), undefined);
+    });
+
+    it('an old backend still starting is dropped at once; a replacement that never gets ready leaves the old ones serving', () => {
+      const { pool, clock } = setup({ size: 1, startTimeoutMs: 1000 });
+      const [old] = startReady(pool);
+      const replacement = spawned(pool.renew())[0]!;
+      clock.advance(1000);
+      const effects = pool.tick();
+      assert.deepEqual(stopped(effects), [replacement]);
+      pool.backendExited(replacement);
+      assert.equal(pool.backend(old!)!.state.phase, 'idle', 'the old backend keeps serving');
+      assert.ok(grant(pool.checkout(W1, 1)));
+    });
+  });
+
+  it('counts overflow spawns and restarts', () => {
+    const { pool } = setup({ size: 1, maxOverflow: 1 });
+    const [first] = startReady(pool);
+    grant(pool.checkout(W1, 1));
+    const overflow = spawned(pool.checkout(W1, 2));
+    assert.equal(overflow.length, 1);
+    assert.equal(pool.totals.overflowSpawns, 1);
+    pool.backendExited(first!); // a crash
+    assert.equal(pool.totals.restarts, 1);
+  });
+});
