@@ -1,5 +1,10 @@
 # syntax=docker/dockerfile:1
-# A first working image; the Operations issue finishes it (admin port, health check, deploy files).
+# multiplexer: build with dev dependencies, run with production dependencies only.
+#   docker build -t multiplexer .
+#   docker run -p 3000:3000 multiplexer
+#   docker run -p 3000:3000 -v "$PWD/conf:/app/conf:ro" multiplexer      # your own conf/app.json
+# The runtime stage's contract (production install, CMD serves, SIGTERM exits 0, nothing left
+# behind) is checked in CI by .ci/runtime-stage-check, since CI has no Docker engine.
 
 FROM node:26-slim AS build
 WORKDIR /app
@@ -8,8 +13,10 @@ COPY lib lib
 RUN npm ci --ignore-scripts && npm run build
 
 FROM node:26-slim
-ENV NODE_ENV=production
-# tini as PID 1 forwards signals and reaps the grandchildren that backends leave behind.
+ENV NODE_ENV=production \
+    # Runtime state (pid file, backend record) off the config mount, which may be read-only.
+    MULTIPLEXER_STATE_DIR=/tmp/multiplexer
+# tini as PID 1 forwards signals to the primary and reaps the grandchildren backends leave behind.
 RUN apt-get update && apt-get install -y --no-install-recommends tini && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -19,7 +26,10 @@ COPY bin bin
 COPY conf conf
 COPY examples examples
 USER node
-EXPOSE 3000
+# 3000: the public port (http_port). 3001: the admin API (admin_port; loopback in conf/app.json).
+EXPOSE 3000 3001
 STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:3001/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "bin/multiplexer.js"]
 CMD ["start", "--config", "conf/app.json"]

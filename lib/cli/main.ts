@@ -38,12 +38,24 @@ async function start(argv: Record<string, unknown>): Promise<number> {
 function check(argv: Record<string, unknown>): number {
   const { config, sources, file } = load(argv);
   const width = Math.max(...configKeys.map((k) => k.length));
-  process.stdout.write(`config file: ${file}\nconfiguration is valid:\n`);
+  const stateDir = resolveStateDir({
+    flag: argv['state-dir'] as string | undefined,
+    configFile: file,
+  });
+  process.stdout.write(
+    `config file: ${file}\nstate directory: ${stateDir}\nconfiguration is valid:\n`,
+  );
   for (const key of configKeys) {
     const value = config[key];
     // Shown as the config file accepts it, so a line can be copied back into the file.
     const shown =
-      typeof value === 'object' ? `"${value.first}..${value.last}"` : JSON.stringify(value);
+      key === 'admin_token'
+        ? value === ''
+          ? '""'
+          : '(set, not shown)'
+        : typeof value === 'object'
+          ? `"${value.first}..${value.last}"`
+          : JSON.stringify(value);
     process.stdout.write(`  ${key.padEnd(width)}  ${shown}  (${sources[key]})\n`);
   }
   return 0;
