@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
+import { asWritten } from '../config/formats.js';
 import { loadConfig } from '../config/load.js';
 import { configKeys } from '../config/schema.js';
 import { exitCodeFor, MultiplexerError, type ErrorCode } from '../errors.js';
@@ -53,9 +54,7 @@ function check(argv: Record<string, unknown>): number {
         ? value === ''
           ? '""'
           : '(set, not shown)'
-        : typeof value === 'object'
-          ? `"${value.first}..${value.last}"`
-          : JSON.stringify(value);
+        : JSON.stringify(asWritten(value));
     process.stdout.write(`  ${key.padEnd(width)}  ${shown}  (${sources[key]})\n`);
   }
   return 0;

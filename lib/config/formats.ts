@@ -147,3 +147,11 @@ export function describeValue(value: unknown): string {
   // JSON.stringify gives undefined only for functions and symbols, which JSON cannot hold.
   return JSON.stringify(value) ?? typeof value;
 }
+
+/** A resolved value as the config file writes it: a port range as "first..last". */
+export function asWritten(value: unknown): unknown {
+  const range = value as PortRange;
+  return typeof value === 'object' && value !== null && 'first' in range
+    ? `${range.first}..${range.last}`
+    : value;
+}

@@ -1,4 +1,5 @@
 import type { Config } from '../config/config.js';
+import { asWritten } from '../config/formats.js';
 import { configKeys, type ConfigKey } from '../config/schema.js';
 
 export interface ConfigChange {
@@ -22,16 +23,11 @@ export function diffConfig(before: Config, after: Config): ConfigChange[] {
     const hide = key === 'admin_token';
     changes.push({
       key,
-      from: hide ? '(hidden)' : shown(before[key]),
-      to: hide ? '(hidden)' : shown(after[key]),
+      from: hide ? '(hidden)' : asWritten(before[key]),
+      to: hide ? '(hidden)' : asWritten(after[key]),
     });
   }
   return changes;
-}
-
-/** As the config file writes it (a port range as "first..last"). */
-function shown(value: Config[ConfigKey]): unknown {
-  return typeof value === 'object' ? `${value.first}..${value.last}` : value;
 }
 
 export function describeChange(change: ConfigChange): string {

@@ -245,7 +245,7 @@ export class Primary {
     try {
       workersReplaced = await this.workers.roll(next);
     } catch (err) {
-      const problem = `front workers with the new config failed: ${(err as Error).message}; the old ones keep serving`;
+      const problem = `pool and backends follow the new config, but front workers could not start with it (${(err as Error).message}); the old ones keep serving, and replacements are retried`;
       this.log.error(`${trigger}: ${problem}`);
       return { reloaded: false, problems: [problem] };
     }

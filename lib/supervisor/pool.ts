@@ -125,10 +125,6 @@ export class Pool {
     private readonly clock: PoolClock,
   ) {}
 
-  get currentSettings(): PoolSettings {
-    return this.settings;
-  }
-
   /**
    * New settings (reload, scale) take effect at once: the pool grows, or shrinks by retiring idle
    * backends now and busy ones when they are returned. Waiters keep the deadline they were given.
