@@ -1,7 +1,7 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log.js';
 import { groupHasLiveMembers, startTimeOf } from '../supervisor/process-table.js';
+import { terminate } from '../supervisor/terminate.js';
 
 export interface RecordedBackend {
   /** The group leader's pid, which is also the group id (backends run detached). */
@@ -94,14 +94,8 @@ export async function endRecordedBackends(
       { pid: entry.pid, command: entry.command },
       'ending a backend left behind by a previous run',
     );
-    signalGroup(entry.pid, 'SIGTERM');
   }
   const pids = survivors.map((e) => e.pid);
-  const deadline = Date.now() + graceMs;
-  while (pids.some(groupHasLiveMembers) && Date.now() < deadline) await sleep(25);
-  for (const pid of pids.filter(groupHasLiveMembers)) signalGroup(pid, 'SIGKILL');
-  // SIGKILL ends a process promptly unless it is stuck in the kernel; do not wait on that forever.
-  const killDeadline = Date.now() + 5000;
-  while (pids.some(groupHasLiveMembers) && Date.now() < killDeadline) await sleep(25);
+  await terminate({ ids: pids, signal: signalGroup, alive: groupHasLiveMembers }, graceMs);
   return pids;
 }

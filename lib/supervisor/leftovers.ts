@@ -1,6 +1,6 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log.js';
 import { readProcessTable, type ProcessEntry } from './process-table.js';
+import { terminate } from './terminate.js';
 
 /**
  * Processes whose command line contains `pattern`, never this process, its ancestors or anything
@@ -51,7 +51,7 @@ function send(pid: number, signal: NodeJS.Signals): void {
 
 /**
  * Ends leftovers matching service_kill_pattern: SIGTERM, then SIGKILL for those still alive after
- * `graceMs`. Resolves with the pids it signalled once they are gone (or after the SIGKILL).
+ * `graceMs`. Resolves with the pids it signalled once they are gone.
  */
 export async function endLeftovers(
   pattern: string,
@@ -65,14 +65,11 @@ export async function endLeftovers(
       { pid: victim.pid, command: victim.commandLine },
       'ending leftover process (service_kill_pattern)',
     );
-    send(victim.pid, 'SIGTERM');
   }
   const pids = victims.map((v) => v.pid);
-  const deadline = Date.now() + graceMs;
-  while (pids.some(isAlive) && Date.now() < deadline) await sleep(25);
-  for (const pid of pids.filter(isAlive)) {
-    log.warn({ pid }, 'leftover process ignored SIGTERM; sending SIGKILL');
-    send(pid, 'SIGKILL');
+  const stubborn = await terminate({ ids: pids, signal: send, alive: isAlive }, graceMs);
+  if (stubborn.length > 0) {
+    log.warn({ pids: stubborn }, 'leftover processes ignored SIGTERM; they got SIGKILL');
   }
   return pids;
 }
