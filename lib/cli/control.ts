@@ -147,7 +147,7 @@ function table(rows: string[][]): string {
     .join('\n');
 }
 
-export function formatStatus(s: StatusBody): string {
+function formatStatus(s: StatusBody): string {
   const t = s.totals;
   const backendRows = s.backends.map((b) => [
     String(b.id),

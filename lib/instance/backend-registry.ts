@@ -66,7 +66,7 @@ export function readRecordedBackends(file: string): RecordedBackend[] {
 }
 
 /** True when `entry` names a process that is still the one we started (same pid, same start). */
-export function isSameProcess(entry: RecordedBackend): boolean {
+function isSameProcess(entry: RecordedBackend): boolean {
   return startTimeOf(entry.pid) === entry.startTime;
 }
 
