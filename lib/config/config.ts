@@ -32,3 +32,8 @@ export interface LoadedConfig {
   sources: Readonly<Record<keyof Config, Source>>;
   file: string;
 }
+
+/** The host part of service_http_base_url, as a socket address (an IPv6 literal without brackets). */
+export function backendHost(baseUrl: string): string {
+  return new URL(baseUrl).hostname.replace(/^\[|\]$/g, '');
+}

@@ -20,7 +20,12 @@ export type WorkerMessage =
 export type PrimaryMessage =
   | { ns: typeof NAMESPACE; type: 'granted'; id: number; lease: number; port: number }
   | { ns: typeof NAMESPACE; type: 'rejected'; id: number; code: ErrorCode; message: string }
-  | { ns: typeof NAMESPACE; type: 'drain' };
+  | { ns: typeof NAMESPACE; type: 'drain' }
+  /**
+   * The backend on `port` was leased to another worker: close any idle keep-alive connection to it,
+   * or a backend that serves one connection at a time would wait on it instead of the new one.
+   */
+  | { ns: typeof NAMESPACE; type: 'release'; port: number };
 
 type Shape = Record<string, 'number' | 'string' | 'boolean' | readonly string[]>;
 
@@ -35,6 +40,7 @@ const primaryShapes: Record<PrimaryMessage['type'], Shape> = {
   granted: { id: 'number', lease: 'number', port: 'number' },
   rejected: { id: 'number', code: 'string', message: 'string' },
   drain: {},
+  release: { port: 'number' },
 };
 
 export type Decoded<T> = { ok: true; message: T } | { ok: false; reason: string };

@@ -98,6 +98,8 @@ export class Primary {
           code,
           message: REJECTION[code],
         }),
+      release: (worker, port) =>
+        this.workers.send(worker, { ns: NAMESPACE, type: 'release', port }),
       poolReady: () => {
         this.poolReady = true;
         this.announceIfReady();

@@ -1,4 +1,4 @@
-import type { Config } from '../config/config.js';
+import { backendHost, type Config } from '../config/config.js';
 import type { Logger } from '../log.js';
 import type { RetireReason } from './backend-state.js';
 import { BackendProcess, type ExitInfo } from './backend-process.js';
@@ -19,6 +19,8 @@ export interface SupervisorHooks {
   grant(worker: number, requestId: number, lease: number, port: number): void;
   reject(worker: number, requestId: number, code: RejectCode): void;
   poolReady(): void;
+  /** `worker` may hold an idle connection to the backend on `port`, now leased to another worker. */
+  release(worker: number, port: number): void;
   /** A backend process exists (for the state file that lets a later start end orphans). */
   backendStarted(pid: number, command: string): void;
   backendEnded(pid: number): void;
@@ -96,6 +98,8 @@ export class Supervisor {
   private readonly pool: Pool;
   readonly totals: RequestTotals = { requests: 0, status502: 0, status503: 0, status504: 0 };
   private readonly processes = new Map<number, BackendProcess>();
+  /** Backend id → the front worker that last held its lease (and may keep a connection to it). */
+  private readonly lastWorker = new Map<number, number>();
   private readonly ring: PortRing;
   private wakeTimer: NodeJS.Timeout | undefined;
   private wakeAt = Infinity;
@@ -237,6 +241,10 @@ export class Supervisor {
           const port = this.processes.get(effect.backend)?.spec.port;
           if (port === undefined)
             throw new Error(`granted backend ${effect.backend} has no process`);
+          const previous = this.lastWorker.get(effect.backend);
+          if (previous !== undefined && previous !== effect.worker)
+            this.hooks.release(previous, port);
+          this.lastWorker.set(effect.backend, effect.worker);
           this.hooks.grant(effect.worker, effect.requestId, effect.lease, port);
           break;
         }
@@ -266,7 +274,7 @@ export class Supervisor {
   }
 
   private async launch(id: number, config: Config): Promise<void> {
-    const host = hostOf(config.service_http_base_url);
+    const host = backendHost(config.service_http_base_url);
     const port = await this.ring.acquire((p) => canBind(host, p));
     // The pool may have given up on this backend (shutdown, start timeout) while a port was found.
     if (this.pool.backend(id)?.state.phase !== 'starting') {
@@ -322,6 +330,7 @@ export class Supervisor {
     const pid = this.processes.get(id)?.pid;
     if (pid !== undefined) this.hooks.backendEnded(pid);
     this.processes.delete(id);
+    this.lastWorker.delete(id);
     this.ring.release(port);
     const how = info.error
       ? `could not start: ${info.error}`
@@ -366,8 +375,4 @@ export class Supervisor {
       Math.max(0, next - this.clock.now()),
     );
   }
-}
-
-function hostOf(baseUrl: string): string {
-  return new URL(baseUrl).hostname.replace(/^\[|\]$/g, '');
 }

@@ -1,5 +1,5 @@
 import express, { type Request, type Response } from 'express';
-import type { Config } from '../config/config.js';
+import { backendHost, type Config } from '../config/config.js';
 import type { LeaseClient } from '../ipc/lease-client.js';
 import { sendError } from './error-response.js';
 import { forward } from './proxy.js';
@@ -19,7 +19,7 @@ export interface AppDeps {
  */
 export function createApp(deps: AppDeps): express.Express {
   const { config, leases } = deps;
-  const host = new URL(config.service_http_base_url).hostname.replace(/^\[|\]$/g, '');
+  const host = backendHost(config.service_http_base_url);
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag');

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import net from 'node:net';
-import type { Config } from '../config/config.js';
+import { backendHost, type Config } from '../config/config.js';
 import { LeaseClient } from '../ipc/lease-client.js';
 import {
   decodePrimaryMessage,
@@ -12,6 +12,7 @@ import {
 } from '../ipc/protocol.js';
 import { createLogger } from '../log.js';
 import { createApp } from './app.js';
+import { releaseAllIdle, releaseIdle } from './proxy.js';
 
 /**
  * Front worker entry point: one of `workers` processes forked by the primary, all listening on
@@ -72,6 +73,7 @@ function finishDrainIfIdle(): void {
   if (drained || active > 0 || (connections > 0 && !idleGraceOver)) return;
   drained = true;
   server.closeIdleConnections();
+  releaseAllIdle();
   send({ ns: NAMESPACE, type: 'drained', complete: true }, undefined, {}, () => process.exit(0));
 }
 
@@ -95,6 +97,7 @@ const handlers: Handlers<PrimaryMessage> = {
   granted: (m) => leases.settle(m),
   rejected: (m) => leases.settle(m),
   drain: () => drain(),
+  release: (m) => releaseIdle(backendHost(config.service_http_base_url), m.port),
 };
 
 process.on('message', (raw) => {

@@ -16,11 +16,31 @@ export interface ExchangeTarget {
 }
 
 /**
- * A fresh connection per exchange, closed when it ends. Keep-alive sockets held by one front
- * worker would block another worker's connection to a backend that serves one connection at a
- * time; issue 4 measures a safe reuse policy.
+ * Connections to backends are kept alive and reused by the worker that opened them: a saved TCP
+ * handshake per request. A backend serves one exchange at a time, so a worker has at most one
+ * connection to it in use and keeps at most one idle. That is safe with backends that serve one
+ * connection at a time too, for which an idle connection held by one worker would block another
+ * worker's: the supervisor tells a worker to close its idle connection to a backend whenever
+ * another worker is granted that backend (see releaseIdle), and a worker closes its own idle
+ * connection before it opens a second one (a request with a body, a retry).
  */
-const agent = new http.Agent({ keepAlive: false });
+const agent = new http.Agent({ keepAlive: true, maxFreeSockets: 1, scheduling: 'lifo' });
+
+/** Closes this worker's idle connection to the backend on `host:port`, if it holds one. */
+export function releaseIdle(host: string, port: number): void {
+  for (const socket of agent.freeSockets[agent.getName({ host, port })] ?? []) socket.destroy();
+}
+
+/** Closes every idle backend connection (a draining worker). */
+export function releaseAllIdle(): void {
+  for (const sockets of Object.values(agent.freeSockets)) sockets?.forEach((s) => s.destroy());
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  return (
+    req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length']) > 0
+  );
+}
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -58,7 +78,6 @@ function outgoingHeaders(req: IncomingMessage): http.OutgoingHttpHeaders {
   headers['x-forwarded-for'] = forwarded ? `${String(forwarded)}, ${client}` : client;
   headers['x-forwarded-host'] ??= req.headers.host ?? '';
   headers['x-forwarded-proto'] ??= 'http';
-  headers.connection = 'close';
   return headers;
 }
 
@@ -81,6 +100,11 @@ function responseHeaders(raw: readonly string[]): string[] {
  * Forwards `req` to the backend and streams the answer back. `done` is called exactly once, when
  * the backend's side of the exchange is over: 'ok' (it answered in full), 'stuck' (no answer or a
  * stall past the timeout: replace it), 'broken' (the connection failed).
+ *
+ * A kept-alive connection can be closed by the backend just as it is reused (its idle timeout, a
+ * restart). A request without a body that fails that way before any answer is sent again, once,
+ * on a new connection; a request with a body always goes out on a new connection, since its body
+ * streams through and cannot be sent twice.
  */
 export function forward(
   req: IncomingMessage,
@@ -91,6 +115,8 @@ export function forward(
   let ended = false;
   let clientGone = false;
   let answer: IncomingMessage | undefined;
+  const body = hasBody(req);
+  const headers = outgoingHeaders(req);
 
   const end = (outcome: CheckinOutcome): void => {
     if (ended) return;
@@ -99,15 +125,30 @@ export function forward(
     done(outcome);
   };
 
-  const proxyReq = http.request({
-    host: target.host,
-    port: target.port,
-    method: req.method,
-    path: req.url,
-    headers: outgoingHeaders(req),
-    agent,
-    setHost: false,
-  });
+  const send = (retry: boolean): http.ClientRequest => {
+    if (body || retry) releaseIdle(target.host, target.port);
+    const request = http.request({
+      host: target.host,
+      port: target.port,
+      method: req.method,
+      path: req.url,
+      headers,
+      agent,
+      setHost: false,
+    });
+    request.on('response', onResponse);
+    request.on('error', (err: NodeJS.ErrnoException) => {
+      if (ended || request !== proxyReq) return;
+      if (!answer && !body && !retry && !clientGone && request.reusedSocket) {
+        proxyReq = send(true);
+        return;
+      }
+      failed(err);
+    });
+    if (body) req.pipe(request);
+    else request.end();
+    return request;
+  };
 
   const firstByteTimer = setTimeout(() => {
     proxyReq.destroy();
@@ -117,15 +158,22 @@ export function forward(
     end('stuck');
   }, target.timeoutMs);
 
-  proxyReq.on('response', (proxyRes) => {
+  const onResponse = (proxyRes: IncomingMessage): void => {
     clearTimeout(firstByteTimer);
     answer = proxyRes;
-    proxyRes.socket.setTimeout(target.timeoutMs, () => {
+    const socket = proxyRes.socket;
+    const onStall = (): void => {
       proxyReq.destroy();
       res.destroy();
       end('stuck');
+    };
+    socket.setTimeout(target.timeoutMs, onStall);
+    proxyRes.on('end', () => {
+      // The connection may be reused: the stall timer belongs to this exchange only.
+      socket.setTimeout(0);
+      socket.off('timeout', onStall);
+      end('ok');
     });
-    proxyRes.on('end', () => end('ok'));
     proxyRes.on('error', () => undefined);
     proxyRes.on('close', () => {
       if (proxyRes.complete) return;
@@ -143,10 +191,9 @@ export function forward(
       responseHeaders(proxyRes.rawHeaders),
     );
     proxyRes.pipe(res);
-  });
+  };
 
-  proxyReq.on('error', (err: NodeJS.ErrnoException) => {
-    if (ended) return;
+  const failed = (err: NodeJS.ErrnoException): void => {
     if (answer) {
       // Cut mid-body: the status line is gone, so the only honest signal left is a cut connection.
       res.destroy();
@@ -161,10 +208,10 @@ export function forward(
       );
     }
     end('broken');
-  });
+  };
 
   req.on('error', () => undefined);
-  req.pipe(proxyReq);
+  let proxyReq = send(false);
 
   res.on('close', () => {
     if (res.writableFinished || ended) return;

@@ -150,6 +150,67 @@ describe('the proxy, end to end', () => {
     await mpx.stop();
   });
 
+  it('reuses a kept-alive connection to a backend for the next request of the same worker', async () => {
+    const mpx = await startMultiplexer({
+      pool_size: 1,
+      workers: 1,
+      service_start_process_cmd: fixtureCommand('sequential-service.mjs', '{marker}', ' keepalive'),
+    });
+    const connections: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const answer = await request(mpx.port, `/reuse?i=${i}`);
+      assert.equal(answer.status, 200);
+      connections.push((JSON.parse(answer.body) as { connection: number }).connection);
+    }
+    assert.deepEqual(connections, [1, 1, 1, 1, 1], 'one backend connection served them all');
+    await mpx.stop();
+  });
+
+  it('a single-threaded keep-alive backend is never stalled by an idle connection of another worker', async () => {
+    // One backend, two workers: client connections alternate between the workers, so the backend
+    // changes hands on every request. If the last worker kept its idle connection open, the
+    // backend would wait on it forever and the next request would time out with a 504.
+    const mpx = await startMultiplexer({
+      pool_size: 1,
+      workers: 2,
+      http_proxy_timeout: 5000,
+      service_start_process_cmd: fixtureCommand('sequential-service.mjs', '{marker}', ' keepalive'),
+    });
+    const connections = new Set<number>();
+    for (let i = 0; i < 20; i++) {
+      const answer = await request(mpx.port, `/alternate?i=${i}`);
+      assert.equal(answer.status, 200, `request ${i}: ${answer.body}`);
+      connections.add((JSON.parse(answer.body) as { connection: number }).connection);
+    }
+    assert.ok(connections.size > 1, 'both workers connected to the backend');
+    await mpx.stop();
+  });
+
+  it('a kept-alive connection the backend drops on reuse: a request without a body is sent again, one with a body never goes on a reused connection', async () => {
+    const mpx = await startMultiplexer({
+      pool_size: 1,
+      workers: 1,
+      service_start_process_cmd: fixtureCommand(
+        'sequential-service.mjs',
+        '{marker}',
+        ' keepalive dropreuse',
+      ),
+    });
+    const connectionOf = (a: { body: string }): number =>
+      (JSON.parse(a.body) as { connection: number }).connection;
+    const first = await request(mpx.port, '/first');
+    assert.equal(first.status, 200);
+    // Goes out on the kept connection, which the backend drops: sent again on a new one.
+    const second = await request(mpx.port, '/second');
+    assert.equal(second.status, 200, second.body);
+    assert.equal(connectionOf(second), connectionOf(first) + 1);
+    // A body is never risked on a reused connection (it could not be sent twice).
+    const post = await request(mpx.port, '/post', { method: 'POST', body: 'payload' });
+    assert.equal(post.status, 200, post.body);
+    assert.equal(connectionOf(post), connectionOf(second) + 1);
+    await mpx.stop();
+  });
+
   it('answers an HTTP/1.0 client with a well-framed response', async () => {
     const mpx = await startMultiplexer({ pool_size: 1, workers: 1 });
     const raw = await new Promise<string>((resolve, reject) => {

@@ -1,0 +1,85 @@
+/**
+ * `npm run bench`: every scenario against every contestant, then docs/BENCHMARKS.md, the chart and
+ * the raw JSON. Options: --runs N (default 3), --seconds S per run (default 5),
+ * --only a,b (scenarios: blocking, mixed, scale, trivial, burst, startup, ipc).
+ */
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROOT } from './contestants.js';
+import { measureIpc, type IpcResult } from './ipc-roundtrip.js';
+import { writeReport, type BenchResults } from './report.js';
+import * as scenarios from './scenarios.js';
+import { ensureTools, machineInfo } from './system.js';
+
+const SCENARIOS = ['blocking', 'mixed', 'scale', 'trivial', 'burst', 'startup', 'ipc'] as const;
+type Scenario = (typeof SCENARIOS)[number];
+
+function option(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback;
+}
+
+function positiveInt(name: string, fallback: number): number {
+  const value = Number(option(name, String(fallback)));
+  if (!Number.isInteger(value) || value < 1) {
+    console.error(`--${name} must be a whole number ≥ 1, got ${option(name, '')}`);
+    process.exit(64);
+  }
+  return value;
+}
+
+const runs = positiveInt('runs', 3);
+const seconds = positiveInt('seconds', 5);
+const only = option('only', SCENARIOS.join(',')).split(',');
+for (const name of only) {
+  if (!SCENARIOS.includes(name as Scenario)) {
+    console.error(`--only: unknown scenario "${name}"; expected some of ${SCENARIOS.join(', ')}`);
+    process.exit(64);
+  }
+}
+const wanted = (name: Scenario): boolean => only.includes(name);
+const log = (line: string): void => console.log(`[bench] ${line}`);
+
+ensureTools(log);
+const started = Date.now();
+const results: BenchResults = {
+  date: new Date().toISOString(),
+  command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+  runs,
+  seconds,
+  machine: machineInfo(),
+  variants: [],
+  burst: [],
+  startup: [],
+  ipc: [],
+};
+const settings = { runs, seconds, log };
+for (const name of ['blocking', 'mixed', 'scale', 'trivial'] as const) {
+  if (wanted(name)) results.variants.push(...(await scenarios[name](settings)));
+}
+if (wanted('burst')) results.burst = await scenarios.burst(settings);
+if (wanted('startup')) results.startup = await scenarios.startup(settings);
+if (wanted('ipc')) {
+  const ipc: IpcResult[] = [];
+  for (let run = 0; run < runs; run++) {
+    for (const serialization of ['json', 'advanced'] as const) {
+      for (const inflight of [1, 32]) {
+        const r = await measureIpc(serialization, inflight, Math.min(seconds, 3));
+        log(
+          `ipc ${serialization} inflight ${inflight}: ${r.roundTripsPerSecond.toFixed(0)} round trips/s`,
+        );
+        ipc.push(r);
+      }
+    }
+  }
+  results.ipc = ipc;
+}
+
+const docs = join(ROOT, 'docs');
+mkdirSync(docs, { recursive: true });
+writeFileSync(join(docs, 'benchmarks.json'), `${JSON.stringify(results, null, 1)}\n`);
+writeReport(results, docs);
+log(
+  `done in ${Math.round((Date.now() - started) / 1000)} s: docs/BENCHMARKS.md, docs/benchmarks.svg, docs/benchmarks.json`,
+);
+process.exit(0);

@@ -1,0 +1,339 @@
+/**
+ * The scenarios. Throughput scenarios start every contestant once per variant, then take the runs
+ * round-robin over the contestants (run 1 of each, then run 2 of each, ...), so drift in a noisy
+ * machine spreads over all of them alike and every ratio compares runs of the same invocation.
+ */
+import http from 'node:http';
+import {
+  direct,
+  FixtureSet,
+  startHaproxy,
+  startMultiplexer,
+  startNginx,
+  type ContestantName,
+  type Running,
+  type RunningMultiplexer,
+} from './contestants.js';
+import { runLoad, type LoadResult, type PathMix } from './load.js';
+import { cpuSeconds, rssMB } from './system.js';
+import { freePort } from '../test/helpers/ports.js';
+import { waitFor } from '../test/helpers/wait.js';
+
+export interface Settings {
+  readonly runs: number;
+  readonly seconds: number;
+  readonly log: (line: string) => void;
+}
+
+export interface LoadSample extends LoadResult {
+  readonly contestant: ContestantName;
+  readonly run: number;
+  /** CPU seconds of the proxy's processes per request, in microseconds. */
+  readonly cpuPerRequestUs: number;
+}
+
+export interface MemorySample {
+  readonly primaryMB: number;
+  readonly workersMB: number[];
+}
+
+export interface VariantResult {
+  readonly scenario: string;
+  readonly variant: string;
+  readonly backends: number;
+  readonly clients: number;
+  /** Requests per second the backends can serve at most (N / t), when t is fixed. */
+  readonly limitRps?: number;
+  readonly samples: LoadSample[];
+  readonly memory: MemorySample[];
+}
+
+interface Variant {
+  readonly scenario: string;
+  readonly variant: string;
+  readonly backends: number;
+  readonly clients: number;
+  readonly mix: PathMix;
+  readonly limitRps?: number;
+  readonly contestants: readonly ContestantName[];
+}
+
+async function startContestant(
+  name: ContestantName,
+  backends: number,
+  peers: FixtureSet,
+): Promise<Running> {
+  switch (name) {
+    case 'multiplexer':
+      return startMultiplexer({ poolSize: backends });
+    case 'haproxy':
+      return startHaproxy(peers, 30_000);
+    case 'nginx-rr':
+      return startNginx(peers, 'round-robin');
+    case 'nginx-lc':
+      return startNginx(peers, 'least_conn');
+    case 'direct':
+      return direct(peers);
+  }
+}
+
+function memoryOf(running: Running): MemorySample | undefined {
+  if (running.name !== 'multiplexer') return undefined;
+  const mpx = running as RunningMultiplexer;
+  return { primaryMB: rssMB(mpx.primary), workersMB: mpx.workers().map(rssMB) };
+}
+
+async function measureVariant(v: Variant, s: Settings): Promise<VariantResult> {
+  const peers = await FixtureSet.start(v.backends);
+  const running: Running[] = [];
+  const result: VariantResult = { ...v, samples: [], memory: [] };
+  try {
+    for (const name of v.contestants) running.push(await startContestant(name, v.backends, peers));
+    // Warm-up: JIT, connection pools, the backends' own first requests.
+    for (const r of running) await runLoad(r.port, v.clients, 1, v.mix);
+    for (let run = 1; run <= s.runs; run++) {
+      for (const r of running) {
+        const cpuBefore = cpuSeconds(r.pids());
+        const load = await runLoad(r.port, v.clients, s.seconds, v.mix);
+        const cpu = cpuSeconds(r.pids()) - cpuBefore;
+        const memory = memoryOf(r);
+        if (memory) result.memory.push(memory);
+        result.samples.push({
+          ...load,
+          contestant: r.name,
+          run,
+          cpuPerRequestUs: r.name === 'direct' ? 0 : (cpu / load.requests) * 1e6,
+        });
+        s.log(
+          `${v.scenario} ${v.variant} ${r.name} run ${run}: ${load.rps.toFixed(0)} rps, ` +
+            `p50 ${load.p50Ms.toFixed(2)} p99 ${load.p99Ms.toFixed(2)} max ${load.maxMs.toFixed(0)} ms, ` +
+            `errors ${load.errors}` +
+            (r.name === 'direct' ? '' : `, cpu ${((cpu / load.requests) * 1e6).toFixed(0)} µs/req`),
+        );
+      }
+    }
+  } finally {
+    for (const r of running) await r.stop();
+    await peers.stop();
+  }
+  return result;
+}
+
+const ALL: readonly ContestantName[] = ['multiplexer', 'haproxy', 'nginx-rr', 'nginx-lc', 'direct'];
+const PROXIES: readonly ContestantName[] = ['multiplexer', 'haproxy', 'nginx-rr', 'nginx-lc'];
+
+export async function blocking(s: Settings): Promise<VariantResult[]> {
+  return [
+    await measureVariant(
+      {
+        scenario: 'blocking',
+        variant: '8 backends, ms=10, 64 clients',
+        backends: 8,
+        clients: 64,
+        mix: { '/?ms=10': 1 },
+        limitRps: 800,
+        contestants: ALL,
+      },
+      s,
+    ),
+  ];
+}
+
+export async function mixed(s: Settings): Promise<VariantResult[]> {
+  return [
+    await measureVariant(
+      {
+        scenario: 'mixed',
+        variant: '8 backends, 95% ms=5 + 5% ms=200, 32 clients',
+        backends: 8,
+        clients: 32,
+        mix: { '/?ms=5': 95, '/?ms=200': 5 },
+        contestants: ALL,
+      },
+      s,
+    ),
+  ];
+}
+
+export const SCALE_STEPS = [1, 2, 4, 8, 16, 32, 64];
+
+export async function scale(s: Settings): Promise<VariantResult[]> {
+  const out: VariantResult[] = [];
+  for (const n of SCALE_STEPS) {
+    out.push(
+      await measureVariant(
+        {
+          scenario: 'scale',
+          variant: `N=${n}`,
+          backends: n,
+          clients: 4 * n,
+          mix: { '/?ms=10': 1 },
+          limitRps: n * 100,
+          contestants: PROXIES,
+        },
+        s,
+      ),
+    );
+  }
+  return out;
+}
+
+export async function trivial(s: Settings): Promise<VariantResult[]> {
+  return [
+    await measureVariant(
+      {
+        scenario: 'trivial',
+        variant: '4 backends answering at once, 32 clients',
+        backends: 4,
+        clients: 32,
+        mix: { '/': 1 },
+        contestants: ALL,
+      },
+      s,
+    ),
+  ];
+}
+
+/* ---------- burst: the pool grows under a sudden load and shrinks back ---------- */
+
+interface Exchange {
+  readonly sentMs: number;
+  readonly doneMs: number;
+  readonly port: number;
+}
+
+export interface BurstRun {
+  /** From the jump to 8 clients until an overflow backend first answers. */
+  readonly firstOverflowServedMs: number;
+  /** From the jump until 8 distinct backends have answered. */
+  readonly allEightServingMs: number;
+  /** Latency of the requests sent in the first 500 ms after the jump. */
+  readonly jumpP50Ms: number;
+  readonly jumpMaxMs: number;
+  /** A fresh backend's start: spawn to ready, as the pool saw it (median of the overflow spawns). */
+  readonly backendsAtPeak: number;
+  /** From the end of the load until the pool is back at pool_size. */
+  readonly shrinkMs: number;
+  readonly errors: number;
+}
+
+async function adminStatus(port: number): Promise<{ backends: { state: string }[] }> {
+  const res = await fetch(`http://127.0.0.1:${port}/status`);
+  return (await res.json()) as { backends: { state: string }[] };
+}
+
+async function burstOnce(s: Settings): Promise<BurstRun> {
+  const adminPort = await freePort();
+  const mpx = await startMultiplexer({ poolSize: 2, overflow: 6, adminPort });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+  const exchanges: Exchange[] = [];
+  let errors = 0;
+  const t0 = performance.now();
+  const now = (): number => performance.now() - t0;
+  let stopAt = Infinity;
+  const client = async (startMs: number): Promise<void> => {
+    while (now() < startMs) await new Promise((r) => setTimeout(r, 1));
+    while (now() < stopAt) {
+      const sentMs = now();
+      const port = await new Promise<number>((resolve) => {
+        const req = http.get(
+          { port: mpx.port, host: '127.0.0.1', path: '/?ms=50', agent },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(Number(res.headers['x-backend-port'] ?? 0)));
+          },
+        );
+        req.on('error', () => resolve(0));
+      });
+      if (port === 0) errors++;
+      else exchanges.push({ sentMs, doneMs: now(), port });
+    }
+  };
+  const jumpMs = 1000;
+  stopAt = jumpMs + 3000;
+  let peak = 0;
+  const watcher = (async () => {
+    while (now() < stopAt) {
+      peak = Math.max(peak, (await adminStatus(adminPort)).backends.length);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  await Promise.all([
+    ...Array.from({ length: 2 }, () => client(0)),
+    ...Array.from({ length: 6 }, () => client(jumpMs)),
+    watcher,
+  ]);
+  const endMs = now();
+  await waitFor(
+    async () => (await adminStatus(adminPort)).backends.length === 2,
+    'the pool to shrink back to pool_size',
+    30_000,
+    10,
+  );
+  const shrinkMs = now() - endMs;
+  agent.destroy();
+  await mpx.stop();
+
+  const before = new Set(exchanges.filter((e) => e.doneMs < jumpMs).map((e) => e.port));
+  const after = exchanges.filter((e) => e.doneMs >= jumpMs).sort((a, b) => a.doneMs - b.doneMs);
+  const firstOverflow = after.find((e) => !before.has(e.port));
+  const seen = new Set(before);
+  let allEight = NaN;
+  for (const e of after) {
+    seen.add(e.port);
+    if (seen.size >= 8) {
+      allEight = e.doneMs - jumpMs;
+      break;
+    }
+  }
+  const jump = exchanges
+    .filter((e) => e.sentMs >= jumpMs && e.sentMs < jumpMs + 500)
+    .map((e) => e.doneMs - e.sentMs)
+    .sort((a, b) => a - b);
+  const run: BurstRun = {
+    firstOverflowServedMs: firstOverflow ? firstOverflow.doneMs - jumpMs : NaN,
+    allEightServingMs: allEight,
+    jumpP50Ms: jump[Math.floor(jump.length / 2)] ?? NaN,
+    jumpMaxMs: jump.at(-1) ?? NaN,
+    backendsAtPeak: peak,
+    shrinkMs,
+    errors,
+  };
+  s.log(
+    `burst: ${JSON.stringify(run, (_, v: unknown) => (typeof v === 'number' ? Math.round(v) : v))}`,
+  );
+  return run;
+}
+
+export async function burst(s: Settings): Promise<BurstRun[]> {
+  const runs: BurstRun[] = [];
+  for (let i = 0; i < s.runs; i++) runs.push(await burstOnce(s));
+  return runs;
+}
+
+/* ---------- startup ---------- */
+
+export interface StartupRun {
+  readonly readyMs: number;
+  readonly firstServedMs: number;
+  /** One fixture alone: spawn until it answers, for scale. */
+  readonly oneBackendMs: number;
+}
+
+export async function startup(s: Settings): Promise<StartupRun[]> {
+  const runs: StartupRun[] = [];
+  for (let i = 0; i < s.runs; i++) {
+    const started = performance.now();
+    const one = await FixtureSet.start(1);
+    const oneBackendMs = performance.now() - started;
+    await one.stop();
+    const mpx = await startMultiplexer({ poolSize: 16 });
+    await mpx.stop();
+    const run = { readyMs: mpx.readyMs, firstServedMs: mpx.firstServedMs, oneBackendMs };
+    s.log(
+      `startup: pool 16 ready ${run.readyMs.toFixed(0)} ms, first served ${run.firstServedMs.toFixed(0)} ms, one backend alone ${oneBackendMs.toFixed(0)} ms`,
+    );
+    runs.push(run);
+  }
+  return runs;
+}
