@@ -1,4 +1,4 @@
-import express, { type Request, type Response } from 'express';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { backendHost, type Config } from '../config/config.js';
 import type { LeaseClient } from '../ipc/lease-client.js';
 import { sendError } from './error-response.js';
@@ -14,17 +14,15 @@ export interface AppDeps {
 }
 
 /**
- * Every request: checkout over IPC (waiting in the supervisor's queue if no backend is free),
+ * The front worker's request handler, on node:http directly: it has one route, and express's
+ * router cost about 100 µs of CPU per request here, half of the worker's whole cost (measured in
+ * docs/BENCHMARKS.md). Every request: checkout over IPC (waiting in the supervisor's queue if no backend is free),
  * proxy to the leased backend, checkin once the backend's side of the exchange is over.
  */
-export function createApp(deps: AppDeps): express.Express {
+export function createRequestHandler(deps: AppDeps): RequestListener {
   const { config, leases } = deps;
   const host = backendHost(config.service_http_base_url);
-  const app = express();
-  app.disable('x-powered-by');
-  app.disable('etag');
-
-  app.use((req: Request, res: Response) => {
+  return (req: IncomingMessage, res: ServerResponse) => {
     deps.onStart();
     // Settled when both the client's response has closed and the lease question is closed.
     let open = 2;
@@ -54,6 +52,5 @@ export function createApp(deps: AppDeps): express.Express {
         settle();
       });
     });
-  });
-  return app;
+  };
 }

@@ -11,7 +11,7 @@ import {
   type PrimaryMessage,
 } from '../ipc/protocol.js';
 import { createLogger } from '../log.js';
-import { createApp } from './app.js';
+import { createRequestHandler } from './app.js';
 import { releaseAllIdle, releaseIdle } from './proxy.js';
 
 /**
@@ -39,7 +39,7 @@ let idleGraceOver = false;
  */
 const idleGraceMs = Math.min(1000, config.shutdown_timeout_ms / 2);
 
-const app = createApp({
+const handler = createRequestHandler({
   config,
   leases,
   onStart: () => active++,
@@ -50,7 +50,7 @@ const app = createApp({
   isDraining: () => draining,
 });
 
-const server = http.createServer(app);
+const server = http.createServer(handler);
 server.listen({ port: config.http_port, host: config.http_host });
 server.on('error', (err) => {
   log.fatal({ err }, `cannot listen on ${config.http_host}:${config.http_port}`);
