@@ -1,9 +1,10 @@
 /**
  * `npm run bench`: every scenario against every contestant, then docs/BENCHMARKS.md, the chart and
  * the raw JSON. Options: --runs N (default 3), --seconds S per run (default 5),
- * --only a,b (scenarios: blocking, mixed, scale, trivial, burst, startup, ipc).
+ * --only a,b (scenarios: blocking, mixed, scale, trivial, burst, startup, ipc); --report-only
+ * writes docs/BENCHMARKS.md and the chart again from docs/benchmarks.json, measuring nothing.
  */
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from './contestants.js';
 import { measureIpc, type IpcResult } from './ipc-roundtrip.js';
@@ -28,6 +29,15 @@ function positiveInt(name: string, fallback: number): number {
   return value;
 }
 
+const docs = join(ROOT, 'docs');
+if (process.argv.includes('--report-only')) {
+  writeReport(
+    JSON.parse(readFileSync(join(docs, 'benchmarks.json'), 'utf8')) as BenchResults,
+    docs,
+  );
+  process.exit(0);
+}
+
 const runs = positiveInt('runs', 3);
 const seconds = positiveInt('seconds', 5);
 const only = option('only', SCENARIOS.join(',')).split(',');
@@ -44,7 +54,10 @@ ensureTools(log);
 const started = Date.now();
 const results: BenchResults = {
   date: new Date().toISOString(),
-  command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+  command: [
+    'npm run bench',
+    ...(process.argv.length > 2 ? ['--', ...process.argv.slice(2)] : []),
+  ].join(' '),
   runs,
   seconds,
   machine: machineInfo(),
@@ -75,7 +88,6 @@ if (wanted('ipc')) {
   results.ipc = ipc;
 }
 
-const docs = join(ROOT, 'docs');
 mkdirSync(docs, { recursive: true });
 writeFileSync(join(docs, 'benchmarks.json'), `${JSON.stringify(results, null, 1)}\n`);
 writeReport(results, docs);

@@ -216,7 +216,8 @@ function chart(r: BenchResults): string {
   };
   const parts: string[] = [];
   const text = (x: number, y: number, s: string, extra = ''): void => {
-    parts.push(`<text x="${x.toFixed(1)}" y="${y.toFixed(1)}" font-size="12" ${extra}>${s}</text>`);
+    const size = extra.includes('font-size') ? '' : 'font-size="12" ';
+    parts.push(`<text x="${x.toFixed(1)}" y="${y.toFixed(1)}" ${size}${extra}>${s}</text>`);
   };
   // Left: scale efficiency by N.
   const scale = variant(r, 'scale');

@@ -58,7 +58,7 @@ export function machineInfo(): MachineInfo {
     node: process.version,
     haproxy: firstLine('haproxy', ['-v']),
     nginx: firstLine('nginx', ['-v']),
-    wrk: firstLine('wrk', ['--version']),
+    wrk: firstLine('wrk', ['--version']).replace(/ Copyright.*/, ''),
   };
 }
 
