@@ -210,7 +210,7 @@ export interface BurstRun {
   /** Latency of the requests sent in the first 500 ms after the jump. */
   readonly jumpP50Ms: number;
   readonly jumpMaxMs: number;
-  /** A fresh backend's start: spawn to ready, as the pool saw it (median of the overflow spawns). */
+  /** The most backends /status showed during the load. */
   readonly backendsAtPeak: number;
   /** From the end of the load until the pool is back at pool_size. */
   readonly shrinkMs: number;

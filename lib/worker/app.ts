@@ -15,9 +15,9 @@ export interface AppDeps {
 
 /**
  * The front worker's request handler, on node:http directly: it has one route, and express's
- * router cost about 100 µs of CPU per request here, half of the worker's whole cost (measured in
- * docs/BENCHMARKS.md). Every request: checkout over IPC (waiting in the supervisor's queue if no backend is free),
- * proxy to the leased backend, checkin once the backend's side of the exchange is over.
+ * router cost about 100 µs of CPU per request here, half of the worker's whole cost (see
+ * docs/BENCHMARKS.md). Every request: checkout over IPC (waiting in the supervisor's queue if no
+ * backend is free), proxy to the leased backend, checkin once the backend's side is over.
  */
 export function createRequestHandler(deps: AppDeps): RequestListener {
   const { config, leases } = deps;

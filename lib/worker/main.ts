@@ -26,6 +26,7 @@ if (!config || !process.send) {
   process.exit(70);
 }
 const send = process.send.bind(process);
+const backend = backendHost(config.service_http_base_url);
 
 const leases = new LeaseClient((message) => send(message));
 let active = 0;
@@ -97,7 +98,7 @@ const handlers: Handlers<PrimaryMessage> = {
   granted: (m) => leases.settle(m),
   rejected: (m) => leases.settle(m),
   drain: () => drain(),
-  release: (m) => releaseIdle(backendHost(config.service_http_base_url), m.port),
+  release: (m) => releaseIdle(backend, m.port),
 };
 
 process.on('message', (raw) => {
