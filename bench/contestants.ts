@@ -16,7 +16,7 @@ import { childrenOf, commandLine } from './system.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The project root, from dist/bench/ or bench/. */
-export const ROOT = resolve(here, here.includes(`${'/dist/'}`) ? '../..' : '..');
+export const ROOT = resolve(here, here.includes('/dist/') ? '../..' : '..');
 export const FIXTURE = join(ROOT, 'bench/fixture.mjs');
 
 export type ContestantName = 'multiplexer' | 'haproxy' | 'nginx-rr' | 'nginx-lc' | 'direct';

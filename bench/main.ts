@@ -67,9 +67,10 @@ const results: BenchResults = {
   ipc: [],
 };
 const settings = { runs, seconds, log };
-for (const name of ['blocking', 'mixed', 'scale', 'trivial'] as const) {
-  if (wanted(name)) results.variants.push(...(await scenarios[name](settings)));
-}
+if (wanted('blocking')) results.variants.push(...(await scenarios.single('blocking', settings)));
+if (wanted('mixed')) results.variants.push(...(await scenarios.single('mixed', settings)));
+if (wanted('scale')) results.variants.push(...(await scenarios.scale(settings)));
+if (wanted('trivial')) results.variants.push(...(await scenarios.single('trivial', settings)));
 if (wanted('burst')) results.burst = await scenarios.burst(settings);
 if (wanted('startup')) results.startup = await scenarios.startup(settings);
 if (wanted('ipc')) {

@@ -4,6 +4,7 @@
  * machine spreads over all of them alike and every ratio compares runs of the same invocation.
  */
 import http from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   direct,
   FixtureSet,
@@ -122,37 +123,34 @@ async function measureVariant(v: Variant, s: Settings): Promise<VariantResult> {
 const ALL: readonly ContestantName[] = ['multiplexer', 'haproxy', 'nginx-rr', 'nginx-lc', 'direct'];
 const PROXIES: readonly ContestantName[] = ['multiplexer', 'haproxy', 'nginx-rr', 'nginx-lc'];
 
-export async function blocking(s: Settings): Promise<VariantResult[]> {
-  return [
-    await measureVariant(
-      {
-        scenario: 'blocking',
-        variant: '8 backends, ms=10, 64 clients',
-        backends: 8,
-        clients: 64,
-        mix: { '/?ms=10': 1 },
-        limitRps: 800,
-        contestants: ALL,
-      },
-      s,
-    ),
-  ];
-}
+/** The scenarios of one variant each. */
+const SINGLE: Record<'blocking' | 'mixed' | 'trivial', Omit<Variant, 'scenario'>> = {
+  blocking: {
+    variant: '8 backends, ms=10, 64 clients',
+    backends: 8,
+    clients: 64,
+    mix: { '/?ms=10': 1 },
+    limitRps: 800,
+    contestants: ALL,
+  },
+  mixed: {
+    variant: '8 backends, 95% ms=5 + 5% ms=200, 32 clients',
+    backends: 8,
+    clients: 32,
+    mix: { '/?ms=5': 95, '/?ms=200': 5 },
+    contestants: ALL,
+  },
+  trivial: {
+    variant: '4 backends answering at once, 32 clients',
+    backends: 4,
+    clients: 32,
+    mix: { '/': 1 },
+    contestants: ALL,
+  },
+};
 
-export async function mixed(s: Settings): Promise<VariantResult[]> {
-  return [
-    await measureVariant(
-      {
-        scenario: 'mixed',
-        variant: '8 backends, 95% ms=5 + 5% ms=200, 32 clients',
-        backends: 8,
-        clients: 32,
-        mix: { '/?ms=5': 95, '/?ms=200': 5 },
-        contestants: ALL,
-      },
-      s,
-    ),
-  ];
+export async function single(scenario: keyof typeof SINGLE, s: Settings): Promise<VariantResult[]> {
+  return [await measureVariant({ scenario, ...SINGLE[scenario] }, s)];
 }
 
 export const SCALE_STEPS = [1, 2, 4, 8, 16, 32, 64];
@@ -176,22 +174,6 @@ export async function scale(s: Settings): Promise<VariantResult[]> {
     );
   }
   return out;
-}
-
-export async function trivial(s: Settings): Promise<VariantResult[]> {
-  return [
-    await measureVariant(
-      {
-        scenario: 'trivial',
-        variant: '4 backends answering at once, 32 clients',
-        backends: 4,
-        clients: 32,
-        mix: { '/': 1 },
-        contestants: ALL,
-      },
-      s,
-    ),
-  ];
 }
 
 /* ---------- burst: the pool grows under a sudden load and shrinks back ---------- */
@@ -226,13 +208,28 @@ async function burstOnce(s: Settings): Promise<BurstRun> {
   const adminPort = await freePort();
   const mpx = await startMultiplexer({ poolSize: 2, overflow: 6, adminPort });
   const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+  try {
+    return await burstAgainst(mpx, adminPort, agent, s);
+  } finally {
+    agent.destroy();
+    await mpx.stop();
+  }
+}
+
+async function burstAgainst(
+  mpx: RunningMultiplexer,
+  adminPort: number,
+  agent: http.Agent,
+  s: Settings,
+): Promise<BurstRun> {
   const exchanges: Exchange[] = [];
   let errors = 0;
   const t0 = performance.now();
   const now = (): number => performance.now() - t0;
-  let stopAt = Infinity;
+  const jumpMs = 1000;
+  const stopAt = jumpMs + 3000;
   const client = async (startMs: number): Promise<void> => {
-    while (now() < startMs) await new Promise((r) => setTimeout(r, 1));
+    await sleep(startMs);
     while (now() < stopAt) {
       const sentMs = now();
       const port = await new Promise<number>((resolve) => {
@@ -249,13 +246,11 @@ async function burstOnce(s: Settings): Promise<BurstRun> {
       else exchanges.push({ sentMs, doneMs: now(), port });
     }
   };
-  const jumpMs = 1000;
-  stopAt = jumpMs + 3000;
   let peak = 0;
   const watcher = (async () => {
     while (now() < stopAt) {
       peak = Math.max(peak, (await adminStatus(adminPort)).backends.length);
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
     }
   })();
   await Promise.all([
@@ -271,8 +266,6 @@ async function burstOnce(s: Settings): Promise<BurstRun> {
     10,
   );
   const shrinkMs = now() - endMs;
-  agent.destroy();
-  await mpx.stop();
 
   const before = new Set(exchanges.filter((e) => e.doneMs < jumpMs).map((e) => e.port));
   const after = exchanges.filter((e) => e.doneMs >= jumpMs).sort((a, b) => a.doneMs - b.doneMs);
