@@ -24,6 +24,13 @@ export class FrontWorkers {
     private config: Config,
     private readonly log: Logger,
   ) {
+    // The kernel hands connections to the workers, not the primary. With round-robin (Node's
+    // default), the primary accepts each connection and passes it to a worker over IPC; if that
+    // worker exits (a drain ending, a crash, kill -9) before it acknowledges the handle, nobody
+    // ever closes or re-sends it, and the client hangs on an open connection forever (seen: a
+    // lost request in reload tests). With SCHED_NONE, unaccepted connections stay in the shared
+    // listen queue, which every live worker drains. Frozen by the first setupPrimary/fork.
+    cluster.schedulingPolicy = cluster.SCHED_NONE;
     cluster.setupPrimary({ exec: WORKER_ENTRY, args: [] });
   }
 
@@ -54,14 +61,11 @@ export class FrontWorkers {
 
   send(workerId: number, message: PrimaryMessage): void {
     const worker = cluster.workers?.[workerId];
-    if (worker?.isConnected()) worker.send(message);
+    if (worker) sendTo(worker, message);
   }
 
   drainAll(): void {
-    for (const worker of this.list()) {
-      if (worker.isConnected())
-        worker.send({ ns: NAMESPACE, type: 'drain' } satisfies PrimaryMessage);
-    }
+    for (const worker of this.list()) sendTo(worker, { ns: NAMESPACE, type: 'drain' });
   }
 
   killAll(signal: NodeJS.Signals): void {
@@ -119,8 +123,7 @@ export class FrontWorkers {
         clearTimeout(timer);
         resolve();
       });
-      if (worker.isConnected())
-        worker.send({ ns: NAMESPACE, type: 'drain' } satisfies PrimaryMessage);
+      sendTo(worker, { ns: NAMESPACE, type: 'drain' });
     });
   }
 
@@ -131,6 +134,22 @@ export class FrontWorkers {
   private fork(): Worker {
     const worker = cluster.fork({ [WORKER_CONFIG_ENV]: JSON.stringify(this.config) });
     this.startedAt.set(worker.id, Date.now());
+    // A send that fails asynchronously is emitted here when it has no callback; unhandled, it
+    // would take the primary down. Its exit is handled on 'exit'.
+    worker.on('error', (err: Error) =>
+      this.log.debug({ worker: worker.id, err: err.message }, 'front worker channel error'),
+    );
     return worker;
   }
+}
+
+/**
+ * Every message to a worker goes through here. `isConnected()` can still be true while the
+ * worker's end of the channel is closing (it just exited): the write then fails with EPIPE,
+ * reported to the callback. A message to a worker that is gone concerns nothing that still
+ * exists (its leases are taken back on its exit), so the failure is dropped.
+ */
+function sendTo(worker: Worker, message: PrimaryMessage): void {
+  if (!worker.isConnected()) return;
+  worker.send(message, undefined, () => undefined);
 }

@@ -9,6 +9,7 @@ import {
   WORKER_CONFIG_ENV,
   type Handlers,
   type PrimaryMessage,
+  type WorkerMessage,
 } from '../ipc/protocol.js';
 import { createLogger } from '../log.js';
 import { createRequestHandler } from './app.js';
@@ -25,7 +26,14 @@ if (!config || !process.send) {
   log.fatal('a front worker is started by the multiplexer primary, not on its own');
   process.exit(70);
 }
-const send = process.send.bind(process);
+const sendRaw = process.send.bind(process);
+/**
+ * Every message to the primary. When the primary is gone the send fails; without a callback the
+ * failure would be an unhandled 'error' event. The 'disconnect' handler ends this worker then.
+ */
+const send = (message: WorkerMessage, done?: () => void): void => {
+  sendRaw(message, undefined, {}, () => done?.());
+};
 const backend = backendHost(config.service_http_base_url);
 
 const leases = new LeaseClient((message) => send(message));
@@ -75,7 +83,7 @@ function finishDrainIfIdle(): void {
   drained = true;
   server.closeIdleConnections();
   releaseAllIdle();
-  send({ ns: NAMESPACE, type: 'drained', complete: true }, undefined, {}, () => process.exit(0));
+  send({ ns: NAMESPACE, type: 'drained', complete: true }, () => process.exit(0));
 }
 
 /**

@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { request } from '../helpers/http.js';
+import { startLoad } from '../helpers/load.js';
+import { startMultiplexer, type Running } from '../helpers/multiplexer.js';
+import { freePort } from '../helpers/ports.js';
+import { isAlive } from '../helpers/procs.js';
+import { waitFor } from '../helpers/wait.js';
+
+function rewriteConfig(mpx: Running, changes: Record<string, unknown>): void {
+  const current = JSON.parse(readFileSync(mpx.configFile, 'utf8')) as Record<string, unknown>;
+  writeFileSync(mpx.configFile, JSON.stringify({ ...current, ...changes }, null, 2));
+}
+
+describe('reloads under load', () => {
+  it('worker-replacing reloads in a row lose no connection, however the clients connect', async () => {
+    const mpx = await startMultiplexer({ pool_size: 2, workers: 2 });
+    const load = startLoad(mpx.port, { clients: 6, keepAlive: 'none', timeoutMs: 8000 });
+    await waitFor(() => load.result.ok >= 30, 'load to flow');
+    for (let i = 1; i <= 8; i++) {
+      rewriteConfig(mpx, { http_proxy_timeout: 300_000 + i });
+      const seen = mpx.logs().filter((r) => r.msg === 'SIGHUP: reloaded').length;
+      mpx.proc.kill('SIGHUP');
+      await mpx
+        .waitForLog(
+          () => mpx.logs().filter((r) => r.msg === 'SIGHUP: reloaded').length > seen,
+          `reload ${i}`,
+          20_000,
+        )
+        .catch((err: Error) => {
+          writeFileSync('/tmp/reload-fail.log', mpx.stderr());
+          throw err;
+        });
+    }
+    const result = await load.stop();
+    assert.deepEqual(result.failures, []);
+    assert.equal((await mpx.stop()).code, 0);
+  });
+
+  it('the primary survives front workers killed under load, and no connection hangs', async () => {
+    const adminPort = await freePort();
+    const mpx = await startMultiplexer({ pool_size: 2, workers: 2, admin_port: adminPort });
+    const load = startLoad(mpx.port, { clients: 8, timeoutMs: 8000 });
+    await waitFor(() => load.result.ok >= 30, 'load to flow');
+    /** Pids of the workers that listen, once both do. */
+    const workerPids = async (): Promise<number[]> => {
+      const answer = await request(adminPort, '/status');
+      const { workers } = JSON.parse(answer.body) as {
+        workers: { pid: number; listening: boolean }[];
+      };
+      const listening = workers.filter((w) => w.listening).map((w) => w.pid);
+      return listening.length === 2 ? listening : [];
+    };
+    let kills = 0;
+    const killed = new Set<number>();
+    while (kills < 12) {
+      // The next victim: a worker that is up and not already killed.
+      const victim = await waitFor(
+        async () => (await workerPids()).find((pid) => !killed.has(pid)),
+        'a live front worker',
+      );
+      const ok = load.result.ok;
+      await waitFor(() => load.result.ok >= ok + 10, 'requests served after the last kill');
+      killed.add(victim);
+      process.kill(victim, 'SIGKILL');
+      kills++;
+      // Until the primary has seen the exit, status still lists the victim as listening.
+      await waitFor(
+        async () => !(await workerPids()).includes(victim) && !isAlive(victim),
+        'the primary to see the worker gone',
+      );
+    }
+    const sent = load.result.sent;
+    await waitFor(() => load.result.sent >= sent + 30, 'load after the kills', 15_000);
+    const result = await load.stop();
+    assert.ok(isAlive(mpx.pid), 'the primary is alive');
+    assert.deepEqual(
+      result.failures.filter((f) => /no answer/.test(f)),
+      [],
+    );
+    // Only requests in flight in a killed worker may fail: at most one per client per kill.
+    assert.ok(
+      result.failures.length <= kills * 8,
+      `${result.failures.length} failures: ${result.failures.slice(0, 5).join('; ')}`,
+    );
+    assert.equal((await mpx.stop()).code, 0);
+  });
+});
