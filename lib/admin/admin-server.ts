@@ -9,7 +9,7 @@ export interface AdminActions {
   status(): unknown;
   /** Resolves with the HTTP status and body to send. */
   reload(): Promise<{ status: number; body: unknown }>;
-  scale(body: unknown): { status: number; body: unknown };
+  scale(body: unknown): Promise<{ status: number; body: unknown }>;
   /** Read on every request, so a reload can change it. */
   token(): string;
 }
@@ -88,7 +88,7 @@ export class AdminServer {
       case '/scale': {
         const body = await readJson(req);
         if (!body.ok) return send(res, 400, { error: body.error });
-        const outcome = this.actions.scale(body.value);
+        const outcome = await this.actions.scale(body.value);
         return send(res, outcome.status, outcome.body);
       }
     }

@@ -58,7 +58,9 @@ export async function reloadCommand(argv: Record<string, unknown>, out: Out): Pr
   const lines = [
     body.changes.length === 0 ? 'reloaded: no setting changed' : 'reloaded:',
     ...body.changes.map((c) => `  ${c}`),
-    `front workers replaced: ${body.workersReplaced}`,
+    body.workersReplaced > 0
+      ? `front workers replaced: ${body.workersReplaced}`
+      : 'front workers: kept (no setting they read changed)',
     body.backendsReplaced
       ? 'backends: being replaced by a rolling restart (see `multiplexer status`)'
       : 'backends: kept',

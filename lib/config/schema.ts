@@ -21,113 +21,146 @@ export interface KeySpec {
   doc: string;
   format: Format;
   default: unknown;
+  /**
+   * What puts a new value in force on reload: the pool's decisions, how backends start (a rolling
+   * restart of every backend), the front workers (replaced one by one), or only the next start.
+   * No entry: read where it is used, so a reload changes it at once (the admin token).
+   */
+  appliesOn: readonly Scope[];
 }
+
+export type Scope = 'pool' | 'backends' | 'workers' | 'restart';
 
 export const schema = {
   pool_size: {
     doc: 'Permanent backends.',
     format: intAtLeast(1),
     default: 4,
+    appliesOn: ['pool'],
   },
   pool_max_overflow: {
     doc: 'Temporary backends allowed on top of pool_size while every backend is busy.',
     format: intAtLeast(0),
     default: 0,
+    appliesOn: ['pool'],
   },
   pool_strategy: {
     doc: 'Which backend retires when the pool shrinks: fifo = the one started longest ago (keeps the freshest processes, good for leaky services), lifo = the one started last.',
     format: oneOf(['fifo', 'lifo']),
     default: 'fifo',
+    appliesOn: ['pool'],
   },
   http_port: {
     doc: 'Public port that every front worker shares.',
     format: portFormat,
     default: 3000,
+    appliesOn: ['workers'],
   },
   http_host: {
     doc: 'Interface to listen on.',
     format: nonEmptyString,
     default: '0.0.0.0',
+    appliesOn: ['workers'],
   },
   http_proxy_timeout: {
     doc: 'Milliseconds a backend has to start its answer (else 504, and the backend is replaced); also the longest stall allowed while a body streams.',
     format: intAtLeast(1),
     default: 300_000,
+    appliesOn: ['workers'],
   },
   service_http_base_url: {
     doc: 'Backends are reached at this URL plus ":PORT".',
     format: baseUrlFormat,
     default: 'http://127.0.0.1',
+    appliesOn: ['backends', 'workers'],
   },
   service_port_range: {
     doc: 'Ports handed to backends, from a ring over this range: "10300..10350" or [10300, 10350].',
     format: portRangeFormat,
     default: '10300..10350',
+    appliesOn: ['backends'],
   },
   service_start_process_cmd: {
     doc: 'Command line that starts one backend, run by /bin/sh; every %PORT% is replaced by its port (also in $PORT).',
     format: commandFormat,
     default: '',
+    appliesOn: ['backends'],
   },
   service_start_delay_ms: {
     doc: 'When a started backend counts as ready: after this many milliseconds, or "wait_first_output" = at its first output on stdout (stderr does not count).',
     format: startDelayFormat,
     default: 'wait_first_output',
+    appliesOn: ['backends'],
   },
   service_start_timeout_ms: {
     doc: 'A backend not ready within this many milliseconds is killed and started again.',
     format: intAtLeast(1),
     default: 30_000,
+    appliesOn: ['pool'],
   },
   service_stop_timeout_ms: {
     doc: 'Grace in milliseconds between SIGTERM and SIGKILL when a backend is stopped.',
     format: intAtLeast(0),
     default: 5_000,
+    appliesOn: ['backends'],
   },
   service_kill_pattern: {
     doc: 'At start, end leftover processes whose command line contains this text ("" = off).',
     format: anyString,
     default: '',
+    appliesOn: ['restart'],
   },
   workers: {
     doc: 'Number of front worker processes (default: available CPUs).',
     format: intAtLeast(1),
     default: availableParallelism(),
+    appliesOn: ['workers'],
   },
   queue_timeout_ms: {
     doc: 'Longest a request waits for a free backend, then 503 (0 = no limit).',
     format: intAtLeast(0),
     default: 30_000,
+    appliesOn: ['pool'],
   },
   queue_max: {
     doc: 'Requests waiting beyond this many get 503 at once (0 = no waiting at all).',
     format: intAtLeast(0),
     default: 1000,
+    appliesOn: ['pool'],
   },
   shutdown_timeout_ms: {
     doc: 'Bound in milliseconds on draining in-flight requests at shutdown.',
     format: intAtLeast(0),
     default: 10_000,
+    appliesOn: ['workers'],
   },
   admin_host: {
     doc: 'Interface of the admin API (health, status, reload, scale). Anything but loopback requires admin_token.',
     format: nonEmptyString,
     default: '127.0.0.1',
+    appliesOn: ['restart'],
   },
   admin_port: {
     doc: 'Port of the admin API (0 = off).',
     format: portOrOffFormat,
     default: 0,
+    appliesOn: ['restart'],
   },
   admin_token: {
     doc: 'Bearer token the admin API requires for /status, /reload and /scale ("" = none; required off loopback).',
     format: anyString,
     default: '',
+    appliesOn: [],
   },
 } satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof schema;
 export const configKeys = Object.keys(schema) as ConfigKey[];
+
+/** The keys a change of which must be put in force by `scope`. */
+export function keysFor(scope: Scope): readonly ConfigKey[] {
+  return configKeys.filter((key) => (schema[key].appliesOn as readonly Scope[]).includes(scope));
+}
 
 export function envName(key: ConfigKey): string {
   return `MULTIPLEXER_${key.toUpperCase()}`;

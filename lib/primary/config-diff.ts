@@ -1,6 +1,6 @@
 import type { Config } from '../config/config.js';
 import { asWritten } from '../config/formats.js';
-import { configKeys, type ConfigKey } from '../config/schema.js';
+import { configKeys, keysFor, type ConfigKey, type Scope } from '../config/schema.js';
 
 export interface ConfigChange {
   readonly key: ConfigKey;
@@ -8,12 +8,11 @@ export interface ConfigChange {
   readonly to: unknown;
 }
 
-/** Keys a running instance cannot change: they take effect at the next start. */
-export const RESTART_KEYS: readonly ConfigKey[] = [
-  'admin_host',
-  'admin_port',
-  'service_kill_pattern',
-];
+/** True when a change of one of `scope`'s keys is among `changes`. */
+export function touches(changes: readonly ConfigChange[], scope: Scope): boolean {
+  const keys = keysFor(scope);
+  return changes.some((c) => keys.includes(c.key));
+}
 
 /** Every key whose value differs, in schema order. The admin token is never shown. */
 export function diffConfig(before: Config, after: Config): ConfigChange[] {

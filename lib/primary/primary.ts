@@ -23,10 +23,44 @@ import { endLeftovers } from '../supervisor/leftovers.js';
 import { canBind } from '../supervisor/port-ring.js';
 import { startTimeOf } from '../supervisor/process-table.js';
 import { Supervisor } from '../supervisor/supervisor.js';
-import { describeChange, diffConfig, RESTART_KEYS } from './config-diff.js';
+import { keysFor } from '../config/schema.js';
+import { describeChange, diffConfig, touches } from './config-diff.js';
 import { FrontWorkers } from './worker-pool.js';
 
 type State = 'starting' | 'running' | 'draining' | 'stopping';
+
+/**
+ * What an operator can ask for, by signal or by the admin API. Signal handlers and API calls only
+ * enqueue one of these; step() performs them one at a time, in arrival order, so a reload during
+ * a roll during a scale is well-defined: each starts from the state the previous one left.
+ */
+type Action =
+  | { readonly type: 'reload'; readonly trigger: string; reply?(outcome: ReloadOutcome): void }
+  | { readonly type: 'roll'; readonly trigger: string }
+  | {
+      readonly type: 'scale';
+      readonly trigger: string;
+      /** A new pool_size, or a change of the current one. */
+      readonly size: { readonly to: unknown } | { readonly by: number };
+      reply?(outcome: ScaleOutcome): void;
+    }
+  | { readonly type: 'stop'; readonly trigger: string };
+
+/** The signal table: what each signal asks for. */
+const SIGNALS = {
+  SIGHUP: { type: 'reload' },
+  SIGUSR2: { type: 'roll' },
+  SIGTTIN: { type: 'scale', size: { by: +1 } },
+  SIGTTOU: { type: 'scale', size: { by: -1 } },
+  SIGTERM: { type: 'stop' },
+  SIGINT: { type: 'stop' },
+} as const satisfies Record<string, Request>;
+
+/** An action as a signal asks for it, before it is tagged with its trigger. */
+type Request = Action extends infer A ? (A extends unknown ? Omit<A, 'trigger'> : never) : never;
+
+export type ScaleOutcome =
+  { ok: true; from: number; to: number } | { ok: false; problems: string[] };
 
 export interface PrimaryOptions {
   readonly configFile: string;
@@ -67,14 +101,13 @@ export class Primary {
   private admin: AdminServer | undefined;
   /** Held open for the primary's whole life: the watchdog acts when it closes. */
   private watchdog: ChildProcess | undefined;
-  /** Reloads run one after another. */
-  private reloading: Promise<unknown> = Promise.resolve();
+  private readonly actions: Action[] = [];
+  private stepping = false;
   private readonly listening = new Set<number>();
   private readonly drained = new Set<number>();
   private poolReady = false;
   private failedAtStartup = false;
   private announced = false;
-  private skipDrain: (() => void) | undefined;
   private onDrainProgress: (() => void) | undefined;
   private finish!: (code: number) => void;
   readonly finished = new Promise<number>((resolve) => {
@@ -166,12 +199,9 @@ export class Primary {
       },
       { alwaysLast: true },
     );
-    process.on('SIGTERM', () => this.requestShutdown('SIGTERM'));
-    process.on('SIGINT', () => this.requestShutdown('SIGINT'));
-    process.on('SIGHUP', () => void this.reload('SIGHUP'));
-    process.on('SIGUSR2', () => this.renew('SIGUSR2'));
-    process.on('SIGTTIN', () => this.scaleBy(+1, 'SIGTTIN'));
-    process.on('SIGTTOU', () => this.scaleBy(-1, 'SIGTTOU'));
+    for (const [signal, action] of Object.entries(SIGNALS)) {
+      process.on(signal, () => this.enqueue({ ...action, trigger: signal }));
+    }
 
     cluster.on('message', (worker, raw) => this.onWorkerMessage(worker, raw));
     cluster.on('listening', (worker) => {
@@ -208,17 +238,64 @@ export class Primary {
     (this.watchdog.stdin as unknown as { unref(): void }).unref();
   }
 
-  /**
-   * SIGHUP or POST /reload: read the config again. Invalid: log every problem and change nothing.
-   * Valid: pool settings at once, a rolling restart of the backends if how they start changed,
-   * and every front worker replaced one at a time.
-   */
-  reload(trigger: string): Promise<ReloadOutcome> {
-    const next = this.reloading.then(() => this.reloadNow(trigger));
-    this.reloading = next.catch(() => undefined);
-    return next;
+  private enqueue(action: Action): void {
+    // A second stop must act at once (skip the drain), not wait behind the first one's drain.
+    if (action.type === 'stop' && this.state === 'draining') {
+      this.log.warn(`${action.trigger} again: skipping the drain`);
+      this.workers.killAll('SIGKILL');
+      return;
+    }
+    this.actions.push(action);
+    void this.step();
   }
 
+  /** Performs queued actions one at a time, in order; only one step runs at a time. */
+  private async step(): Promise<void> {
+    if (this.stepping) return;
+    this.stepping = true;
+    try {
+      for (let action = this.actions.shift(); action; action = this.actions.shift()) {
+        await this.perform(action);
+      }
+    } finally {
+      this.stepping = false;
+    }
+  }
+
+  private async perform(action: Action): Promise<void> {
+    switch (action.type) {
+      case 'reload': {
+        const outcome = await this.reloadNow(action.trigger);
+        action.reply?.(outcome);
+        return;
+      }
+      case 'roll':
+        return this.renew(action.trigger);
+      case 'scale': {
+        const outcome = this.scaleNow(action);
+        if (!outcome.ok && !action.reply) {
+          this.log.warn(`${action.trigger}: ${outcome.problems.join('; ')}`);
+        }
+        action.reply?.(outcome);
+        return;
+      }
+      case 'stop':
+        return this.beginShutdown(action.trigger);
+      default:
+        action satisfies never;
+    }
+  }
+
+  /** POST /reload: queued like SIGHUP; resolves once it has been performed. */
+  reload(trigger: string): Promise<ReloadOutcome> {
+    return new Promise((reply) => this.enqueue({ type: 'reload', trigger, reply }));
+  }
+
+  /**
+   * Reads the config again. Invalid: log every problem and change nothing. Valid: pool settings at
+   * once, a rolling restart of the backends if how they start changed, and the front workers
+   * replaced one at a time only if a key they read changed (a count change alone adds or retires).
+   */
   private async reloadNow(trigger: string): Promise<ReloadOutcome> {
     if (this.state !== 'running') {
       return { reloaded: false, problems: [`cannot reload: the server is ${this.state}`] };
@@ -236,7 +313,8 @@ export class Primary {
       return { reloaded: false, problems };
     }
     const changes = diffConfig(this.config, next);
-    const needsRestart = changes.filter((c) => RESTART_KEYS.includes(c.key)).map((c) => c.key);
+    const restartKeys = keysFor('restart');
+    const needsRestart = changes.filter((c) => restartKeys.includes(c.key)).map((c) => c.key);
     this.log.info(
       { changes: changes.map(describeChange) },
       `${trigger}: reloading (${changes.length} change${changes.length === 1 ? '' : 's'})`,
@@ -245,7 +323,9 @@ export class Primary {
     const { backends } = this.supervisor.reconfigure(next);
     let workersReplaced = 0;
     try {
-      workersReplaced = await this.workers.roll(next);
+      const workerChanges = changes.filter((c) => c.key !== 'workers');
+      if (touches(workerChanges, 'workers')) workersReplaced = await this.workers.roll(next);
+      else await this.workers.resize(next);
     } catch (err) {
       const problem = `pool and backends follow the new config, but front workers could not start with it (${(err as Error).message}); the old ones keep serving, and replacements are retried`;
       this.log.error(`${trigger}: ${problem}`);
@@ -268,19 +348,20 @@ export class Primary {
     this.supervisor.renew();
   }
 
-  private scaleBy(delta: number, trigger: string): void {
-    const outcome = this.scale(this.config.pool_size + delta, trigger);
-    if (!outcome.ok) this.log.warn(`${trigger}: ${outcome.problems.join('; ')}`);
+  /** POST /scale: queued like SIGTTIN/SIGTTOU; resolves once it has been performed. */
+  scale(poolSize: unknown, trigger: string): Promise<ScaleOutcome> {
+    return new Promise((reply) =>
+      this.enqueue({ type: 'scale', trigger, size: { to: poolSize }, reply }),
+    );
   }
 
-  /** SIGTTIN/SIGTTOU, POST /scale: a new pool_size, checked like the config file's. */
-  scale(
-    poolSize: unknown,
-    trigger: string,
-  ): { ok: true; from: number; to: number } | { ok: false; problems: string[] } {
+  /** A new pool_size, checked like the config file's. */
+  private scaleNow(action: Extract<Action, { type: 'scale' }>): ScaleOutcome {
+    const { trigger } = action;
     if (this.state !== 'running') {
       return { ok: false, problems: [`cannot scale: the server is ${this.state}`] };
     }
+    const poolSize = 'to' in action.size ? action.size.to : this.config.pool_size + action.size.by;
     if (!schema.pool_size.format.valid(poolSize)) {
       return {
         ok: false,
@@ -315,9 +396,9 @@ export class Primary {
       const outcome = await this.reload('POST /reload');
       return { status: outcome.reloaded ? 200 : 422, body: outcome };
     },
-    scale: (body: unknown) => {
+    scale: async (body: unknown) => {
       const size = (body as { pool_size?: unknown } | null)?.pool_size;
-      const outcome = this.scale(size, 'POST /scale');
+      const outcome = await this.scale(size, 'POST /scale');
       return { status: outcome.ok ? 200 : 422, body: outcome };
     },
     token: () => this.config.admin_token,
@@ -342,6 +423,7 @@ export class Primary {
         id: w.id,
         pid: w.process.pid,
         listening: this.listening.has(w.id),
+        phase: this.workers.phaseOf(w.id)?.phase ?? 'exiting',
       })),
       backends,
       queue: this.supervisor.queueLength,
@@ -375,10 +457,10 @@ export class Primary {
     if (this.state === 'running' && !this.announced && code === WORKER_SETUP_FAILED) {
       this.log.fatal('a front worker could not start (see its log line above); shutting down');
       this.failedAtStartup = true;
-      this.requestShutdown('startup failure');
+      this.enqueue({ type: 'stop', trigger: 'startup failure' });
       return;
     }
-    if (this.state === 'running') this.workers.replace(worker, code, signal);
+    this.workers.exited(worker, code, signal);
     this.onDrainProgress?.();
   }
 
@@ -399,15 +481,10 @@ export class Primary {
     this.log.info('ready: every backend of the pool is up and the front workers listen');
   }
 
-  private requestShutdown(reason: string): void {
-    if (this.state === 'draining') {
-      this.log.warn(`${reason} again: skipping the drain`);
-      this.skipDrain?.();
-      return;
-    }
+  private beginShutdown(reason: string): void {
     if (this.state !== 'running') return;
     this.state = 'draining';
-    setImmediate(() => void this.shutdown(reason));
+    void this.shutdown(reason);
   }
 
   private async shutdown(reason: string): Promise<void> {
@@ -429,28 +506,17 @@ export class Primary {
 
   /**
    * Resolves true when every front worker reported its requests done and exited within
-   * shutdown_timeout_ms; false when the drain was cut (timeout, second signal, a worker died).
+   * shutdown_timeout_ms; false when the drain was cut (the deadline, a second signal, a death).
    */
   private drainWorkers(): Promise<boolean> {
     const expected = this.workers.list().map((w) => w.id);
     return new Promise((resolve) => {
-      let cut = false;
-      const cutShort = (why: string): void => {
-        cut = true;
-        this.log.warn(`${why}; ending the front workers`);
-        this.workers.killAll('SIGKILL');
-      };
-      const timer = setTimeout(
-        () => cutShort('drain took longer than shutdown_timeout_ms'),
-        this.config.shutdown_timeout_ms,
-      );
-      this.skipDrain = () => cutShort('drain skipped');
       this.onDrainProgress = () => {
         if (this.workers.list().some((w) => !w.isDead())) return;
-        clearTimeout(timer);
-        resolve(!cut && expected.every((id) => this.drained.has(id)));
+        this.onDrainProgress = undefined;
+        resolve(expected.every((id) => this.drained.has(id)));
       };
-      this.workers.drainAll();
+      this.workers.drainAll(Date.now() + this.config.shutdown_timeout_ms);
       this.onDrainProgress();
     });
   }

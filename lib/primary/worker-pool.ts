@@ -10,15 +10,45 @@ const WORKER_ENTRY = fileURLToPath(new URL('../worker/main.js', import.meta.url)
 const BOOT_GRACE_MS = 1000;
 
 /**
+ * Where a front worker is in its life. A draining worker no longer accepts connections and
+ * finishes the requests it carries; at its deadline it is killed with whatever is left.
+ */
+export type WorkerPhase =
+  | { readonly phase: 'serving' }
+  | {
+      readonly phase: 'draining';
+      readonly deadline: number;
+      readonly why: 'replaced' | 'surplus' | 'shutdown';
+    };
+
+interface WorkerRecord {
+  readonly worker: Worker;
+  readonly startedAt: number;
+  phase: WorkerPhase;
+}
+
+/**
+ * How long a worker replaced by a reload may drain: as long as its longest request may take by
+ * that request's own limits (waiting in the queue, then http_proxy_timeout to the answer), so a
+ * reload cuts nothing that would not have failed anyway; never less than shutdown_timeout_ms.
+ */
+export function replacedDrainMs(config: Config): number {
+  return Math.max(
+    config.shutdown_timeout_ms,
+    config.queue_timeout_ms + config.http_proxy_timeout + 1000,
+  );
+}
+
+/**
  * The front workers: forks `workers` of them on the shared http_port and forks a replacement when
- * one dies, with a backoff if they keep dying at boot so a broken setup never spins.
+ * one dies, with a backoff if they keep dying at boot so a broken setup never spins. Workers on
+ * their way out are in the 'draining' phase with a deadline; one timer enforces the nearest.
  */
 export class FrontWorkers {
-  private readonly startedAt = new Map<number, number>();
-  /** Old workers a roll is draining: their exit is expected, not replaced. */
-  private readonly retiring = new Set<number>();
+  private readonly records = new Map<number, WorkerRecord>();
   private bootFailures = 0;
   private replacing = true;
+  private deadlineTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private config: Config,
@@ -43,11 +73,12 @@ export class FrontWorkers {
     this.replacing = false;
   }
 
-  /** Called for every worker exit; forks a replacement while the server runs. */
-  replace(worker: Worker, code: number | null, signal: string | null): void {
-    const lived = Date.now() - (this.startedAt.get(worker.id) ?? 0);
-    this.startedAt.delete(worker.id);
-    if (this.retiring.delete(worker.id) || !this.replacing) return;
+  /** Called for every worker exit; forks a replacement for a serving worker while the server runs. */
+  exited(worker: Worker, code: number | null, signal: string | null): void {
+    const record = this.records.get(worker.id);
+    this.records.delete(worker.id);
+    if (!record || record.phase.phase === 'draining' || !this.replacing) return;
+    const lived = Date.now() - record.startedAt;
     this.bootFailures = lived < BOOT_GRACE_MS ? this.bootFailures + 1 : 0;
     const delay = this.bootFailures === 0 ? 0 : Math.min(10_000, 100 * 2 ** this.bootFailures);
     this.log.error(
@@ -64,8 +95,9 @@ export class FrontWorkers {
     if (worker) sendTo(worker, message);
   }
 
-  drainAll(): void {
-    for (const worker of this.list()) sendTo(worker, { ns: NAMESPACE, type: 'drain' });
+  /** Every worker drains (shutdown); those left at `deadline` are killed. */
+  drainAll(deadline: number): void {
+    for (const record of this.records.values()) this.drain(record, deadline, 'shutdown');
   }
 
   killAll(signal: NodeJS.Signals): void {
@@ -73,14 +105,15 @@ export class FrontWorkers {
   }
 
   /**
-   * Replaces every worker, one at a time, with one running `config`: the new worker listens before
-   * the old one stops accepting and drains, so the port always has a listener. Then the count is
-   * adjusted to config.workers. Rejects (leaving the remaining old workers serving) if a new worker
-   * dies before it listens.
+   * Replaces every serving worker, one at a time, with one running `config`: the new worker
+   * listens before the old one stops accepting, so the port always has a listener. The old ones
+   * drain in the background, bounded by replacedDrainMs; this resolves once the new ones listen.
+   * Rejects (leaving the remaining old workers serving) if a new worker dies before it listens.
    */
   async roll(config: Config): Promise<number> {
     this.config = config;
-    const old = this.list().filter((w) => !this.retiring.has(w.id));
+    const old = this.serving();
+    const deadline = Date.now() + replacedDrainMs(config);
     let started = 0;
     for (let i = 0; i < Math.max(old.length, config.workers); i++) {
       if (i < config.workers) {
@@ -88,9 +121,77 @@ export class FrontWorkers {
         started++;
       }
       const previous = old[i];
-      if (previous) await this.retire(previous, config.shutdown_timeout_ms);
+      if (previous) this.drain(previous, deadline, 'replaced');
     }
     return started;
+  }
+
+  /**
+   * Brings the number of serving workers to config.workers without replacing any: new ones are
+   * forked (resolves once they listen), surplus ones drain, the newest first.
+   */
+  async resize(config: Config): Promise<{ started: number; retired: number }> {
+    this.config = config;
+    const serving = this.serving();
+    let started = 0;
+    for (let n = serving.length; n < config.workers; n++) {
+      await this.forkListening();
+      started++;
+    }
+    const surplus = serving.slice(config.workers).reverse();
+    const deadline = Date.now() + replacedDrainMs(config);
+    for (const record of surplus) this.drain(record, deadline, 'surplus');
+    return { started, retired: surplus.length };
+  }
+
+  list(): Worker[] {
+    return Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+  }
+
+  phaseOf(workerId: number): WorkerPhase | undefined {
+    return this.records.get(workerId)?.phase;
+  }
+
+  private serving(): WorkerRecord[] {
+    return [...this.records.values()].filter((r) => r.phase.phase === 'serving');
+  }
+
+  private drain(record: WorkerRecord, deadline: number, why: 'replaced' | 'surplus' | 'shutdown') {
+    const current = record.phase;
+    // A worker already draining keeps the nearer of the two deadlines.
+    const bound = current.phase === 'draining' ? Math.min(current.deadline, deadline) : deadline;
+    record.phase = { phase: 'draining', deadline: bound, why };
+    if (current.phase === 'serving') sendTo(record.worker, { ns: NAMESPACE, type: 'drain' });
+    this.scheduleDeadline();
+  }
+
+  /** One timer, set for the nearest drain deadline; a worker past its own is killed. */
+  private scheduleDeadline(): void {
+    clearTimeout(this.deadlineTimer);
+    let nearest = Infinity;
+    for (const record of this.records.values()) {
+      if (record.phase.phase === 'draining') nearest = Math.min(nearest, record.phase.deadline);
+    }
+    if (!Number.isFinite(nearest)) return;
+    this.deadlineTimer = setTimeout(
+      () => {
+        const now = Date.now();
+        for (const record of this.records.values()) {
+          const { phase } = record;
+          if (phase.phase !== 'draining' || phase.deadline > now || record.worker.isDead()) {
+            continue;
+          }
+          this.log.warn(
+            { worker: record.worker.id, pid: record.worker.process.pid, why: phase.why },
+            'front worker still draining at its deadline; ending it with what it carries',
+          );
+          record.worker.process.kill('SIGKILL');
+        }
+        this.scheduleDeadline();
+      },
+      Math.max(0, nearest - Date.now()),
+    );
+    this.deadlineTimer.unref();
   }
 
   private forkListening(): Promise<void> {
@@ -110,30 +211,9 @@ export class FrontWorkers {
     });
   }
 
-  /** Drains one worker; SIGKILL if it is not gone within `timeoutMs`. */
-  private retire(worker: Worker, timeoutMs: number): Promise<void> {
-    this.retiring.add(worker.id);
-    return new Promise((resolve) => {
-      if (worker.isDead()) return resolve();
-      const timer = setTimeout(() => {
-        this.log.warn({ worker: worker.id }, 'old front worker still draining; ending it');
-        worker.process.kill('SIGKILL');
-      }, timeoutMs);
-      worker.once('exit', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      sendTo(worker, { ns: NAMESPACE, type: 'drain' });
-    });
-  }
-
-  list(): Worker[] {
-    return Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
-  }
-
   private fork(): Worker {
     const worker = cluster.fork({ [WORKER_CONFIG_ENV]: JSON.stringify(this.config) });
-    this.startedAt.set(worker.id, Date.now());
+    this.records.set(worker.id, { worker, startedAt: Date.now(), phase: { phase: 'serving' } });
     // A send that fails asynchronously is emitted here when it has no callback; unhandled, it
     // would take the primary down. Its exit is handled on 'exit'.
     worker.on('error', (err: Error) =>

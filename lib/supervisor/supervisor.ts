@@ -1,4 +1,5 @@
 import { backendHost, type Config } from '../config/config.js';
+import { keysFor } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { RetireReason } from './backend-state.js';
 import { BackendProcess, type ExitInfo } from './backend-process.js';
@@ -58,22 +59,8 @@ export interface SupervisorChange {
 }
 
 /** Keys that decide how a backend starts: changing any of them replaces every backend. */
-const BACKEND_KEYS = [
-  'service_start_process_cmd',
-  'service_port_range',
-  'service_start_delay_ms',
-  'service_http_base_url',
-  'service_stop_timeout_ms',
-] as const satisfies readonly (keyof Config)[];
-
-const POOL_KEYS = [
-  'pool_size',
-  'pool_max_overflow',
-  'pool_strategy',
-  'queue_timeout_ms',
-  'queue_max',
-  'service_start_timeout_ms',
-] as const satisfies readonly (keyof Config)[];
+const BACKEND_KEYS = keysFor('backends');
+const POOL_KEYS = keysFor('pool');
 
 /** How long a backend whose connection broke may take to exit on its own before it is stopped. */
 const BROKEN_GRACE_MS = 250;
@@ -135,7 +122,7 @@ export class Supervisor {
   reconfigure(next: Config): SupervisorChange {
     const before = this.config;
     const change = {
-      pool: POOL_KEYS.some((k) => before[k] !== next[k]),
+      pool: POOL_KEYS.some((k) => JSON.stringify(before[k]) !== JSON.stringify(next[k])),
       backends: BACKEND_KEYS.some((k) => JSON.stringify(before[k]) !== JSON.stringify(next[k])),
     };
     this.config = next;

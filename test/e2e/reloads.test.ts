@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { request } from '../helpers/http.js';
 import { startLoad } from '../helpers/load.js';
-import { startMultiplexer, type Running } from '../helpers/multiplexer.js';
+import { arrived, startMultiplexer, type Running } from '../helpers/multiplexer.js';
 import { freePort } from '../helpers/ports.js';
 import { isAlive } from '../helpers/procs.js';
 import { waitFor } from '../helpers/wait.js';
@@ -12,6 +12,36 @@ function rewriteConfig(mpx: Running, changes: Record<string, unknown>): void {
   const current = JSON.parse(readFileSync(mpx.configFile, 'utf8')) as Record<string, unknown>;
   writeFileSync(mpx.configFile, JSON.stringify({ ...current, ...changes }, null, 2));
 }
+
+/** Sends SIGHUP and resolves with the "reloaded" log record it produced. */
+async function sighup(mpx: Running): Promise<{ workersReplaced: number }> {
+  const seen = mpx.logs().filter((r) => r.msg === 'SIGHUP: reloaded').length;
+  mpx.proc.kill('SIGHUP');
+  await waitFor(
+    () => mpx.logs().filter((r) => r.msg === 'SIGHUP: reloaded').length > seen,
+    'the reload',
+    20_000,
+  );
+  const done = mpx.logs().filter((r) => r.msg === 'SIGHUP: reloaded')[seen]!;
+  return done as unknown as { workersReplaced: number };
+}
+
+describe('reloads cut nothing', () => {
+  it('a 6 s request survives a no-op SIGHUP and a worker-replacing SIGHUP, though both outlast shutdown_timeout_ms', async () => {
+    const mpx = await startMultiplexer({ pool_size: 1, workers: 1, shutdown_timeout_ms: 1000 });
+    const long = request(mpx.port, '/long?ms=6000');
+    await arrived(mpx, '/long');
+    const noop = await sighup(mpx);
+    assert.equal(noop.workersReplaced, 0, 'a reload that changes nothing replaces no worker');
+    rewriteConfig(mpx, { http_proxy_timeout: 120_000 });
+    const replacing = await sighup(mpx);
+    assert.equal(replacing.workersReplaced, 1);
+    const answer = await long;
+    assert.equal(answer.status, 200);
+    assert.ok(answer.ms >= 6000);
+    assert.equal((await mpx.stop()).code, 0);
+  });
+});
 
 describe('reloads under load', () => {
   it('worker-replacing reloads in a row lose no connection, however the clients connect', async () => {
