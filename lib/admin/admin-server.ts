@@ -6,6 +6,7 @@ import { MultiplexerError } from '../errors.js';
 /** What the admin API can ask of the primary. */
 export interface AdminActions {
   readiness(): { ready: boolean; reason: string };
+  liveness(): { alive: boolean; reason: string };
   status(): unknown;
   /** Resolves with the HTTP status and body to send. */
   reload(): Promise<{ status: number; body: unknown }>;
@@ -73,8 +74,14 @@ export class AdminServer {
       });
     }
     switch (path) {
-      case '/healthz':
-        return send(res, 200, { status: 'alive', pid: process.pid });
+      case '/healthz': {
+        const liveness = this.actions.liveness();
+        return send(res, liveness.alive ? 200 : 503, {
+          status: liveness.alive ? 'alive' : 'failing',
+          reason: liveness.reason,
+          pid: process.pid,
+        });
+      }
       case '/readyz': {
         const readiness = this.actions.readiness();
         return send(res, readiness.ready ? 200 : 503, readiness);

@@ -11,8 +11,9 @@ export interface Config {
   readonly service_http_base_url: string;
   readonly service_port_range: PortRange;
   readonly service_start_process_cmd: string;
-  readonly service_start_delay_ms: number | 'wait_first_output';
+  readonly service_start_delay_ms: number | 'wait_first_output' | 'wait_port';
   readonly service_start_timeout_ms: number;
+  readonly service_boot_attempts: number;
   readonly service_stop_timeout_ms: number;
   readonly service_kill_pattern: string;
   readonly workers: number;

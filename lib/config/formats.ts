@@ -133,11 +133,13 @@ export const portRangeFormat: Format = {
   valid: (v) => parsePortRange(v) !== undefined,
 };
 
+const READINESS_WORDS = ['wait_first_output', 'wait_port'];
+
 export const startDelayFormat: Format = {
   name: 'start-delay',
-  expected: 'an integer ≥ 0 (milliseconds) or "wait_first_output"',
-  coerce: (text) => (text === 'wait_first_output' ? text : coerceInt(text)),
-  valid: (v) => v === 'wait_first_output' || (isInt(v) && v >= 0),
+  expected: 'an integer ≥ 0 (milliseconds), "wait_first_output" or "wait_port"',
+  coerce: (text) => (READINESS_WORDS.includes(text) ? text : coerceInt(text)),
+  valid: (v) => (typeof v === 'string' && READINESS_WORDS.includes(v)) || (isInt(v) && v >= 0),
 };
 
 /** Text for a value in a problem line: JSON, so that "4" and 4 read differently. */

@@ -87,7 +87,7 @@ export const schema = {
     appliesOn: ['backends'],
   },
   service_start_delay_ms: {
-    doc: 'When a started backend counts as ready: after this many milliseconds, or "wait_first_output" = at its first output on stdout (stderr does not count).',
+    doc: 'When a started backend counts as ready: "wait_first_output" = at its first line on stdout (stderr does not count), a number = after that many milliseconds, then in both cases once its port accepts a connection; "wait_port" = as soon as its port accepts a connection, whatever it prints (for servers that log only to stderr: gunicorn, uvicorn).',
     format: startDelayFormat,
     default: 'wait_first_output',
     appliesOn: ['backends'],
@@ -96,6 +96,12 @@ export const schema = {
     doc: 'A backend not ready within this many milliseconds is killed and started again.',
     format: intAtLeast(1),
     default: 30_000,
+    appliesOn: ['pool'],
+  },
+  service_boot_attempts: {
+    doc: 'If no backend has ever been ready and this many starts in a row failed (exited or not ready in time), start gives up and exits 1, showing the command and its last output.',
+    format: intAtLeast(1),
+    default: 5,
     appliesOn: ['pool'],
   },
   service_stop_timeout_ms: {

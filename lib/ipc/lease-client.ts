@@ -23,10 +23,14 @@ export class LeaseClient {
 
   constructor(private readonly send: (message: WorkerMessage) => void) {}
 
-  checkout(): Checkout {
+  /**
+   * Asks for a backend. `again`: this request's backend refused its connection (it never saw the
+   * request), so it asks to be first in the queue rather than last.
+   */
+  checkout(again = false): Checkout {
     const id = this.nextId++;
     const result = new Promise<CheckoutResult>((resolve) => this.pending.set(id, resolve));
-    this.send({ ns: NAMESPACE, type: 'checkout', id });
+    this.send({ ns: NAMESPACE, type: again ? 'checkout-again' : 'checkout', id });
     return { id, result };
   }
 

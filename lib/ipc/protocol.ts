@@ -7,11 +7,17 @@ import type { ErrorCode } from '../errors.js';
 
 export const NAMESPACE = 'mpx';
 
-export type CheckinOutcome = 'ok' | 'stuck' | 'broken';
+/** How a lease ended; see the pool's CheckinOutcome. */
+export type CheckinOutcome = 'ok' | 'stuck' | 'broken' | 'refused';
 
 /** Front worker → primary. */
 export type WorkerMessage =
   | { ns: typeof NAMESPACE; type: 'checkout'; id: number }
+  /**
+   * A checkout for a request whose granted backend refused the connection (so never saw it):
+   * it goes to the head of the queue, not the end.
+   */
+  | { ns: typeof NAMESPACE; type: 'checkout-again'; id: number }
   | { ns: typeof NAMESPACE; type: 'cancel'; id: number }
   | { ns: typeof NAMESPACE; type: 'checkin'; lease: number; outcome: CheckinOutcome }
   | { ns: typeof NAMESPACE; type: 'drained'; complete: boolean };
@@ -31,8 +37,9 @@ type Shape = Record<string, 'number' | 'string' | 'boolean' | readonly string[]>
 
 const workerShapes: Record<WorkerMessage['type'], Shape> = {
   checkout: { id: 'number' },
+  'checkout-again': { id: 'number' },
   cancel: { id: 'number' },
-  checkin: { lease: 'number', outcome: ['ok', 'stuck', 'broken'] },
+  checkin: { lease: 'number', outcome: ['ok', 'stuck', 'broken', 'refused'] },
   drained: { complete: 'boolean' },
 };
 

@@ -22,7 +22,7 @@ import { ensureStateDir } from '../instance/state-dir.js';
 import { endLeftovers } from '../supervisor/leftovers.js';
 import { canBind } from '../supervisor/port-ring.js';
 import { startTimeOf } from '../supervisor/process-table.js';
-import { Supervisor } from '../supervisor/supervisor.js';
+import { Supervisor, type BootFailure } from '../supervisor/supervisor.js';
 import { keysFor } from '../config/schema.js';
 import { describeChange, diffConfig, touches } from './config-diff.js';
 import { FrontWorkers } from './worker-pool.js';
@@ -107,6 +107,8 @@ export class Primary {
   private readonly drained = new Set<number>();
   private poolReady = false;
   private failedAtStartup = false;
+  /** Set when the server stops because of a failure, whatever the drain does. */
+  private exitCode: number | undefined;
   private announced = false;
   private onDrainProgress: (() => void) | undefined;
   private finish!: (code: number) => void;
@@ -138,6 +140,7 @@ export class Primary {
         this.announceIfReady();
       },
       backendStarted: (pid, command) => this.registry.record(pid, command),
+      bootFailed: (failure) => this.bootFailed(failure),
       backendEnded: (pid) => this.registry.forget(pid),
     });
     this.workers = new FrontWorkers(config, log);
@@ -386,10 +389,29 @@ export class Primary {
     readiness: () => {
       if (this.state !== 'running') return { ready: false, reason: `the server is ${this.state}` };
       if (this.listening.size === 0) return { ready: false, reason: 'no front worker listens yet' };
-      const ready = this.supervisor.status().some((b) => b.state === 'idle' || b.state === 'busy');
-      return ready
-        ? { ready: true, reason: 'front workers listen and a backend is ready' }
-        : { ready: false, reason: 'no backend is ready yet' };
+      const health = this.supervisor.health();
+      if (health.ready > 0) {
+        return { ready: true, reason: 'front workers listen and a backend is ready' };
+      }
+      return {
+        ready: false,
+        reason: health.lastFailure ? `backends failing: ${health.lastFailure}` : 'starting',
+      };
+    },
+    /**
+     * Alive unless no backend has been ready for 3 × service_start_timeout_ms: a container stuck
+     * in a crash loop is then restarted by its liveness probe rather than kept as "healthy".
+     */
+    liveness: () => {
+      const { noneReadySince, lastFailure } = this.supervisor.health();
+      const limit = 3 * this.config.service_start_timeout_ms;
+      if (noneReadySince === undefined || Date.now() - noneReadySince < limit) {
+        return { alive: true, reason: 'alive' };
+      }
+      return {
+        alive: false,
+        reason: `no backend has been ready for ${Date.now() - noneReadySince} ms (limit 3 × service_start_timeout_ms = ${limit} ms)${lastFailure ? `; last failure: ${lastFailure}` : ''}`,
+      };
     },
     status: () => this.status(),
     reload: async () => {
@@ -446,6 +468,7 @@ export class Primary {
   /** One table for every message on the per-request path; the sending worker's id is the context. */
   private readonly handlers: Handlers<WorkerMessage, number> = {
     checkout: (m, worker) => this.supervisor.checkout(worker, m.id),
+    'checkout-again': (m, worker) => this.supervisor.checkout(worker, m.id, true),
     cancel: (m, worker) => this.supervisor.cancel(worker, m.id),
     checkin: (m, worker) => this.supervisor.checkin(worker, m.lease, m.outcome),
     drained: (_m, worker) => this.drained.add(worker),
@@ -462,6 +485,25 @@ export class Primary {
     }
     this.workers.exited(worker, code, signal);
     this.onDrainProgress?.();
+  }
+
+  /**
+   * The service cannot start at all (a wrong command, a missing module): retrying forever would
+   * hide that behind a process that looks alive. Say what was run and what it printed, and exit 1,
+   * as gunicorn does when a worker fails to boot.
+   */
+  private bootFailed(failure: BootFailure): void {
+    if (this.state !== 'running') return;
+    this.log.fatal(
+      { attempts: failure.attempts, command: failure.command },
+      `the service cannot start: ${failure.attempts} starts in a row failed before any backend was ever ready (service_boot_attempts); the last one ${failure.how}`,
+    );
+    const shown = failure.tail.length > 0 ? failure.tail : ['(it printed nothing)'];
+    process.stderr.write(
+      `multiplexer: the service cannot start.\n  command: ${failure.command}\n  ${failure.how}\n  its last output:\n${shown.map((l) => `    ${l}`).join('\n')}\n`,
+    );
+    this.exitCode = 1;
+    this.enqueue({ type: 'stop', trigger: 'boot failure' });
   }
 
   private announceIfReady(): void {
@@ -501,7 +543,7 @@ export class Primary {
     );
     await this.admin?.close();
     removeInstance(this.options.stateDir);
-    this.finish(this.failedAtStartup ? WORKER_SETUP_FAILED : complete ? 0 : 1);
+    this.finish(this.failedAtStartup ? WORKER_SETUP_FAILED : (this.exitCode ?? (complete ? 0 : 1)));
   }
 
   /**

@@ -1,13 +1,17 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import type { Logger } from '../log.js';
 import { groupHasLiveMembers } from './process-table.js';
 
 export interface BackendSpec {
   readonly id: number;
+  /** Where it is reached: the host of service_http_base_url. */
+  readonly host: string;
   readonly port: number;
   /** The operator's command line; every %PORT% is replaced by the port. */
   readonly command: string;
-  readonly readiness: number | 'wait_first_output';
+  /** What must happen before its port is probed: a first stdout line, a delay, or nothing. */
+  readonly readiness: number | 'wait_first_output' | 'wait_port';
   /** service_stop_timeout_ms: grace between SIGTERM and SIGKILL. */
   readonly stopGraceMs: number;
 }
@@ -29,6 +33,20 @@ export interface BackendCallbacks {
 const MAX_LINE = 64 * 1024;
 /** No event tells when the last member of a process group ends; it is polled. */
 const GROUP_POLL_MS = 25;
+/** How often a port that refused is tried again while a backend starts. */
+const PORT_POLL_MS = 20;
+/** Output lines kept to show why a backend could not start. */
+const TAIL_LINES = 20;
+
+/** What a backend wrote and did while starting: said when it is given up on. */
+export interface StartReport {
+  readonly stdoutLines: number;
+  readonly stderrLines: number;
+  /** The readiness trigger (first stdout line or delay) happened; the port is being probed. */
+  readonly probing: boolean;
+  /** The last lines it wrote, on either stream, oldest first. */
+  readonly tail: readonly string[];
+}
 
 /**
  * One backend process. The command runs through /bin/sh so the original tool's command strings
@@ -49,6 +67,11 @@ export class BackendProcess {
   private terminating = false;
   private leaderExit: ExitInfo | undefined;
   private delayTimer: NodeJS.Timeout | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private probeSocket: net.Socket | undefined;
+  private probing = false;
+  private readonly lines = { stdout: 0, stderr: 0 };
+  private readonly tail: string[] = [];
 
   constructor(
     readonly spec: BackendSpec,
@@ -69,10 +92,45 @@ export class BackendProcess {
     this.pipeToLog(this.child.stdout!, 'stdout');
     this.pipeToLog(this.child.stderr!, 'stderr');
     if (spec.readiness === 'wait_first_output') {
-      this.child.stdout!.once('data', () => this.markReady());
+      this.child.stdout!.once('data', () => this.probePort());
+    } else if (spec.readiness === 'wait_port') {
+      this.probePort();
     } else {
-      this.delayTimer = setTimeout(() => this.markReady(), spec.readiness);
+      this.delayTimer = setTimeout(() => this.probePort(), spec.readiness);
     }
+  }
+
+  /**
+   * Ready means its port accepts a connection: a first stdout line or a delay only says when to
+   * start looking (a service may print a banner long before it listens). Also called when a
+   * ready backend refused a connection: it is not ready until its port accepts again.
+   */
+  probePort(): void {
+    if (this.leaderExit || this.exited || this.terminating) return;
+    this.ready = false;
+    this.probing = true;
+    clearTimeout(this.probeTimer);
+    this.probeSocket?.destroy();
+    const socket = net.connect({ host: this.spec.host, port: this.spec.port });
+    this.probeSocket = socket;
+    socket.once('connect', () => {
+      socket.destroy();
+      this.markReady();
+    });
+    socket.once('error', () => {
+      socket.destroy();
+      this.probeTimer = setTimeout(() => this.probePort(), PORT_POLL_MS);
+    });
+  }
+
+  /** What it did while starting, to say why it was given up on. */
+  startReport(): StartReport {
+    return {
+      stdoutLines: this.lines.stdout,
+      stderrLines: this.lines.stderr,
+      probing: this.probing,
+      tail: [...this.tail],
+    };
   }
 
   /**
@@ -88,6 +146,7 @@ export class BackendProcess {
     }
     if (this.terminating) return;
     this.terminating = true;
+    this.stopProbing();
     this.signal('SIGTERM');
     this.killTimer = setTimeout(() => this.signal('SIGKILL'), this.spec.stopGraceMs);
   }
@@ -107,10 +166,16 @@ export class BackendProcess {
   }
 
   private markReady(): void {
-    // Once the leader is gone, output from a child still draining does not make it ready.
-    if (this.ready || this.leaderExit) return;
+    // Once the leader is gone, a child still draining does not make it ready.
+    if (this.ready || this.leaderExit || this.terminating) return;
     this.ready = true;
     this.callbacks.onReady();
+  }
+
+  private stopProbing(): void {
+    clearTimeout(this.probeTimer);
+    this.probeSocket?.destroy();
+    this.probeSocket = undefined;
   }
 
   /**
@@ -125,6 +190,7 @@ export class BackendProcess {
     this.leaderExit = { ...info, stopped: this.terminating };
     clearTimeout(this.delayTimer);
     clearTimeout(this.termTimer);
+    this.stopProbing();
     if (!this.groupAlive()) return this.reportExit();
     this.stop();
     this.groupPoll = setInterval(() => {
@@ -137,7 +203,23 @@ export class BackendProcess {
     this.exited = true;
     clearTimeout(this.killTimer);
     clearInterval(this.groupPoll);
-    this.callbacks.onExit(this.leaderExit!);
+    // The group is gone, but its last output may still be in the pipes ("command not found"):
+    // read it first, so the exit report and a boot failure show it. Bounded, in case something
+    // outside the group holds a pipe open.
+    const streams = [this.child.stdout!, this.child.stderr!].filter((s) => !s.readableEnded);
+    let open = streams.length;
+    const report = (): void => {
+      clearTimeout(bound);
+      open = -1;
+      this.callbacks.onExit(this.leaderExit!);
+    };
+    const bound = setTimeout(report, 200);
+    if (open === 0) return report();
+    for (const stream of streams) {
+      stream.once('close', () => {
+        if (--open === 0) report();
+      });
+    }
   }
 
   private groupAlive(): boolean {
@@ -152,16 +234,23 @@ export class BackendProcess {
       pending += chunk;
       let newline: number;
       while ((newline = pending.indexOf('\n')) >= 0) {
-        this.log.info(tags, pending.slice(0, newline).replace(/\r$/, ''));
+        this.line(tags, pending.slice(0, newline).replace(/\r$/, ''));
         pending = pending.slice(newline + 1);
       }
       if (pending.length > MAX_LINE) {
-        this.log.info(tags, pending);
+        this.line(tags, pending);
         pending = '';
       }
     });
     stream.on('end', () => {
-      if (pending !== '') this.log.info(tags, pending);
+      if (pending !== '') this.line(tags, pending);
     });
+  }
+
+  private line(tags: { stream: 'stdout' | 'stderr' }, text: string): void {
+    this.lines[tags.stream] += 1;
+    this.tail.push(`${tags.stream}: ${text.slice(0, 500)}`);
+    if (this.tail.length > TAIL_LINES) this.tail.shift();
+    this.log.info(tags, text);
   }
 }

@@ -9,6 +9,8 @@
  *      │ exit
  *      ▼
  *   exited ◀── exit ── starting | idle | busy   (boot failure / crash)
+ *
+ *   busy ──unready──▶ starting   (it refused a connection: not listening after all)
  */
 export type RetireReason =
   'shrink' | 'replaced' | 'start-timeout' | 'stuck' | 'broken' | 'owner-died' | 'shutdown';
@@ -39,6 +41,7 @@ export type BackendEvent =
     }
   | { readonly type: 'mark-for-retirement' }
   | { readonly type: 'release' }
+  | { readonly type: 'unready' }
   | { readonly type: 'retire'; readonly reason: RetireReason }
   | { readonly type: 'exit' };
 
@@ -76,6 +79,9 @@ export function transition(
       break;
     case 'release':
       if (state.phase === 'busy') return { phase: 'idle' };
+      break;
+    case 'unready':
+      if (state.phase === 'busy') return { phase: 'starting' };
       break;
     case 'retire':
       if (state.phase === 'starting' || state.phase === 'idle' || state.phase === 'busy') {

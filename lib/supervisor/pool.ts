@@ -23,6 +23,8 @@ export interface PoolSettings {
   /** 0 = no request may wait. */
   readonly queueMax: number;
   readonly startTimeoutMs: number;
+  /** Failed starts in a row, before any backend was ever ready, after which the pool gives up. */
+  readonly bootAttempts: number;
   readonly restart: RestartPolicy;
 }
 
@@ -34,8 +36,11 @@ export interface PoolClock {
 
 export type RejectCode = 'MPX_QUEUE_FULL' | 'MPX_QUEUE_TIMEOUT' | 'MPX_SHUTTING_DOWN';
 
-/** How a front worker's use of a backend ended. */
-export type CheckinOutcome = 'ok' | 'stuck' | 'broken';
+/**
+ * How a front worker's use of a backend ended. 'refused': the backend refused the connection, so
+ * it never saw the request; it is not listening (yet, or any more) and goes back to starting.
+ */
+export type CheckinOutcome = 'ok' | 'stuck' | 'broken' | 'refused';
 
 export type PoolEffect =
   | { readonly type: 'spawn'; readonly backend: number }
@@ -54,6 +59,10 @@ export type PoolEffect =
       readonly code: RejectCode;
     }
   | { readonly type: 'pool-ready' }
+  /** Find out again whether the backend listens (it refused a connection). */
+  | { readonly type: 'probe'; readonly backend: number }
+  /** No backend was ever ready and bootAttempts starts in a row failed: the service cannot start. */
+  | { readonly type: 'boot-failed'; readonly attempts: number }
   | { readonly type: 'backoff'; readonly streak: number; readonly delayMs: number }
   | { readonly type: 'anomaly'; readonly message: string };
 
@@ -79,6 +88,8 @@ interface BackendRecord {
   readonly id: number;
   state: BackendState;
   readonly spawnedAt: number;
+  /** Since when it has been starting: its start timeout counts from here. */
+  startingSince: number;
   readyAt: number | undefined;
   served: number;
   /** Which rolling-restart generation started it. */
@@ -115,6 +126,11 @@ export class Pool {
   private lastFailureAt = -Infinity;
   private spawnBlockedUntil = -Infinity;
   private announcedReady = false;
+  /** Some backend has been ready at least once: failures from now on are crashes, not boot. */
+  private everReady = false;
+  /** Starts in a row that ended before the backend was ready. */
+  private bootFailures = 0;
+  private gaveUp = false;
   private stopping = false;
   private generation = 1;
   private effects: PoolEffect[] = [];
@@ -162,7 +178,11 @@ export class Pool {
     return this.flush();
   }
 
-  checkout(worker: number, requestId: number): PoolEffect[] {
+  /**
+   * A request wants a backend. `first`: it was already granted one that refused its connection,
+   * so it goes back to the head of the queue rather than the end.
+   */
+  checkout(worker: number, requestId: number, first = false): PoolEffect[] {
     if (this.stopping) {
       this.emit({ type: 'reject', worker, requestId, code: 'MPX_SHUTTING_DOWN' });
       return this.flush();
@@ -175,7 +195,8 @@ export class Pool {
     } else {
       const timeout = this.settings.queueTimeoutMs;
       const deadline = timeout > 0 ? this.clock.now() + timeout : Infinity;
-      this.waiters.push({ worker, requestId, deadline });
+      if (first) this.waiters.unshift({ worker, requestId, deadline });
+      else this.waiters.push({ worker, requestId, deadline });
       this.reconcile({ shrink: false });
     }
     return this.flush();
@@ -213,7 +234,13 @@ export class Pool {
       return this.flush();
     }
     const outdated = backend.generation < this.generation;
-    if (outcome !== 'ok') {
+    if (outcome === 'refused') {
+      // Not a crash: it printed before it listened, or is restarting its listener. It gets its
+      // start timeout again to listen; the request it refused was never seen by it.
+      backend.startingSince = this.clock.now();
+      this.move(backend, { type: 'unready' });
+      this.emit({ type: 'probe', backend: backend.id });
+    } else if (outcome !== 'ok') {
       this.retire(backend, outcome);
     } else {
       backend.served += 1;
@@ -231,6 +258,8 @@ export class Pool {
     const backend = this.backends.get(id);
     if (!backend || backend.state.phase !== 'starting') return this.flush();
     backend.readyAt = this.clock.now();
+    this.everReady = true;
+    this.bootFailures = 0;
     this.move(backend, { type: 'ready' });
     if (!this.announcedReady && this.count('idle', 'busy') >= this.settings.size) {
       this.announcedReady = true;
@@ -248,6 +277,16 @@ export class Pool {
     this.backends.delete(id);
     const failed = before.phase !== 'retiring' || FAILURE_REASONS.has(before.reason);
     if (failed && !this.stopping) this.recordFailure();
+    const bootFailure =
+      before.phase === 'starting' ||
+      (before.phase === 'retiring' && before.reason === 'start-timeout');
+    if (bootFailure && !this.everReady && !this.stopping) {
+      this.bootFailures += 1;
+      if (this.bootFailures >= this.settings.bootAttempts && !this.gaveUp) {
+        this.gaveUp = true;
+        this.emit({ type: 'boot-failed', attempts: this.bootFailures });
+      }
+    }
     const replaced = before.phase !== 'retiring' || REPLACED_REASONS.has(before.reason);
     if (replaced && !this.stopping) this.totals.restarts += 1;
     this.reconcile({ shrink: false });
@@ -284,7 +323,7 @@ export class Pool {
     for (const backend of this.backends.values()) {
       if (
         backend.state.phase === 'starting' &&
-        now - backend.spawnedAt >= this.settings.startTimeoutMs
+        now - backend.startingSince >= this.settings.startTimeoutMs
       ) {
         this.retire(backend, 'start-timeout');
       }
@@ -311,7 +350,7 @@ export class Pool {
     for (const waiter of this.waiters) wake = Math.min(wake, waiter.deadline);
     for (const backend of this.backends.values()) {
       if (backend.state.phase === 'starting') {
-        wake = Math.min(wake, backend.spawnedAt + this.settings.startTimeoutMs);
+        wake = Math.min(wake, backend.startingSince + this.settings.startTimeoutMs);
       }
     }
     if (this.spawnBlockedUntil > this.clock.now()) wake = Math.min(wake, this.spawnBlockedUntil);
@@ -335,13 +374,18 @@ export class Pool {
     return b && this.toView(b);
   }
 
+  /** True once a backend has been ready; until then, failures are boot failures. */
+  get hasBeenReady(): boolean {
+    return this.everReady;
+  }
+
   private toView(b: BackendRecord): BackendView {
-    const { generation, ...rest } = b;
+    const { generation, startingSince: _, ...rest } = b;
     return { ...rest, outdated: generation < this.generation };
   }
 
   private reconcile({ shrink }: { shrink: boolean }): void {
-    if (this.stopping) return;
+    if (this.stopping || this.gaveUp) return;
     this.serveWaiters();
     this.retireReplaced();
     this.grow();
@@ -413,6 +457,7 @@ export class Pool {
         id,
         state: { phase: 'starting' },
         spawnedAt: now,
+        startingSince: now,
         readyAt: undefined,
         served: 0,
         generation: this.generation,

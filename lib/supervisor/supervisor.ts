@@ -2,7 +2,7 @@ import { backendHost, type Config } from '../config/config.js';
 import { keysFor } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { RetireReason } from './backend-state.js';
-import { BackendProcess, type ExitInfo } from './backend-process.js';
+import { BackendProcess, type ExitInfo, type StartReport } from './backend-process.js';
 import {
   Pool,
   type CheckinOutcome,
@@ -25,6 +25,27 @@ export interface SupervisorHooks {
   /** A backend process exists (for the state file that lets a later start end orphans). */
   backendStarted(pid: number, command: string): void;
   backendEnded(pid: number): void;
+  /** No backend was ever ready and service_boot_attempts starts in a row failed. */
+  bootFailed(failure: BootFailure): void;
+}
+
+/** The last failed start, as shown when the service cannot start at all. */
+export interface BootFailure {
+  readonly attempts: number;
+  readonly command: string;
+  /** How it ended: "exited with code 127", "killed by SIGKILL", "not ready within …". */
+  readonly how: string;
+  readonly tail: readonly string[];
+}
+
+/** Whether the pool can serve, and why not, for /readyz and /healthz. */
+export interface PoolHealth {
+  readonly ready: number;
+  /** Since when no backend has been ready (undefined while one is). */
+  readonly noneReadySince: number | undefined;
+  readonly everReady: boolean;
+  /** The last backend failure, in words. */
+  readonly lastFailure: string | undefined;
 }
 
 export interface BackendStatus {
@@ -65,6 +86,16 @@ const POOL_KEYS = keysFor('pool');
 /** How long a backend whose connection broke may take to exit on its own before it is stopped. */
 const BROKEN_GRACE_MS = 250;
 
+/** What a backend given up on at start showed, in words, with the hint that fits. */
+function describeStart(report: StartReport, config: Config): string {
+  const ms = config.service_start_timeout_ms;
+  if (config.service_start_delay_ms === 'wait_first_output' && report.stdoutLines === 0) {
+    return `no line on stdout in ${ms} ms; it wrote ${report.stderrLines} line${report.stderrLines === 1 ? '' : 's'} to stderr; for servers that log to stderr use "service_start_delay_ms": "wait_port"`;
+  }
+  if (!report.probing) return `its readiness delay did not pass within ${ms} ms`;
+  return `its port never accepted a connection in ${ms} ms (it wrote ${report.stdoutLines} line${report.stdoutLines === 1 ? '' : 's'} to stdout, ${report.stderrLines} to stderr); does it listen on %PORT% / $PORT?`;
+}
+
 const realClock: PoolClock = { now: () => Date.now(), random: Math.random };
 
 const RETIRE_WHY: Record<RetireReason, string> = {
@@ -91,6 +122,8 @@ export class Supervisor {
   private wakeTimer: NodeJS.Timeout | undefined;
   private wakeAt = Infinity;
   private onEmpty: (() => void) | undefined;
+  private lastFailure: Omit<BootFailure, 'attempts'> | undefined;
+  private noneReadySince: number | undefined;
 
   constructor(
     private config: Config,
@@ -101,6 +134,7 @@ export class Supervisor {
   ) {
     this.pool = new Pool(this.poolSettings(config), clock);
     this.ring = new PortRing(config.service_port_range);
+    this.noneReadySince = clock.now();
   }
 
   private poolSettings(config: Config): PoolSettings {
@@ -111,6 +145,7 @@ export class Supervisor {
       queueTimeoutMs: config.queue_timeout_ms,
       queueMax: config.queue_max,
       startTimeoutMs: config.service_start_timeout_ms,
+      bootAttempts: config.service_boot_attempts,
       restart: this.restart,
     };
   }
@@ -150,10 +185,11 @@ export class Supervisor {
     this.apply(this.pool.start());
   }
 
-  checkout(worker: number, requestId: number): void {
-    this.totals.requests += 1;
+  /** `again`: the request's backend refused its connection; it goes first in the queue. */
+  checkout(worker: number, requestId: number, again = false): void {
+    if (!again) this.totals.requests += 1;
     const waiting = this.pool.queueLength;
-    this.apply(this.pool.checkout(worker, requestId));
+    this.apply(this.pool.checkout(worker, requestId, again));
     if (this.pool.queueLength > waiting) {
       this.log.debug(
         { worker, requestId, queue: this.pool.queueLength },
@@ -195,6 +231,28 @@ export class Supervisor {
 
   get queueLength(): number {
     return this.pool.queueLength;
+  }
+
+  health(): PoolHealth {
+    const ready = this.pool
+      .view()
+      .filter((b) => b.state.phase === 'idle' || b.state.phase === 'busy').length;
+    const last = this.lastFailure;
+    return {
+      ready,
+      noneReadySince: ready > 0 ? undefined : this.noneReadySince,
+      everReady: this.pool.hasBeenReady,
+      lastFailure: last && `${last.command}: ${last.how}`,
+    };
+  }
+
+  /** Keeps noneReadySince: called wherever the number of ready backends may change. */
+  private noteReadiness(): void {
+    const anyReady = this.pool
+      .view()
+      .some((b) => b.state.phase === 'idle' || b.state.phase === 'busy');
+    if (anyReady) this.noneReadySince = undefined;
+    else this.noneReadySince ??= this.clock.now();
   }
 
   status(): BackendStatus[] {
@@ -250,6 +308,26 @@ export class Supervisor {
             );
           }
           break;
+        case 'probe': {
+          const proc = this.processes.get(effect.backend);
+          this.log.warn(
+            { backend: effect.backend, pid: proc?.pid, port: proc?.spec.port },
+            'backend refused a connection: not listening; back to starting until its port accepts (the request is served by another)',
+          );
+          proc?.probePort();
+          this.noteReadiness();
+          break;
+        }
+        case 'boot-failed': {
+          const last = this.lastFailure;
+          this.hooks.bootFailed({
+            attempts: effect.attempts,
+            command: last?.command ?? this.config.service_start_process_cmd,
+            how: last?.how ?? 'unknown',
+            tail: last?.tail ?? [],
+          });
+          break;
+        }
         case 'anomaly':
           this.log.debug(effect.message);
           break;
@@ -282,6 +360,7 @@ export class Supervisor {
     const proc = new BackendProcess(
       {
         id,
+        host,
         port,
         command: config.service_start_process_cmd,
         readiness: config.service_start_delay_ms,
@@ -292,6 +371,7 @@ export class Supervisor {
         onReady: () => {
           this.log.info({ backend: id, pid: proc.pid, port }, 'backend ready');
           this.apply(this.pool.backendReady(id));
+          this.noteReadiness();
         },
         onExit: (info) => this.handleExit(id, port, info),
       },
@@ -304,17 +384,23 @@ export class Supervisor {
   private retire(id: number, reason: RetireReason): void {
     const proc = this.processes.get(id);
     const level = reason === 'shrink' || reason === 'shutdown' ? 'info' : 'warn';
-    this.log[level](
-      { backend: id, pid: proc?.pid, reason },
-      `stopping backend: ${RETIRE_WHY[reason]}`,
-    );
+    const why =
+      reason === 'start-timeout' && proc
+        ? `${RETIRE_WHY[reason]}: ${describeStart(proc.startReport(), this.config)}`
+        : RETIRE_WHY[reason];
+    if (reason === 'start-timeout' && proc) {
+      this.lastFailure = { command: proc.command, how: why, tail: proc.startReport().tail };
+    }
+    this.log[level]({ backend: id, pid: proc?.pid, reason }, `stopping backend: ${why}`);
+    this.noteReadiness();
     // A backend still waiting for its port has no process yet; launch() sees it retiring.
     proc?.stop(reason === 'broken' ? BROKEN_GRACE_MS : 0);
   }
 
   private handleExit(id: number, port: number, info: ExitInfo): void {
     const before = this.pool.backend(id)?.state;
-    const pid = this.processes.get(id)?.pid;
+    const ended = this.processes.get(id);
+    const pid = ended?.pid;
     if (pid !== undefined) this.hooks.backendEnded(pid);
     this.processes.delete(id);
     this.lastWorker.delete(id);
@@ -325,6 +411,9 @@ export class Supervisor {
         ? `killed by ${info.signal}`
         : `exited with code ${info.code}`;
     const proc = { backend: id, port, code: info.code, signal: info.signal };
+    if (!info.stopped && ended) {
+      this.lastFailure = { command: ended.command, how, tail: ended.startReport().tail };
+    }
     if (info.stopped) {
       this.log.info(proc, `backend stopped (${how})`);
     } else {
@@ -338,6 +427,7 @@ export class Supervisor {
       this.log.error(proc, `backend ${how} ${when}`);
     }
     this.apply(this.pool.backendExited(id));
+    this.noteReadiness();
     this.resolveIfEmpty();
   }
 

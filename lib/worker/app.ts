@@ -31,26 +31,44 @@ export function createRequestHandler(deps: AppDeps): RequestListener {
     };
     res.once('close', settle);
     if (deps.isDraining()) res.setHeader('connection', 'close');
-    const checkout = leases.checkout();
-    // A client that leaves while waiting gives up its place in the queue and consumes no backend.
-    const leave = (): void => leases.cancel(checkout.id);
-    res.once('close', leave);
-    void checkout.result.then((result) => {
-      res.off('close', leave);
-      if (result.status === 'cancelled') return settle();
-      if (result.status === 'rejected') {
-        sendError(res, result.code, result.message);
-        return settle();
-      }
-      if (req.socket.destroyed) {
-        leases.checkin(result.lease, 'ok');
-        return settle();
-      }
-      const target = { host, port: result.port, timeoutMs: config.http_proxy_timeout };
-      forward(req, res, target, (outcome) => {
-        leases.checkin(result.lease, outcome);
-        settle();
+    let refusals = 0;
+    const lease = (again: boolean): void => {
+      const checkout = leases.checkout(again);
+      // A client that leaves while waiting gives up its place in the queue and uses no backend.
+      const leave = (): void => leases.cancel(checkout.id);
+      res.once('close', leave);
+      void checkout.result.then((result) => {
+        res.off('close', leave);
+        if (result.status === 'cancelled') return settle();
+        if (result.status === 'rejected') {
+          sendError(res, result.code, result.message);
+          return settle();
+        }
+        if (req.socket.destroyed) {
+          leases.checkin(result.lease, 'ok');
+          return settle();
+        }
+        const target = {
+          host,
+          port: result.port,
+          timeoutMs: config.http_proxy_timeout,
+          mayRetryRefused: refusals < MAX_REFUSALS,
+        };
+        forward(req, res, target, (outcome) => {
+          leases.checkin(result.lease, outcome);
+          if (outcome !== 'refused') return settle();
+          // The backend never saw it (not listening yet, or any more): first in line for another.
+          refusals++;
+          lease(true);
+        });
       });
-    });
+    };
+    lease(false);
   };
 }
+
+/**
+ * How many backends may refuse one request before it gets 502: each refusal sends the backend
+ * back to starting, so this bounds a request's tour of a pool whose backends all stopped listening.
+ */
+const MAX_REFUSALS = 2;

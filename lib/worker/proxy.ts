@@ -13,6 +13,11 @@ export interface ExchangeTarget {
   readonly port: number;
   /** http_proxy_timeout: to the status line, and the longest stall while a body streams. */
   readonly timeoutMs: number;
+  /**
+   * A refused connection may end the exchange as 'refused', with nothing sent to the client, so
+   * that the request can be sent to another backend; otherwise the client gets 502.
+   */
+  readonly mayRetryRefused: boolean;
 }
 
 /**
@@ -99,7 +104,8 @@ function responseHeaders(raw: readonly string[]): string[] {
 /**
  * Forwards `req` to the backend and streams the answer back. `done` is called exactly once, when
  * the backend's side of the exchange is over: 'ok' (it answered in full), 'stuck' (no answer or a
- * stall past the timeout: replace it), 'broken' (the connection failed).
+ * stall past the timeout: replace it), 'broken' (the connection failed), 'refused' (it refused
+ * the connection, so it never saw the request, and nothing was sent to the client).
  *
  * A kept-alive connection can be closed by the backend just as it is reused (its idle timeout, a
  * restart). A request without a body that fails that way before any answer is sent again, once,
@@ -145,8 +151,15 @@ export function forward(
       }
       failed(err);
     });
-    if (body) req.pipe(request);
-    else request.end();
+    if (!body) request.end();
+    else {
+      // The body flows only once the backend accepted the connection: a refused connection then
+      // leaves it unread, and the request can go to another backend whole.
+      request.once('socket', (socket) => {
+        if (socket.connecting) socket.once('connect', () => req.pipe(request));
+        else req.pipe(request);
+      });
+    }
     return request;
   };
 
@@ -194,6 +207,10 @@ export function forward(
   };
 
   const failed = (err: NodeJS.ErrnoException): void => {
+    if (err.code === 'ECONNREFUSED' && !answer && !clientGone && target.mayRetryRefused) {
+      end('refused');
+      return;
+    }
     if (answer) {
       // Cut mid-body: the status line is gone, so the only honest signal left is a cut connection.
       res.destroy();

@@ -10,13 +10,16 @@ import { waitFor } from '../helpers/wait.js';
 const started: BackendProcess[] = [];
 after(() => started.forEach((p) => p.killNow()));
 
-async function run(command: string, readiness: number | 'wait_first_output' = 'wait_first_output') {
+async function run(
+  command: string,
+  readiness: number | 'wait_first_output' | 'wait_port' = 'wait_first_output',
+) {
   const { first: port } = await freePortRange(1);
   const captured = captureLog();
   const events: string[] = [];
   let exit: ExitInfo | undefined;
   const proc = new BackendProcess(
-    { id: 7, port, command, readiness, stopGraceMs: 300 },
+    { id: 7, host: '127.0.0.1', port, command, readiness, stopGraceMs: 300 },
     captured.log,
     {
       onReady: () => events.push('ready'),
@@ -83,7 +86,7 @@ describe('a backend process', () => {
   });
 
   it('a service behind a shell ("cd dir && …") gets its graceful shutdown when the shell dies first', async () => {
-    const graceful = `process.on('SIGTERM', () => setTimeout(() => { console.log('graceful-done'); process.exit(0); }, 150)); console.log('up'); setInterval(() => {}, 1000)`;
+    const graceful = `process.on('SIGTERM', () => setTimeout(() => { console.log('graceful-done'); process.exit(0); }, 150)); require('net').createServer().listen(process.env.PORT, '127.0.0.1', () => console.log('up'))`;
     const b = await run(`cd /tmp && node -e "${graceful}"`);
     await waitFor(() => b.events.includes('ready'), 'ready');
     b.proc.stop();

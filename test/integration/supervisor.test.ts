@@ -26,6 +26,7 @@ async function config(overrides: Partial<Config>, marker: string): Promise<Confi
     service_start_process_cmd: `node ${fixture('counting-service.mjs')} %PORT% ${marker}`,
     service_start_delay_ms: 'wait_first_output',
     service_start_timeout_ms: 5000,
+    service_boot_attempts: 5,
     service_stop_timeout_ms: 1000,
     service_kill_pattern: '',
     workers: 1,
@@ -53,6 +54,7 @@ describe('the supervisor with real backends', () => {
       release: (worker, port) => releases.push({ worker, port }),
       poolReady: () => (ready = true),
       backendStarted: (pid) => recorded.add(pid),
+      bootFailed: () => undefined,
       backendEnded: (pid) => recorded.delete(pid),
     });
     supervisors.push(sup);

@@ -107,7 +107,7 @@ describe('config', () => {
       [
         'a bad start delay',
         () => ({ file: file({ ...base, service_start_delay_ms: 'soon' }) }),
-        /^service_start_delay_ms must be an integer ≥ 0 \(milliseconds\) or "wait_first_output", got "soon"/,
+        /^service_start_delay_ms must be an integer ≥ 0 \(milliseconds\), "wait_first_output" or "wait_port", got "soon"/,
       ],
       [
         'a base URL with a port',

@@ -210,6 +210,8 @@ describe('pool model test', () => {
       queueTimeoutMs: 500,
       queueMax: 5,
       startTimeoutMs: 800,
+      // Giving up at boot is tested on its own; here failures must keep the pool trying.
+      bootAttempts: Number.MAX_SAFE_INTEGER,
       restart: { baseDelayMs: 10, maxDelayMs: 200, stableAfterMs: 1000 },
     },
     {
@@ -219,6 +221,7 @@ describe('pool model test', () => {
       queueTimeoutMs: 0,
       queueMax: 50,
       startTimeoutMs: 2000,
+      bootAttempts: Number.MAX_SAFE_INTEGER,
       restart: { baseDelayMs: 10, maxDelayMs: 200, stableAfterMs: 1000 },
     },
     {
@@ -228,6 +231,7 @@ describe('pool model test', () => {
       queueTimeoutMs: 300,
       queueMax: 0,
       startTimeoutMs: 500,
+      bootAttempts: Number.MAX_SAFE_INTEGER,
       restart: { baseDelayMs: 10, maxDelayMs: 200, stableAfterMs: 1000 },
     },
   ];

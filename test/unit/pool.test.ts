@@ -15,6 +15,7 @@ function setup(overrides: Partial<PoolSettings> = {}, seed = 1) {
     queueTimeoutMs: 1000,
     queueMax: 100,
     startTimeoutMs: 5000,
+    bootAttempts: 5,
     restart: { baseDelayMs: 100, maxDelayMs: 1000, stableAfterMs: 10_000 },
     ...overrides,
   };
@@ -335,6 +336,7 @@ describe('pool changes at runtime', () => {
     queueTimeoutMs: 1000,
     queueMax: 100,
     startTimeoutMs: 5000,
+    bootAttempts: 5,
     restart: { baseDelayMs: 100, maxDelayMs: 1000, stableAfterMs: 10_000 },
   });
 
