@@ -380,8 +380,14 @@ export class Pool {
   }
 
   private toView(b: BackendRecord): BackendView {
-    const { generation, startingSince: _, ...rest } = b;
-    return { ...rest, outdated: generation < this.generation };
+    return {
+      id: b.id,
+      state: b.state,
+      spawnedAt: b.spawnedAt,
+      readyAt: b.readyAt,
+      served: b.served,
+      outdated: b.generation < this.generation,
+    };
   }
 
   private reconcile({ shrink }: { shrink: boolean }): void {
