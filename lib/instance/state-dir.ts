@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { lstatSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, extname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { MultiplexerError } from '../errors.js';
 
 /** The environment variable that names the state directory (the --state-dir flag wins over it). */
@@ -31,8 +31,9 @@ export function resolveStateDir(input: {
 }
 
 /**
- * Creates the directory (mode 0700) if needed and checks it is a real directory of ours: a
- * directory planted in a shared /tmp by another user, or a symlink, is refused.
+ * Creates the directory (mode 0700) if needed and checks it and its parent are real directories
+ * of ours that nobody else can write to: a directory planted in a shared /tmp by another user, a
+ * symlink, or a parent where another user could swap the directory for their own, is refused.
  */
 export function ensureStateDir(dir: string): void {
   try {
@@ -40,11 +41,26 @@ export function ensureStateDir(dir: string): void {
   } catch (err) {
     throw stateDirError(dir, `cannot be created: ${(err as Error).message}`);
   }
+  checkOwnDirectory(dir, dir, 'it');
+  checkOwnDirectory(dir, dirname(dir), `its parent ${dirname(dir)}`);
+}
+
+function checkOwnDirectory(stateDir: string, dir: string, what: string): void {
   const stat = lstatSync(dir);
-  if (!stat.isDirectory()) throw stateDirError(dir, 'is not a directory');
+  if (stat.isSymbolicLink()) throw stateDirError(stateDir, `is refused: ${what} is a symlink`);
+  if (!stat.isDirectory()) throw stateDirError(stateDir, `is refused: ${what} is not a directory`);
   const uid = process.getuid?.();
   if (uid !== undefined && stat.uid !== uid) {
-    throw stateDirError(dir, `belongs to uid ${stat.uid}, not to this user (uid ${uid})`);
+    throw stateDirError(
+      stateDir,
+      `is refused: ${what} belongs to uid ${stat.uid}, not to this user (uid ${uid})`,
+    );
+  }
+  if ((stat.mode & 0o022) !== 0) {
+    throw stateDirError(
+      stateDir,
+      `is refused: ${what} is writable by ${stat.mode & 0o002 ? 'everyone' : 'its group'} (mode ${(stat.mode & 0o777).toString(8)})`,
+    );
   }
 }
 

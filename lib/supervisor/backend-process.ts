@@ -38,6 +38,20 @@ const PORT_POLL_MS = 20;
 /** Output lines kept to show why a backend could not start. */
 const TAIL_LINES = 20;
 
+/**
+ * A backend's environment: ours, without multiplexer's own variables (MULTIPLEXER_ADMIN_TOKEN
+ * among them, and the front workers' config), plus PORT. The app, its crash reporter and its
+ * environment dumps never see the admin token.
+ */
+export function backendEnvironment(env: NodeJS.ProcessEnv, port: number): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith('MULTIPLEXER_')) out[name] = value;
+  }
+  out.PORT = String(port);
+  return out;
+}
+
 /** What a backend wrote and did while starting: said when it is given up on. */
 export interface StartReport {
   readonly stdoutLines: number;
@@ -82,7 +96,7 @@ export class BackendProcess {
     this.child = spawn('/bin/sh', ['-c', this.command], {
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, PORT: String(spec.port) },
+      env: backendEnvironment(process.env, spec.port),
     });
     this.pid = this.child.pid;
     this.child.once('error', (err) =>

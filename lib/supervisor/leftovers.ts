@@ -3,13 +3,16 @@ import { readProcessTable, type ProcessEntry } from './process-table.js';
 import { terminate } from './terminate.js';
 
 /**
- * Processes whose command line contains `pattern`, never this process, its ancestors or anything
- * it started (those are ours, and the pattern may well appear in our own command line).
+ * Processes of our own user whose command line contains `pattern`, never this process, its
+ * ancestors or anything it started (those are ours, and the pattern may well appear in our own
+ * command line). Another user's processes are never ours to end: two instances of one service on
+ * a host under two users (staging, production) must not kill each other's backends.
  */
 export function findLeftovers(
   table: readonly ProcessEntry[],
   pattern: string,
   self: number,
+  uid: number | undefined = process.getuid?.(),
 ): ProcessEntry[] {
   if (pattern === '') return [];
   const byPid = new Map(table.map((p) => [p.pid, p]));
@@ -28,7 +31,11 @@ export function findLeftovers(
     return false;
   };
   return table.filter(
-    (p) => !protectedPids.has(p.pid) && !isOurDescendant(p) && p.commandLine.includes(pattern),
+    (p) =>
+      (uid === undefined || p.uid === uid) &&
+      !protectedPids.has(p.pid) &&
+      !isOurDescendant(p) &&
+      p.commandLine.includes(pattern),
   );
 }
 

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 
 export interface ProcessEntry {
   readonly pid: number;
@@ -6,6 +6,8 @@ export interface ProcessEntry {
   readonly pgid: number;
   /** One letter from /proc/PID/stat: R, S, D, Z (zombie), … */
   readonly state: string;
+  /** Its effective user: the owner of /proc/PID. Only read with command lines. */
+  readonly uid: number | undefined;
   /** Empty unless asked for. */
   readonly commandLine: string;
 }
@@ -28,6 +30,7 @@ export function readProcessTable(options: { commandLines?: boolean } = {}): Proc
         pgid: Number(pgid),
         state,
         commandLine,
+        uid: options.commandLines ? statSync(`/proc/${name}`).uid : undefined,
       });
     } catch {
       // The process ended while the table was read.

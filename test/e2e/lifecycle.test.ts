@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { chmodSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { describe, it } from 'node:test';
 import { readProcessTable } from '../../lib/supervisor/process-table.js';
@@ -15,6 +17,7 @@ import {
 import { uniqueMarker } from '../helpers/paths.js';
 import { freePort, freePortRange } from '../helpers/ports.js';
 import { isAlive, killQuietly, pidsMatching } from '../helpers/procs.js';
+import { tempDir } from '../helpers/temp.js';
 import { waitFor } from '../helpers/wait.js';
 
 function sleepers(duration: string): number[] {
@@ -153,6 +156,59 @@ describe('lifecycle, end to end', () => {
       killQuietly(polite.pid!);
       killQuietly(stubborn.pid!);
     }
+  });
+
+  it("service_kill_pattern spares another user's process: neither signalled nor waited for", async (t) => {
+    if (process.getuid?.() !== 0) {
+      t.skip('needs root, to start a process as another user (uid 65534)');
+      return;
+    }
+    const pattern = `${uniqueMarker()}-other-user`;
+    // A shell, not node: the node binary may sit in a directory that user cannot read.
+    const foreign = spawn('/bin/sh', ['-c', 'sleep 1000; :', pattern], {
+      stdio: 'ignore',
+      uid: 65534,
+      gid: 65534,
+    });
+    try {
+      await waitFor(() => pidsMatching(pattern).length === 1, "the other user's process to run");
+      const mpx = await startMultiplexer(
+        { pool_size: 1, workers: 1, service_stop_timeout_ms: 300 },
+        { args: ['--service-kill-pattern', pattern] },
+      );
+      assert.ok(isAlive(foreign.pid!), "the other user's process is alive");
+      assert.ok(!mpx.logs().some((r) => /leftover/.test(r.msg)), 'nothing was ended');
+      assert.equal((await mpx.stop()).code, 0);
+    } finally {
+      killQuietly(foreign.pid!);
+    }
+  });
+
+  it("the admin token and the front workers' config never reach a backend's environment", async () => {
+    const dump = join(tempDir().dir, 'env.txt');
+    const mpx = await startMultiplexer(
+      {
+        pool_size: 1,
+        workers: 1,
+        service_start_process_cmd: `env > ${dump}; exec ${fixtureCommand('counting-service.mjs', '{marker}')}`,
+      },
+      { env: { MULTIPLEXER_ADMIN_TOKEN: 'sekrit-token-value' } },
+    );
+    const env = readFileSync(dump, 'utf8');
+    assert.match(env, /^PORT=\d+$/m);
+    assert.doesNotMatch(env, /sekrit-token-value/);
+    assert.doesNotMatch(env, /^MULTIPLEXER_/m);
+    assert.equal((await mpx.stop()).code, 0);
+  });
+
+  it('refuses a state directory whose parent others can write to (exit 73)', async () => {
+    const parent = tempDir().dir;
+    chmodSync(parent, 0o777);
+    const l = launch(['start', '--config', writeConfig({ service_start_process_cmd: 'true' })], {
+      env: { MULTIPLEXER_STATE_DIR: join(parent, 'state') },
+    });
+    assert.equal((await l.exited).code, 73);
+    assert.match(l.stderr(), /its parent \S+ is writable by everyone \(mode 777\)/);
   });
 
   describe('a bad config: exit 78, every problem on its own line, nothing started', () => {

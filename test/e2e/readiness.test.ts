@@ -26,6 +26,11 @@ describe('readiness that is true', () => {
       workers: 1,
       service_start_process_cmd: fixtureCommand('banner-service.mjs', '{marker}', ' 800'),
     });
+    // Not before this line: the primary's check that http_port is free binds it for a moment.
+    await waitFor(
+      () => mpx.logs().some((r) => r.msg === 'starting backends and front workers'),
+      'the front workers to be started',
+    );
     await waitFor(() => portOpen(mpx.port), 'the front port to open');
     const answers = await Promise.all(
       Array.from({ length: 12 }, (_, i) =>
