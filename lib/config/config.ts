@@ -14,6 +14,9 @@ export interface Config {
   readonly service_start_delay_ms: number | 'wait_first_output' | 'wait_port';
   readonly service_start_timeout_ms: number;
   readonly service_boot_attempts: number;
+  readonly service_max_requests: number;
+  readonly service_max_requests_jitter: number;
+  readonly service_max_rss_mb: number;
   readonly service_stop_timeout_ms: number;
   readonly service_kill_pattern: string;
   readonly workers: number;

@@ -104,6 +104,24 @@ export const schema = {
     default: 5,
     appliesOn: ['pool'],
   },
+  service_max_requests: {
+    doc: 'A backend that has served this many requests is recycled: a replacement starts, then it retires (0 = never). Against slow leaks, as gunicorn\'s max_requests.',
+    format: intAtLeast(0),
+    default: 0,
+    appliesOn: ['pool'],
+  },
+  service_max_requests_jitter: {
+    doc: 'Each backend recycles after service_max_requests plus a random 0..this many requests, so backends started together do not recycle together.',
+    format: intAtLeast(0),
+    default: 0,
+    appliesOn: ['pool'],
+  },
+  service_max_rss_mb: {
+    doc: 'A backend whose process group uses more resident memory than this many MiB is recycled (checked every 2 s from /proc; 0 = never).',
+    format: intAtLeast(0),
+    default: 0,
+    appliesOn: ['pool'],
+  },
   service_stop_timeout_ms: {
     doc: 'Grace in milliseconds between SIGTERM and SIGKILL when a backend is stopped.',
     format: intAtLeast(0),

@@ -13,7 +13,15 @@
  *   busy ──unready──▶ starting   (it refused a connection: not listening after all)
  */
 export type RetireReason =
-  'shrink' | 'replaced' | 'start-timeout' | 'stuck' | 'broken' | 'owner-died' | 'shutdown';
+  | 'shrink'
+  | 'replaced'
+  | 'max-requests'
+  | 'max-rss'
+  | 'start-timeout'
+  | 'stuck'
+  | 'broken'
+  | 'owner-died'
+  | 'shutdown';
 
 export type BackendState =
   | { readonly phase: 'starting' }

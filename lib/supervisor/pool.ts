@@ -25,6 +25,11 @@ export interface PoolSettings {
   readonly startTimeoutMs: number;
   /** Failed starts in a row, before any backend was ever ready, after which the pool gives up. */
   readonly bootAttempts: number;
+  /** A backend that served this many requests (plus up to maxRequestsJitter) is recycled; 0 = off. */
+  readonly maxRequests: number;
+  readonly maxRequestsJitter: number;
+  /** A backend whose process group uses more memory than this is recycled; 0 = off. */
+  readonly maxRssBytes: number;
   readonly restart: RestartPolicy;
 }
 
@@ -74,6 +79,8 @@ export interface BackendView {
   readonly served: number;
   /** Started before the last rolling restart: it is being replaced. */
   readonly outdated: boolean;
+  /** Due for recycling, and why: it is being replaced. */
+  readonly recycle: RecycleReason | undefined;
 }
 
 /** Counters since start, for /status. */
@@ -94,7 +101,14 @@ interface BackendRecord {
   served: number;
   /** Which rolling-restart generation started it. */
   readonly generation: number;
+  /** Its own max_requests, jitter included (Infinity when off). */
+  readonly requestLimit: number;
+  /** Set once it is due for recycling: replaced first, then retired, as in a rolling restart. */
+  recycle: 'max-requests' | 'max-rss' | undefined;
 }
+
+/** Why a recycled backend retires, for the log and status. */
+type RecycleReason = NonNullable<BackendRecord['recycle']>;
 
 interface Waiter {
   readonly worker: number;
@@ -168,7 +182,7 @@ export class Pool {
 
   /** True while a rolling restart has backends left to replace. */
   get renewing(): boolean {
-    for (const backend of this.backends.values()) if (this.isOutdatedLive(backend)) return true;
+    for (const b of this.backends.values()) if (b.generation < this.generation && isLive(b)) return true;
     return false;
   }
 
@@ -244,8 +258,11 @@ export class Pool {
       this.retire(backend, outcome);
     } else {
       backend.served += 1;
+      if (backend.served >= backend.requestLimit) backend.recycle ??= 'max-requests';
       // A backend marked by a shrink serves a waiting request instead; a replaced one never does.
-      if (backend.state.retireOnReturn && outdated) this.retire(backend, 'replaced');
+      if (backend.state.retireOnReturn && (outdated || backend.recycle)) {
+        this.retire(backend, backend.recycle ?? 'replaced');
+      }
       else if (backend.state.retireOnReturn && this.waiters.length === 0) {
         this.retire(backend, 'shrink');
       } else this.move(backend, { type: 'release' });
@@ -387,6 +404,7 @@ export class Pool {
       readyAt: b.readyAt,
       served: b.served,
       outdated: b.generation < this.generation,
+      recycle: b.recycle,
     };
   }
 
@@ -418,15 +436,43 @@ export class Pool {
       );
     for (const victim of victims) {
       if (current + outdated <= this.settings.size) return;
-      if (victim.state.phase === 'idle') this.retire(victim, 'replaced');
+      if (victim.state.phase === 'idle') this.retire(victim, victim.recycle ?? 'replaced');
       else this.move(victim, { type: 'mark-for-retirement' });
       outdated--;
     }
   }
 
-  /** A backend started before the last renew() that still takes requests. */
+  /**
+   * A backend started before the last renew(), or due for recycling, that still takes requests:
+   * it is replaced first, then retired.
+   */
   private isOutdatedLive(b: BackendRecord): boolean {
-    return b.generation < this.generation && isLive(b);
+    return (b.generation < this.generation || b.recycle !== undefined) && isLive(b);
+  }
+
+  /** True while some backend waits for its replacement (a rolling restart or recycling). */
+  private get replacing(): boolean {
+    for (const backend of this.backends.values()) if (this.isOutdatedLive(backend)) return true;
+    return false;
+  }
+
+  /**
+   * The edge measured a backend's memory (its whole process group). Over the limit, it is
+   * recycled: replaced first, then retired.
+   */
+  backendRss(id: number, bytes: number): PoolEffect[] {
+    const backend = this.backends.get(id);
+    const limit = this.settings.maxRssBytes;
+    if (backend && limit > 0 && bytes > limit && isLive(backend)) {
+      this.markForRecycling(backend, 'max-rss');
+    }
+    return this.flush();
+  }
+
+  private markForRecycling(backend: BackendRecord, reason: RecycleReason): void {
+    if (backend.recycle) return;
+    backend.recycle = reason;
+    this.reconcile({ shrink: true });
   }
 
   private serveWaiters(): void {
@@ -454,7 +500,7 @@ export class Pool {
     let wanted = Math.max(this.settings.size - active, this.waiters.length - starting);
     wanted = Math.min(wanted, cap - total);
     // A rolling restart's replacement: one at a time, allowed one process beyond the cap.
-    const surge = wanted <= 0 && starting === 0 && this.renewing && total < cap + 1;
+    const surge = wanted <= 0 && starting === 0 && this.replacing && total < cap + 1;
     if (surge) wanted = 1;
     if (this.inBackoff(now)) wanted = Math.min(wanted, starting === 0 ? 1 : 0);
     for (let i = 0; i < wanted; i++) {
@@ -467,6 +513,8 @@ export class Pool {
         readyAt: undefined,
         served: 0,
         generation: this.generation,
+        requestLimit: this.requestLimit(),
+        recycle: undefined,
       });
       if (!surge && active + i >= this.settings.size) this.totals.overflowSpawns += 1;
       this.emit({ type: 'spawn', backend: id });
@@ -490,6 +538,13 @@ export class Pool {
       if (victim.state.phase === 'idle') this.retire(victim, 'shrink');
       else this.move(victim, { type: 'mark-for-retirement' });
     }
+  }
+
+  /** max_requests plus a jitter drawn per backend, so a pool started together does not recycle together. */
+  private requestLimit(): number {
+    const { maxRequests, maxRequestsJitter } = this.settings;
+    if (maxRequests <= 0) return Infinity;
+    return maxRequests + Math.floor(this.clock.random() * (maxRequestsJitter + 1));
   }
 
   private recordFailure(): void {

@@ -64,3 +64,25 @@ export function startTimeOf(pid: number): string | undefined {
     return undefined;
   }
 }
+
+/** Bytes per page, for /proc/PID/statm (4 KiB on every Linux this runs on). */
+const PAGE_BYTES = 4096;
+
+/**
+ * Resident memory of whole process groups (a backend is its shell and everything it started),
+ * summed over their live members from /proc/PID/statm. Groups with no member read are absent.
+ */
+export function groupRssBytes(pgids: readonly number[]): Map<number, number> {
+  const wanted = new Set(pgids);
+  const totals = new Map<number, number>();
+  for (const entry of readProcessTable()) {
+    if (!wanted.has(entry.pgid) || entry.state === 'Z') continue;
+    try {
+      const resident = Number(readFileSync(`/proc/${entry.pid}/statm`, 'utf8').split(' ')[1]);
+      totals.set(entry.pgid, (totals.get(entry.pgid) ?? 0) + resident * PAGE_BYTES);
+    } catch {
+      // It ended while the table was read.
+    }
+  }
+  return totals;
+}

@@ -13,6 +13,7 @@ import {
   type RejectCode,
 } from './pool.js';
 import { canBind, PortRing } from './port-ring.js';
+import { groupRssBytes } from './process-table.js';
 import { defaultRestartPolicy, type RestartPolicy } from './restart-policy.js';
 
 /** What the supervisor tells the outside world; the primary turns these into IPC messages. */
@@ -58,6 +59,10 @@ export interface BackendStatus {
   leasedBy: number | undefined;
   /** Being replaced by a rolling restart. */
   outdated: boolean;
+  /** Due for recycling (max-requests, max-rss): being replaced. */
+  recycle: string | undefined;
+  /** Resident memory of its process group at the last reading (every 2 s). */
+  rssBytes: number | undefined;
 }
 
 /** Request counters since start, from the lease protocol (status codes the front workers sent). */
@@ -83,6 +88,9 @@ export interface SupervisorChange {
 const BACKEND_KEYS = keysFor('backends');
 const POOL_KEYS = keysFor('pool');
 
+/** How often every backend's memory is read (status, service_max_rss_mb). */
+const RSS_INTERVAL_MS = 2000;
+
 /** How long a backend whose connection broke may take to exit on its own before it is stopped. */
 const BROKEN_GRACE_MS = 250;
 
@@ -101,6 +109,8 @@ const realClock: PoolClock = { now: () => Date.now(), random: Math.random };
 const RETIRE_WHY: Record<RetireReason, string> = {
   shrink: 'pool shrinks back to pool_size',
   replaced: 'replaced by a rolling restart',
+  'max-requests': 'served service_max_requests requests; recycled (its replacement is ready)',
+  'max-rss': 'memory over service_max_rss_mb; recycled (its replacement is ready)',
   'start-timeout': 'not ready within service_start_timeout_ms',
   stuck: 'no answer within http_proxy_timeout; presumed stuck',
   broken: 'connection to the backend failed',
@@ -123,6 +133,8 @@ export class Supervisor {
   private wakeAt = Infinity;
   private onEmpty: (() => void) | undefined;
   private lastFailure: Omit<BootFailure, 'attempts'> | undefined;
+  private readonly rss = new Map<number, number>();
+  private rssTimer: NodeJS.Timeout | undefined;
   private noneReadySince: number | undefined;
 
   constructor(
@@ -146,6 +158,9 @@ export class Supervisor {
       queueMax: config.queue_max,
       startTimeoutMs: config.service_start_timeout_ms,
       bootAttempts: config.service_boot_attempts,
+      maxRequests: config.service_max_requests,
+      maxRequestsJitter: config.service_max_requests_jitter,
+      maxRssBytes: config.service_max_rss_mb * 1024 * 1024,
       restart: this.restart,
     };
   }
@@ -183,6 +198,22 @@ export class Supervisor {
 
   start(): void {
     this.apply(this.pool.start());
+    this.rssTimer = setInterval(() => this.measureRss(), RSS_INTERVAL_MS);
+    this.rssTimer.unref();
+  }
+
+  /** Reads every backend's memory; the pool recycles those over service_max_rss_mb. */
+  private measureRss(): void {
+    const byGroup = groupRssBytes(
+      [...this.processes.values()].flatMap((p) => (p.pid === undefined ? [] : [p.pid])),
+    );
+    this.rss.clear();
+    for (const [id, proc] of this.processes) {
+      const bytes = proc.pid === undefined ? undefined : byGroup.get(proc.pid);
+      if (bytes === undefined) continue;
+      this.rss.set(id, bytes);
+      this.apply(this.pool.backendRss(id, bytes));
+    }
   }
 
   /** `again`: the request's backend refused its connection; it goes first in the queue. */
@@ -214,6 +245,7 @@ export class Supervisor {
 
   /** Stops every backend (SIGTERM, SIGKILL after service_stop_timeout_ms); resolves when all are gone. */
   stop(): Promise<void> {
+    clearInterval(this.rssTimer);
     clearTimeout(this.wakeTimer);
     this.wakeAt = Infinity;
     const gone = new Promise<void>((resolve) => {
@@ -268,6 +300,8 @@ export class Supervisor {
         served: b.served,
         leasedBy: b.state.phase === 'busy' ? b.state.worker : undefined,
         outdated: b.outdated,
+        recycle: b.recycle,
+        rssBytes: this.rss.get(b.id),
       };
     });
   }

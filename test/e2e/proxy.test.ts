@@ -112,8 +112,11 @@ describe('the proxy, end to end', () => {
       1,
       'the next request arrived while the backend still worked on the first',
     );
+    // The backend's output reaches the log on its own path: wait for the line, then compare.
+    await arrived(mpx, '/next');
     const logs = mpx.logs().map((r) => r.msg);
-    assert.ok(logs.indexOf('finished GET /left?ms=800') < logs.indexOf('arrived GET /next'));
+    const finished = logs.indexOf('finished GET /left?ms=800');
+    assert.ok(finished >= 0 && finished < logs.indexOf('arrived GET /next'));
     assert.equal(servicePids(mpx).length, 1, 'the backend was returned, not replaced');
     await mpx.stop();
   });

@@ -42,7 +42,8 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
   let nextRequest = 1;
   const workers = [1, 2, 3];
   let current = settings;
-  let renewed = false;
+  // A rolling restart or recycling may start one backend beyond the cap.
+  let renewed = settings.maxRequests > 0 || settings.maxRssBytes > 0;
 
   const apply = (effects: PoolEffect[], step: string): void => {
     for (const e of effects) {
@@ -124,8 +125,15 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       if (lease === undefined) continue;
       const l = model.leases.get(lease)!;
       model.leases.delete(lease);
-      const outcome = pick(['ok', 'ok', 'ok', 'ok', 'stuck', 'broken'] as const)!;
+      const outcome = pick(['ok', 'ok', 'ok', 'ok', 'stuck', 'broken', 'refused'] as const)!;
+      // A refusal sends the backend back to starting; the worker asks again, first in line.
+      if (outcome === 'refused') model.ready.delete(l.backend);
       apply(pool.checkin(l.worker, lease, outcome), `checkin ${lease} ${outcome}`);
+      if (outcome === 'refused') {
+        const requestId = nextRequest++;
+        model.asked.push({ worker: l.worker, requestId });
+        apply(pool.checkout(l.worker, requestId, true), `checkout again ${l.worker}:${requestId}`);
+      }
     } else if (roll < 0.62) {
       const waiting = pick(model.asked);
       if (!waiting) continue;
@@ -163,6 +171,11 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     } else if (roll < 0.94) {
       renewed = true;
       apply(pool.renew(), 'renew');
+    } else if (roll < 0.945) {
+      const id = pick([...model.alive]);
+      if (id === undefined) continue;
+      const bytes = Math.floor(rand.random() * 2000);
+      apply(pool.backendRss(id, bytes), `rss ${id} ${bytes}`);
     } else if (roll < 0.95) {
       const size = Math.max(1, Math.min(4, current.size + (rand.random() < 0.5 ? -1 : 1)));
       current = { ...current, size };
@@ -212,6 +225,9 @@ describe('pool model test', () => {
       startTimeoutMs: 800,
       // Giving up at boot is tested on its own; here failures must keep the pool trying.
       bootAttempts: Number.MAX_SAFE_INTEGER,
+      maxRequests: 0,
+      maxRequestsJitter: 0,
+      maxRssBytes: 0,
       restart: { baseDelayMs: 10, maxDelayMs: 200, stableAfterMs: 1000 },
     },
     {
@@ -222,6 +238,9 @@ describe('pool model test', () => {
       queueMax: 50,
       startTimeoutMs: 2000,
       bootAttempts: Number.MAX_SAFE_INTEGER,
+      maxRequests: 0,
+      maxRequestsJitter: 0,
+      maxRssBytes: 0,
       restart: { baseDelayMs: 10, maxDelayMs: 200, stableAfterMs: 1000 },
     },
     {
@@ -232,6 +251,23 @@ describe('pool model test', () => {
       queueMax: 0,
       startTimeoutMs: 500,
       bootAttempts: Number.MAX_SAFE_INTEGER,
+      maxRequests: 0,
+      maxRequestsJitter: 0,
+      maxRssBytes: 0,
+      restart: { baseDelayMs: 10, maxDelayMs: 200, stableAfterMs: 1000 },
+    },
+    {
+      size: 2,
+      maxOverflow: 1,
+      strategy: 'fifo',
+      queueTimeoutMs: 500,
+      queueMax: 10,
+      startTimeoutMs: 800,
+      bootAttempts: Number.MAX_SAFE_INTEGER,
+      // Recycling: after 3 to 5 requests, or over 1000 bytes.
+      maxRequests: 3,
+      maxRequestsJitter: 2,
+      maxRssBytes: 1000,
       restart: { baseDelayMs: 10, maxDelayMs: 200, stableAfterMs: 1000 },
     },
   ];

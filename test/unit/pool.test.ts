@@ -16,6 +16,9 @@ function setup(overrides: Partial<PoolSettings> = {}, seed = 1) {
     queueMax: 100,
     startTimeoutMs: 5000,
     bootAttempts: 5,
+    maxRequests: 0,
+    maxRequestsJitter: 0,
+    maxRssBytes: 0,
     restart: { baseDelayMs: 100, maxDelayMs: 1000, stableAfterMs: 10_000 },
     ...overrides,
   };
@@ -337,6 +340,9 @@ describe('pool changes at runtime', () => {
     queueMax: 100,
     startTimeoutMs: 5000,
     bootAttempts: 5,
+    maxRequests: 0,
+    maxRequestsJitter: 0,
+    maxRssBytes: 0,
     restart: { baseDelayMs: 100, maxDelayMs: 1000, stableAfterMs: 10_000 },
   });
 
@@ -432,3 +438,108 @@ describe('pool changes at runtime', () => {
     assert.equal(pool.totals.restarts, 1);
   });
 });
+
+describe('readiness, boot failure and recycling in the pool', () => {
+  it('a backend that refused a connection goes back to starting, and the request is first in line for another', () => {
+    const { pool } = setup({ size: 2 });
+    const [a, b] = startReady(pool);
+    const first = grant(pool.checkout(W1, 1))!;
+    const other = first.backend === a ? b! : a!;
+    grant(pool.checkout(W1, 2));
+    pool.checkout(W2, 3); // waits
+    const effects = pool.checkin(W1, first.lease, 'refused');
+    assert.deepEqual(
+      effects.filter((e) => e.type === 'probe'),
+      [{ type: 'probe', backend: first.backend }],
+    );
+    assert.equal(pool.backend(first.backend)?.state.phase, 'starting');
+    assert.deepEqual(stopped(effects), [], 'not retired: a refusal is not a crash');
+    // The refused request asks again and goes before request 3, which waited longer.
+    pool.checkout(W1, 4, true);
+    const next = grant(pool.checkin(W1, leaseOf(pool, other), 'ok'));
+    assert.deepEqual([next?.worker, next?.requestId], [W1, 4]);
+  });
+
+  it('no backend ever ready and boot_attempts failed starts in a row: the pool gives up, once', () => {
+    const { pool, clock } = setup({ size: 1, bootAttempts: 3 });
+    let ids = spawned(pool.start());
+    const gaveUp: PoolEffect[] = [];
+    for (let i = 0; i < 6 && ids.length > 0; i++) {
+      const effects = pool.backendExited(ids[0]!);
+      gaveUp.push(...effects.filter((e) => e.type === 'boot-failed'));
+      clock.advance(2000);
+      ids = spawned([...effects, ...pool.tick()]);
+    }
+    assert.deepEqual(gaveUp, [{ type: 'boot-failed', attempts: 3 }]);
+    assert.deepEqual(ids, [], 'nothing more is started');
+  });
+
+  it('after a backend has been ready, failed starts never give up', () => {
+    const { pool, clock } = setup({ size: 1, bootAttempts: 2 });
+    const [a] = startReady(pool);
+    let ids = spawned(pool.backendExited(a!));
+    for (let i = 0; i < 5; i++) {
+      const effects = pool.backendExited(ids[0]!);
+      assert.ok(!effects.some((e) => e.type === 'boot-failed'));
+      clock.advance(60_000);
+      ids = spawned([...effects, ...pool.tick()]);
+      assert.equal(ids.length, 1);
+    }
+  });
+
+  it('max_requests: the backend is replaced first, then retires, so pool_size stay ready', () => {
+    const { pool } = setup({ size: 1, maxRequests: 2 });
+    const [a] = startReady(pool);
+    pool.checkin(W1, grant(pool.checkout(W1, 1))!.lease, 'ok');
+    const second = pool.checkin(W1, grant(pool.checkout(W1, 2))!.lease, 'ok');
+    const [replacement] = spawned(second);
+    assert.ok(replacement !== undefined, 'a replacement starts');
+    assert.deepEqual(stopped(second), [], 'the old one keeps serving meanwhile');
+    assert.equal(pool.backend(a!)?.recycle, 'max-requests');
+    const ready = pool.backendReady(replacement);
+    assert.deepEqual(
+      ready.filter((e) => e.type === 'stop'),
+      [{ type: 'stop', backend: a, reason: 'max-requests' }],
+    );
+  });
+
+  it('max_requests_jitter spreads the limits over max_requests..max_requests + jitter', () => {
+    const { pool } = setup({ size: 1, maxRequests: 5, maxRequestsJitter: 3 }, 7);
+    const limits = new Set<number>();
+    let [id] = startReady(pool);
+    for (let round = 0; round < 20; round++) {
+      let served = 0;
+      for (;;) {
+        const g = grant(pool.checkout(W1, round * 100 + served))!;
+        const effects = pool.checkin(W1, g.lease, 'ok');
+        served++;
+        const [next] = spawned(effects);
+        if (next !== undefined) {
+          pool.backendReady(next);
+          pool.backendExited(id!);
+          id = next;
+          break;
+        }
+      }
+      limits.add(served);
+    }
+    for (const n of limits) assert.ok(n >= 5 && n <= 8, `limit ${n}`);
+    assert.ok(limits.size > 1, 'not every backend got the same limit');
+  });
+
+  it('max_rss: a backend over the limit is replaced first, then retires', () => {
+    const { pool } = setup({ size: 1, maxRssBytes: 100 });
+    const [a] = startReady(pool);
+    assert.deepEqual(spawned(pool.backendRss(a!, 50)), []);
+    const [replacement] = spawned(pool.backendRss(a!, 150));
+    assert.ok(replacement !== undefined);
+    const stops = pool.backendReady(replacement).filter((e) => e.type === 'stop');
+    assert.deepEqual(stops, [{ type: 'stop', backend: a, reason: 'max-rss' }]);
+  });
+});
+
+/** The lease of the busy backend `id`. */
+function leaseOf(pool: Pool, id: number): number {
+  const state = pool.backend(id)?.state;
+  return state?.phase === 'busy' ? state.lease : -1;
+}

@@ -1,0 +1,88 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { request } from '../helpers/http.js';
+import { startLoad } from '../helpers/load.js';
+import { startMultiplexer, type LogRecord } from '../helpers/multiplexer.js';
+import { freePort } from '../helpers/ports.js';
+import { waitFor } from '../helpers/wait.js';
+
+interface Status {
+  backends: { id: number; state: string; rssBytes?: number }[];
+}
+
+/** Starts with the admin API and watches the fewest ready backends seen, every 20 ms. */
+async function startWatched(config: Record<string, unknown>) {
+  const adminPort = await freePort();
+  const mpx = await startMultiplexer({ admin_port: adminPort, ...config });
+  let fewestReady = Infinity;
+  let watching = true;
+  const status = async (): Promise<Status> =>
+    JSON.parse((await request(adminPort, '/status')).body) as Status;
+  const watcher = (async () => {
+    while (watching) {
+      const s = await status();
+      const ready = s.backends.filter((b) => b.state === 'idle' || b.state === 'busy').length;
+      fewestReady = Math.min(fewestReady, ready);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  })();
+  return {
+    mpx,
+    status,
+    stopWatching: async () => {
+      watching = false;
+      await watcher;
+      return fewestReady;
+    },
+  };
+}
+
+const retired = (logs: LogRecord[], reason: string) =>
+  logs.filter((r) => r.reason === reason).length;
+
+describe('recycling', () => {
+  it('service_max_requests (with jitter) recycles backends under load: pool_size stay ready, no request fails', async () => {
+    const { mpx, stopWatching } = await startWatched({
+      pool_size: 2,
+      workers: 2,
+      service_max_requests: 15,
+      service_max_requests_jitter: 5,
+    });
+    const load = startLoad(mpx.port, { clients: 4 });
+    await waitFor(() => retired(mpx.logs(), 'max-requests') >= 4, 'four recycles', 20_000);
+    const result = await load.stop();
+    const fewest = await stopWatching();
+    assert.deepEqual(result.failures, []);
+    assert.ok(fewest >= 2, `ready backends dropped to ${fewest}`);
+    assert.ok(result.pids.length >= 6, 'answers came from the replacements too');
+    assert.match(
+      mpx.logs().find((r) => r.reason === 'max-requests')!.msg,
+      /served service_max_requests requests; recycled/,
+    );
+    assert.equal((await mpx.stop()).code, 0);
+  });
+
+  it('service_max_rss_mb recycles a backend whose memory grew, under load: pool_size stay ready, no request fails', async () => {
+    const { mpx, status, stopWatching } = await startWatched({
+      pool_size: 2,
+      workers: 1,
+      service_max_rss_mb: 150,
+    });
+    const before = await waitFor(async () => {
+      const s = await status();
+      return s.backends.every((b) => (b.rssBytes ?? 0) > 0) ? s : undefined;
+    }, 'a memory reading of every backend');
+    for (const b of before.backends) assert.ok(b.rssBytes! < 150 * 1024 * 1024);
+    const load = startLoad(mpx.port, { clients: 3 });
+    const grown = await request(mpx.port, '/grow?mb=160');
+    assert.equal(grown.status, 200);
+    await waitFor(() => retired(mpx.logs(), 'max-rss') === 1, 'the leaking backend to retire');
+    const sent = load.result.sent;
+    await waitFor(() => load.result.sent > sent + 20, 'load after the recycle');
+    const result = await load.stop();
+    const fewest = await stopWatching();
+    assert.deepEqual(result.failures, []);
+    assert.ok(fewest >= 2, `ready backends dropped to ${fewest}`);
+    assert.equal((await mpx.stop()).code, 0);
+  });
+});
