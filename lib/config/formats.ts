@@ -31,6 +31,32 @@ export function intAtLeast(min: number): Format {
   };
 }
 
+/**
+ * Longest delay a Node timer can hold: a longer one fires at once (TimeoutOverflowWarning), so a
+ * bigger timeout would silently mean none.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** Milliseconds: an integer from `min` up to the longest timer Node can set (about 24.8 days). */
+export function msAtLeast(min: number): Format {
+  return {
+    name: `ms-min-${min}`,
+    expected: `an integer from ${min} to ${MAX_TIMER_MS} (milliseconds)`,
+    coerce: coerceInt,
+    valid: (v) => isInt(v) && v >= min && v <= MAX_TIMER_MS,
+  };
+}
+
+/** An integer in [min, max]. */
+export function intBetween(min: number, max: number): Format {
+  return {
+    name: `int-${min}-${max}`,
+    expected: `an integer from ${min} to ${max}`,
+    coerce: coerceInt,
+    valid: (v) => isInt(v) && v >= min && v <= max,
+  };
+}
+
 export const portFormat: Format = {
   name: 'tcp-port',
   expected: 'a TCP port, an integer from 1 to 65535',
@@ -139,7 +165,8 @@ export const startDelayFormat: Format = {
   name: 'start-delay',
   expected: 'an integer ≥ 0 (milliseconds), "wait_first_output" or "wait_port"',
   coerce: (text) => (READINESS_WORDS.includes(text) ? text : coerceInt(text)),
-  valid: (v) => (typeof v === 'string' && READINESS_WORDS.includes(v)) || (isInt(v) && v >= 0),
+  valid: (v) =>
+    (typeof v === 'string' && READINESS_WORDS.includes(v)) || (isInt(v) && v >= 0 && v <= MAX_TIMER_MS),
 };
 
 /** Text for a value in a problem line: JSON, so that "4" and 4 read differently. */

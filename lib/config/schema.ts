@@ -4,6 +4,8 @@ import {
   baseUrlFormat,
   commandFormat,
   intAtLeast,
+  intBetween,
+  msAtLeast,
   nonEmptyString,
   oneOf,
   portFormat,
@@ -64,7 +66,7 @@ export const schema = {
   },
   http_proxy_timeout: {
     doc: 'Milliseconds a backend has to start its answer (else 504, and the backend is replaced); also the longest stall allowed while a body streams.',
-    format: intAtLeast(1),
+    format: msAtLeast(1),
     default: 300_000,
     appliesOn: ['workers'],
   },
@@ -94,7 +96,7 @@ export const schema = {
   },
   service_start_timeout_ms: {
     doc: 'A backend not ready within this many milliseconds is killed and started again.',
-    format: intAtLeast(1),
+    format: msAtLeast(1),
     default: 30_000,
     appliesOn: ['pool'],
   },
@@ -124,7 +126,7 @@ export const schema = {
   },
   service_stop_timeout_ms: {
     doc: 'Grace in milliseconds between SIGTERM and SIGKILL when a backend is stopped.',
-    format: intAtLeast(0),
+    format: msAtLeast(0),
     default: 5_000,
     appliesOn: ['backends'],
   },
@@ -136,13 +138,13 @@ export const schema = {
   },
   workers: {
     doc: 'Number of front worker processes (default: available CPUs).',
-    format: intAtLeast(1),
-    default: availableParallelism(),
+    format: intBetween(1, 256),
+    default: Math.min(availableParallelism(), 256),
     appliesOn: ['workers'],
   },
   queue_timeout_ms: {
     doc: 'Longest a request waits for a free backend, then 503 (0 = no limit).',
-    format: intAtLeast(0),
+    format: msAtLeast(0),
     default: 30_000,
     appliesOn: ['pool'],
   },
@@ -154,7 +156,7 @@ export const schema = {
   },
   shutdown_timeout_ms: {
     doc: 'Bound in milliseconds on draining in-flight requests at shutdown.',
-    format: intAtLeast(0),
+    format: msAtLeast(0),
     default: 10_000,
     appliesOn: ['workers'],
   },

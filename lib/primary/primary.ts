@@ -551,7 +551,11 @@ export class Primary {
    * shutdown_timeout_ms; false when the drain was cut (the deadline, a second signal, a death).
    */
   private drainWorkers(): Promise<boolean> {
-    const expected = this.workers.list().map((w) => w.id);
+    // A worker already dead but not yet removed (its channel still closing) has nothing to drain.
+    const expected = this.workers
+      .list()
+      .filter((w) => !w.isDead())
+      .map((w) => w.id);
     return new Promise((resolve) => {
       this.onDrainProgress = () => {
         if (this.workers.list().some((w) => !w.isDead())) return;

@@ -155,3 +155,15 @@ describe('failures, end to end', () => {
     assert.equal((await mpx.stop()).code, 0);
   });
 });
+
+describe('shutdown while a front worker starts', () => {
+  it('SIGTERM just after a worker died: its replacement, still booting, is drained too, and the stop is clean and prompt', async () => {
+    const mpx = await startMultiplexer({ pool_size: 1, workers: 2, shutdown_timeout_ms: 8000 });
+    process.kill(mpx.ready.workers[0]!, 'SIGKILL');
+    await mpx.waitForLog((r) => /front worker died/.test(r.msg), 'the replacement to be forked');
+    const t0 = Date.now();
+    const exit = await mpx.stop();
+    assert.equal(exit.code, 0, mpx.stderr().slice(-2000));
+    assert.ok(Date.now() - t0 < 5000, `the stop took ${Date.now() - t0} ms`);
+  });
+});

@@ -13,6 +13,16 @@ function rewriteConfig(mpx: Running, changes: Record<string, unknown>): void {
   writeFileSync(mpx.configFile, JSON.stringify({ ...current, ...changes }, null, 2));
 }
 
+/** The primary's last log lines without backend output: what a failed stop explains itself with. */
+function lastLogLines(mpx: Running): string {
+  return mpx
+    .stderr()
+    .split('\n')
+    .filter((line) => !line.includes('"stream":'))
+    .slice(-40)
+    .join('\n');
+}
+
 /** Sends SIGHUP and resolves with the "reloaded" log record it produced. */
 async function sighup(mpx: Running): Promise<{ workersReplaced: number }> {
   const seen = mpx.logs().filter((r) => r.msg === 'SIGHUP: reloaded').length;
@@ -39,7 +49,8 @@ describe('reloads cut nothing', () => {
     const answer = await long;
     assert.equal(answer.status, 200);
     assert.ok(answer.ms >= 6000);
-    assert.equal((await mpx.stop()).code, 0);
+    const exit = await mpx.stop();
+    assert.equal(exit.code, 0, lastLogLines(mpx));
   });
 });
 
@@ -65,7 +76,8 @@ describe('reloads under load', () => {
     }
     const result = await load.stop();
     assert.deepEqual(result.failures, []);
-    assert.equal((await mpx.stop()).code, 0);
+    const exit = await mpx.stop();
+    assert.equal(exit.code, 0, lastLogLines(mpx));
   });
 
   it('the primary survives front workers killed under load, and no connection hangs', async () => {
@@ -114,6 +126,7 @@ describe('reloads under load', () => {
       result.failures.length <= kills * 8,
       `${result.failures.length} failures: ${result.failures.slice(0, 5).join('; ')}`,
     );
-    assert.equal((await mpx.stop()).code, 0);
+    const exit = await mpx.stop();
+    assert.equal(exit.code, 0, lastLogLines(mpx));
   });
 });

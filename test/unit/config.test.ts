@@ -80,6 +80,16 @@ describe('config', () => {
         /^queue_max must be an integer ≥ 0, got 1.5/,
       ],
       [
+        'a timeout longer than a Node timer can hold (it would fire at once)',
+        () => ({ file: file({ ...base, shutdown_timeout_ms: 3_000_000_000 }) }),
+        /^shutdown_timeout_ms must be an integer from 0 to 2147483647 \(milliseconds\), got 3000000000/,
+      ],
+      [
+        'more front workers than any machine needs',
+        () => ({ file: file({ ...base, workers: 100_000 }) }),
+        /^workers must be an integer from 1 to 256, got 100000/,
+      ],
+      [
         'an unknown strategy',
         () => ({ file: file({ ...base, pool_strategy: 'random' }) }),
         /^pool_strategy must be one of "fifo", "lifo", got "random"/,
@@ -117,12 +127,12 @@ describe('config', () => {
       [
         'a bad environment variable',
         () => ({ file: file(base), env: { MULTIPLEXER_WORKERS: 'many' } }),
-        /^workers must be an integer ≥ 1, got "many" \(from environment variable MULTIPLEXER_WORKERS\)$/,
+        /^workers must be an integer from 1 to 256, got "many" \(from environment variable MULTIPLEXER_WORKERS\)$/,
       ],
       [
         'a bad flag',
         () => ({ file: file(base), flags: { queue_timeout_ms: '-5' } }),
-        /^queue_timeout_ms must be an integer ≥ 0, got -5 \(from flag --queue_timeout_ms\)$/,
+        /^queue_timeout_ms must be an integer from 0 to 2147483647 \(milliseconds\), got -5 \(from flag --queue_timeout_ms\)$/,
       ],
       [
         'a port range smaller than the pool can grow',
