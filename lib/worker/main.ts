@@ -13,6 +13,7 @@ import {
 } from '../ipc/protocol.js';
 import { createLogger } from '../log.js';
 import { createRequestHandler } from './app.js';
+import { ClientConnections } from './client-connections.js';
 import { releaseAllIdle, releaseIdle } from './proxy.js';
 
 /**
@@ -67,21 +68,28 @@ server.on('error', (err) => {
 });
 
 // Open client connections, so a drain with none left ends without waiting out the idle grace.
-let connections = 0;
-server.on('connection', (socket: net.Socket) => {
-  connections++;
-  socket.once('close', () => {
-    connections--;
-    if (draining) finishDrainIfIdle();
-  });
+const clients = new ClientConnections(server, () => {
+  if (draining) finishDrainIfIdle();
 });
 
 let drained = false;
+let recheck: NodeJS.Timeout | undefined;
 
 function finishDrainIfIdle(): void {
-  if (drained || active > 0 || (connections > 0 && !idleGraceOver)) return;
+  if (drained) return;
+  if (idleGraceOver) clients.closeIdle(idleGraceMs);
+  if (active > 0 || clients.size > 0) {
+    // After the grace, a connection still open is busy or was accepted less than a grace ago:
+    // look again shortly (the primary bounds the whole drain).
+    if (idleGraceOver && !recheck) {
+      recheck = setTimeout(() => {
+        recheck = undefined;
+        finishDrainIfIdle();
+      }, 50);
+    }
+    return;
+  }
   drained = true;
-  server.closeIdleConnections();
   releaseAllIdle();
   send({ ns: NAMESPACE, type: 'drained', complete: true }, () => process.exit(0));
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { describe, it } from 'node:test';
 import { request } from '../helpers/http.js';
 import { startLoad } from '../helpers/load.js';
@@ -49,6 +50,38 @@ describe('reloads cut nothing', () => {
     const answer = await long;
     assert.equal(answer.status, 200);
     assert.ok(answer.ms >= 6000);
+    const exit = await mpx.stop();
+    assert.equal(exit.code, 0, lastLogLines(mpx));
+  });
+});
+
+describe('draining front workers', () => {
+  it('a client that connected before a worker-replacing reload and sends its request after the drain closed idle keep-alive connections is answered', async () => {
+    const mpx = await startMultiplexer({ pool_size: 1, workers: 1, shutdown_timeout_ms: 2000 });
+    const connect = async () => {
+      const socket = createConnection({ port: mpx.port, host: '127.0.0.1' });
+      await new Promise((resolve) => socket.once('connect', resolve));
+      const state = { text: '', closed: false };
+      socket.setEncoding('utf8').on('data', (c: string) => (state.text += c));
+      socket.on('error', () => undefined);
+      socket.once('close', () => (state.closed = true));
+      return { socket, state };
+    };
+    // A: a keep-alive client that was answered once and is now idle.
+    const keptAlive = await connect();
+    keptAlive.socket.write('GET /once HTTP/1.1\r\nHost: test\r\n\r\n');
+    await waitFor(() => keptAlive.state.text.includes('"url":"/once"'), 'the first answer');
+    // B: a client that connected and has not sent its request yet (a browser's preconnect).
+    const silent = await connect();
+    rewriteConfig(mpx, { http_proxy_timeout: 120_000 });
+    assert.equal((await sighup(mpx)).workersReplaced, 1);
+    // The old worker drains: after its idle grace it closes A, which was answered and is idle.
+    await waitFor(() => keptAlive.state.closed, 'the idle keep-alive connection to be closed');
+    assert.ok(!silent.state.closed, 'the connection that sent nothing yet is kept');
+    silent.socket.write('GET /late HTTP/1.1\r\nHost: test\r\n\r\n');
+    await waitFor(() => silent.state.closed, 'the answer, then the close');
+    assert.match(silent.state.text, /^HTTP\/1\.1 200 /);
+    assert.match(silent.state.text, /connection: close/i);
     const exit = await mpx.stop();
     assert.equal(exit.code, 0, lastLogLines(mpx));
   });
