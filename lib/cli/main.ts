@@ -80,6 +80,11 @@ function report(err: unknown): number {
 
 /** Runs the CLI; resolves with the process exit code. */
 export async function run(args: string[]): Promise<number> {
+  // `multiplexer status | head -1`, or a start whose reader of the ready line went away: a closed
+  // stdout must not crash the process (an 'error' event without a listener throws).
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
   let code = 0;
   const parser = yargs(args)
     .scriptName('multiplexer')

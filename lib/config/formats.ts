@@ -166,7 +166,8 @@ export const startDelayFormat: Format = {
   expected: 'an integer ≥ 0 (milliseconds), "wait_first_output" or "wait_port"',
   coerce: (text) => (READINESS_WORDS.includes(text) ? text : coerceInt(text)),
   valid: (v) =>
-    (typeof v === 'string' && READINESS_WORDS.includes(v)) || (isInt(v) && v >= 0 && v <= MAX_TIMER_MS),
+    (typeof v === 'string' && READINESS_WORDS.includes(v)) ||
+    (isInt(v) && v >= 0 && v <= MAX_TIMER_MS),
 };
 
 /** Text for a value in a problem line: JSON, so that "4" and 4 read differently. */

@@ -107,7 +107,7 @@ export const schema = {
     appliesOn: ['pool'],
   },
   service_max_requests: {
-    doc: 'A backend that has served this many requests is recycled: a replacement starts, then it retires (0 = never). Against slow leaks, as gunicorn\'s max_requests.',
+    doc: "A backend that has served this many requests is recycled: a replacement starts, then it retires (0 = never). Against slow leaks, as gunicorn's max_requests.",
     format: intAtLeast(0),
     default: 0,
     appliesOn: ['pool'],

@@ -239,6 +239,14 @@ export class Primary {
     });
     this.watchdog.unref();
     (this.watchdog.stdin as unknown as { unref(): void }).unref();
+    // Without listeners, a watchdog that cannot start, or a pipe error, would crash the primary.
+    this.watchdog.on('error', (err) =>
+      this.log.error(
+        { err: err.message },
+        'the watchdog could not start: kill -9 of multiplexer would leave its backends running',
+      ),
+    );
+    this.watchdog.stdin?.on('error', () => undefined);
   }
 
   private enqueue(action: Action): void {

@@ -182,7 +182,8 @@ export class Pool {
 
   /** True while a rolling restart has backends left to replace. */
   get renewing(): boolean {
-    for (const b of this.backends.values()) if (b.generation < this.generation && isLive(b)) return true;
+    for (const b of this.backends.values())
+      if (b.generation < this.generation && isLive(b)) return true;
     return false;
   }
 
@@ -262,8 +263,7 @@ export class Pool {
       // A backend marked by a shrink serves a waiting request instead; a replaced one never does.
       if (backend.state.retireOnReturn && (outdated || backend.recycle)) {
         this.retire(backend, backend.recycle ?? 'replaced');
-      }
-      else if (backend.state.retireOnReturn && this.waiters.length === 0) {
+      } else if (backend.state.retireOnReturn && this.waiters.length === 0) {
         this.retire(backend, 'shrink');
       } else this.move(backend, { type: 'release' });
     }
