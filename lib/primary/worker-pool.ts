@@ -25,6 +25,10 @@ interface WorkerRecord {
   readonly worker: Worker;
   readonly startedAt: number;
   phase: WorkerPhase;
+  /** It listens: its own code runs, so it receives our messages (see drain()). */
+  listening: boolean;
+  /** Killed at its drain deadline: said once. */
+  killed: boolean;
 }
 
 /**
@@ -161,7 +165,16 @@ export class FrontWorkers {
     // A worker already draining keeps the nearer of the two deadlines.
     const bound = current.phase === 'draining' ? Math.min(current.deadline, deadline) : deadline;
     record.phase = { phase: 'draining', deadline: bound, why };
-    if (current.phase === 'serving') sendTo(record.worker, { ns: NAMESPACE, type: 'drain' });
+    // A message that reaches a worker before its own code has set up its handler is dropped
+    // (cluster's worker object already listens, so Node does not keep it): a worker still
+    // booting gets its drain once it listens, which is after its handler is in place.
+    if (current.phase === 'serving') {
+      if (record.listening) sendTo(record.worker, { ns: NAMESPACE, type: 'drain' });
+      else
+        record.worker.once('listening', () =>
+          sendTo(record.worker, { ns: NAMESPACE, type: 'drain' }),
+        );
+    }
     this.scheduleDeadline();
   }
 
@@ -170,7 +183,9 @@ export class FrontWorkers {
     clearTimeout(this.deadlineTimer);
     let nearest = Infinity;
     for (const record of this.records.values()) {
-      if (record.phase.phase === 'draining') nearest = Math.min(nearest, record.phase.deadline);
+      if (record.phase.phase === 'draining' && !record.killed) {
+        nearest = Math.min(nearest, record.phase.deadline);
+      }
     }
     if (!Number.isFinite(nearest)) return;
     this.deadlineTimer = setTimeout(
@@ -178,9 +193,15 @@ export class FrontWorkers {
         const now = Date.now();
         for (const record of this.records.values()) {
           const { phase } = record;
-          if (phase.phase !== 'draining' || phase.deadline > now || record.worker.isDead()) {
+          if (
+            phase.phase !== 'draining' ||
+            phase.deadline > now ||
+            record.killed ||
+            record.worker.isDead()
+          ) {
             continue;
           }
+          record.killed = true;
           this.log.warn(
             { worker: record.worker.id, pid: record.worker.process.pid, why: phase.why },
             'front worker still draining at its deadline; ending it with what it carries',
@@ -213,7 +234,15 @@ export class FrontWorkers {
 
   private fork(): Worker {
     const worker = cluster.fork({ [WORKER_CONFIG_ENV]: JSON.stringify(this.config) });
-    this.records.set(worker.id, { worker, startedAt: Date.now(), phase: { phase: 'serving' } });
+    const record: WorkerRecord = {
+      worker,
+      startedAt: Date.now(),
+      phase: { phase: 'serving' },
+      listening: false,
+      killed: false,
+    };
+    this.records.set(worker.id, record);
+    worker.once('listening', () => (record.listening = true));
     // A send that fails asynchronously is emitted here when it has no callback; unhandled, it
     // would take the primary down. Its exit is handled on 'exit'.
     worker.on('error', (err: Error) =>
