@@ -36,6 +36,20 @@ export default tseslint.config(
     },
   },
   {
+    // The one exception: the health check speaks HTTP to a backend, as a probe (GET of
+    // service_health_path), never on the request path.
+    files: ['lib/supervisor/health.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: ['node:cluster', 'express'],
+          patterns: ['../worker/*', '../primary/*', '../ipc/*'],
+        },
+      ],
+    },
+  },
+  {
     files: ['lib/worker/**/*.ts'],
     rules: {
       'no-restricted-imports': [

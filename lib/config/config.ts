@@ -13,6 +13,8 @@ export interface Config {
   readonly service_start_process_cmd: string;
   readonly service_start_delay_ms: number | 'wait_first_output' | 'wait_port';
   readonly service_start_timeout_ms: number;
+  readonly service_health_path: string;
+  readonly service_health_interval_ms: number;
   readonly service_boot_attempts: number;
   readonly service_max_requests: number;
   readonly service_max_requests_jitter: number;

@@ -159,6 +159,13 @@ export const portRangeFormat: Format = {
   valid: (v) => parsePortRange(v) !== undefined,
 };
 
+export const healthPathFormat: Format = {
+  name: 'health-path',
+  expected: 'a path beginning with "/" (e.g. "/health"), or "" for off',
+  coerce: (text) => text,
+  valid: (v) => v === '' || (typeof v === 'string' && v.startsWith('/') && !/\s/.test(v)),
+};
+
 const READINESS_WORDS = ['wait_first_output', 'wait_port'];
 
 export const startDelayFormat: Format = {

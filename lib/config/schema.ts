@@ -6,6 +6,7 @@ import {
   intAtLeast,
   intBetween,
   msAtLeast,
+  healthPathFormat,
   nonEmptyString,
   oneOf,
   portFormat,
@@ -98,6 +99,18 @@ export const schema = {
     doc: 'A backend not ready within this many milliseconds is killed and started again.',
     format: msAtLeast(1),
     default: 30_000,
+    appliesOn: ['pool'],
+  },
+  service_health_path: {
+    doc: 'When set (e.g. "/health"), a backend is ready only once GET of this path answers 2xx or 3xx (after its port accepts), and idle backends are checked so every service_health_interval_ms; one failing 3 times in a row is replaced ("" = off).',
+    format: healthPathFormat,
+    default: '',
+    appliesOn: ['pool'],
+  },
+  service_health_interval_ms: {
+    doc: 'How often idle backends get the service_health_path check, in milliseconds.',
+    format: msAtLeast(100),
+    default: 10_000,
     appliesOn: ['pool'],
   },
   service_boot_attempts: {

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import type { Logger } from '../log.js';
+import { checkHealth } from './health.js';
 import { groupHasLiveMembers } from './process-table.js';
 
 export interface BackendSpec {
@@ -12,6 +13,8 @@ export interface BackendSpec {
   readonly command: string;
   /** What must happen before its port is probed: a first stdout line, a delay, or nothing. */
   readonly readiness: number | 'wait_first_output' | 'wait_port';
+  /** service_health_path: once its port accepts, GET this must answer 2xx/3xx ("" = no check). */
+  readonly healthPath: string;
   /** service_stop_timeout_ms: grace between SIGTERM and SIGKILL. */
   readonly stopGraceMs: number;
 }
@@ -35,6 +38,8 @@ const MAX_LINE = 64 * 1024;
 const GROUP_POLL_MS = 25;
 /** How often a port that refused is tried again while a backend starts. */
 const PORT_POLL_MS = 20;
+/** How often a failing health check is tried again while a backend starts. */
+const HEALTH_RETRY_MS = 100;
 /** Output lines kept to show why a backend could not start. */
 const TAIL_LINES = 20;
 
@@ -58,6 +63,8 @@ export interface StartReport {
   readonly stderrLines: number;
   /** The readiness trigger (first stdout line or delay) happened; the port is being probed. */
   readonly probing: boolean;
+  /** Why the last health check failed, when its port accepted but its health path did not pass. */
+  readonly health: string | undefined;
   /** The last lines it wrote, on either stream, oldest first. */
   readonly tail: readonly string[];
 }
@@ -84,6 +91,8 @@ export class BackendProcess {
   private probeTimer: NodeJS.Timeout | undefined;
   private probeSocket: net.Socket | undefined;
   private probing = false;
+  /** Why its last health check at start failed, if it did. */
+  private lastHealth: string | undefined;
   private readonly lines = { stdout: 0, stderr: 0 };
   private readonly tail: string[] = [];
 
@@ -129,7 +138,14 @@ export class BackendProcess {
     this.probeSocket = socket;
     socket.once('connect', () => {
       socket.destroy();
-      this.markReady();
+      if (this.spec.healthPath === '') return this.markReady();
+      void checkHealth(this.spec.host, this.spec.port, this.spec.healthPath).then((result) => {
+        this.lastHealth = result.healthy ? undefined : result.reason;
+        if (result.healthy) this.markReady();
+        else if (!this.leaderExit && !this.terminating) {
+          this.probeTimer = setTimeout(() => this.probePort(), HEALTH_RETRY_MS);
+        }
+      });
     });
     socket.once('error', () => {
       socket.destroy();
@@ -143,6 +159,7 @@ export class BackendProcess {
       stdoutLines: this.lines.stdout,
       stderrLines: this.lines.stderr,
       probing: this.probing,
+      health: this.lastHealth,
       tail: [...this.tail],
     };
   }

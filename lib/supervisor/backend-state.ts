@@ -17,6 +17,7 @@ export type RetireReason =
   | 'replaced'
   | 'max-requests'
   | 'max-rss'
+  | 'unhealthy'
   | 'start-timeout'
   | 'stuck'
   | 'broken'

@@ -30,6 +30,8 @@ export interface PoolSettings {
   readonly maxRequestsJitter: number;
   /** A backend whose process group uses more memory than this is recycled; 0 = off. */
   readonly maxRssBytes: number;
+  /** Failed health checks in a row after which an idle backend is replaced. */
+  readonly healthFailures: number;
   readonly restart: RestartPolicy;
 }
 
@@ -64,6 +66,8 @@ export type PoolEffect =
       readonly code: RejectCode;
     }
   | { readonly type: 'pool-ready' }
+  /** Check the health of the backend, leased for it under `lease`; answer with healthChecked(). */
+  | { readonly type: 'health-check'; readonly backend: number; readonly lease: number }
   /** Find out again whether the backend listens (it refused a connection). */
   | { readonly type: 'probe'; readonly backend: number }
   /** No backend was ever ready and bootAttempts starts in a row failed: the service cannot start. */
@@ -105,7 +109,16 @@ interface BackendRecord {
   readonly requestLimit: number;
   /** Set once it is due for recycling: replaced first, then retired, as in a rolling restart. */
   recycle: 'max-requests' | 'max-rss' | undefined;
+  /** Health checks failed in a row. */
+  unhealthy: number;
 }
+
+/**
+ * The "worker" that holds a backend while its health is checked: the supervisor itself. Front
+ * workers are numbered from 1, so a health check is a lease like any other and no request can
+ * reach the backend meanwhile (it serves one at a time).
+ */
+export const HEALTH_CHECKER = 0;
 
 /** Why a recycled backend retires, for the log and status. */
 type RecycleReason = NonNullable<BackendRecord['recycle']>;
@@ -120,6 +133,7 @@ interface Waiter {
 const FAILURE_REASONS: ReadonlySet<RetireReason> = new Set(['start-timeout', 'broken']);
 /** Retirements of a backend that failed in some way, so that another takes its place. */
 const REPLACED_REASONS: ReadonlySet<RetireReason> = new Set([
+  'unhealthy',
   'start-timeout',
   'broken',
   'stuck',
@@ -248,7 +262,6 @@ export class Pool {
       });
       return this.flush();
     }
-    const outdated = backend.generation < this.generation;
     if (outcome === 'refused') {
       // Not a crash: it printed before it listened, or is restarting its listener. It gets its
       // start timeout again to listen; the request it refused was never seen by it.
@@ -260,12 +273,7 @@ export class Pool {
     } else {
       backend.served += 1;
       if (backend.served >= backend.requestLimit) backend.recycle ??= 'max-requests';
-      // A backend marked by a shrink serves a waiting request instead; a replaced one never does.
-      if (backend.state.retireOnReturn && (outdated || backend.recycle)) {
-        this.retire(backend, backend.recycle ?? 'replaced');
-      } else if (backend.state.retireOnReturn && this.waiters.length === 0) {
-        this.retire(backend, 'shrink');
-      } else this.move(backend, { type: 'release' });
+      this.takeBack(backend);
     }
     this.reconcile({ shrink: true });
     return this.flush();
@@ -469,6 +477,49 @@ export class Pool {
     return this.flush();
   }
 
+  /** Leases every idle backend to the health checker (service_health_interval_ms). */
+  checkHealth(): PoolEffect[] {
+    if (this.stopping) return this.flush();
+    for (const backend of this.backends.values()) {
+      if (backend.state.phase !== 'idle') continue;
+      const lease = this.nextLease++;
+      this.move(backend, { type: 'lease', lease, worker: HEALTH_CHECKER, requestId: 0 });
+      this.emit({ type: 'health-check', backend: backend.id, lease });
+    }
+    return this.flush();
+  }
+
+  /**
+   * A health check's answer. Healthy: the backend is free again. Failed healthFailures times in
+   * a row: it is replaced (the check itself asked nothing of a request).
+   */
+  healthChecked(lease: number, healthy: boolean): PoolEffect[] {
+    const backend = this.find(
+      (b) =>
+        b.state.phase === 'busy' && b.state.lease === lease && b.state.worker === HEALTH_CHECKER,
+    );
+    if (!backend) return this.flush();
+    backend.unhealthy = healthy ? 0 : backend.unhealthy + 1;
+    if (backend.unhealthy >= this.settings.healthFailures) this.retire(backend, 'unhealthy');
+    else this.takeBack(backend);
+    this.reconcile({ shrink: true });
+    return this.flush();
+  }
+
+  /**
+   * A busy backend whose lease ended well: free again, or retired if it was marked meanwhile. A
+   * backend marked by a shrink serves a waiting request instead; a replaced one never does.
+   */
+  private takeBack(backend: BackendRecord): void {
+    if (backend.state.phase !== 'busy') return;
+    const outdated = backend.generation < this.generation;
+    if (backend.state.retireOnReturn && (outdated || backend.recycle)) {
+      this.retire(backend, backend.recycle ?? 'replaced');
+    } else if (backend.state.retireOnReturn && this.waiters.length === 0) {
+      this.retire(backend, 'shrink');
+    } else this.move(backend, { type: 'release' });
+  }
+
   private markForRecycling(backend: BackendRecord, reason: RecycleReason): void {
     if (backend.recycle) return;
     backend.recycle = reason;
@@ -515,6 +566,7 @@ export class Pool {
         generation: this.generation,
         requestLimit: this.requestLimit(),
         recycle: undefined,
+        unhealthy: 0,
       });
       if (!surge && active + i >= this.settings.size) this.totals.overflowSpawns += 1;
       this.emit({ type: 'spawn', backend: id });

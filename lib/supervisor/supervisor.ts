@@ -13,6 +13,7 @@ import {
   type RejectCode,
 } from './pool.js';
 import { canBind, PortRing } from './port-ring.js';
+import { checkHealth } from './health.js';
 import { groupRssBytes } from './process-table.js';
 import { defaultRestartPolicy, type RestartPolicy } from './restart-policy.js';
 
@@ -88,6 +89,9 @@ export interface SupervisorChange {
 const BACKEND_KEYS = keysFor('backends');
 const POOL_KEYS = keysFor('pool');
 
+/** Failed health checks in a row after which a backend is replaced. */
+const HEALTH_FAILURES = 3;
+
 /** How often every backend's memory is read (status, service_max_rss_mb). */
 const RSS_INTERVAL_MS = 2000;
 
@@ -101,6 +105,8 @@ function describeStart(report: StartReport, config: Config): string {
     return `no line on stdout in ${ms} ms; it wrote ${report.stderrLines} line${report.stderrLines === 1 ? '' : 's'} to stderr; for servers that log to stderr use "service_start_delay_ms": "wait_port"`;
   }
   if (!report.probing) return `its readiness delay did not pass within ${ms} ms`;
+  if (report.health)
+    return `its port accepted, but its health check never passed in ${ms} ms (${report.health})`;
   return `its port never accepted a connection in ${ms} ms (it wrote ${report.stdoutLines} line${report.stdoutLines === 1 ? '' : 's'} to stdout, ${report.stderrLines} to stderr); does it listen on %PORT% / $PORT?`;
 }
 
@@ -111,6 +117,7 @@ const RETIRE_WHY: Record<RetireReason, string> = {
   replaced: 'replaced by a rolling restart',
   'max-requests': 'served service_max_requests requests; recycled (its replacement is ready)',
   'max-rss': 'memory over service_max_rss_mb; recycled (its replacement is ready)',
+  unhealthy: `failed its service_health_path check ${HEALTH_FAILURES} times in a row`,
   'start-timeout': 'not ready within service_start_timeout_ms',
   stuck: 'no answer within http_proxy_timeout; presumed stuck',
   broken: 'connection to the backend failed',
@@ -135,6 +142,7 @@ export class Supervisor {
   private lastFailure: Omit<BootFailure, 'attempts'> | undefined;
   private readonly rss = new Map<number, number>();
   private rssTimer: NodeJS.Timeout | undefined;
+  private healthTimer: NodeJS.Timeout | undefined;
   private noneReadySince: number | undefined;
 
   constructor(
@@ -161,6 +169,7 @@ export class Supervisor {
       maxRequests: config.service_max_requests,
       maxRequestsJitter: config.service_max_requests_jitter,
       maxRssBytes: config.service_max_rss_mb * 1024 * 1024,
+      healthFailures: HEALTH_FAILURES,
       restart: this.restart,
     };
   }
@@ -200,6 +209,31 @@ export class Supervisor {
     this.apply(this.pool.start());
     this.rssTimer = setInterval(() => this.measureRss(), RSS_INTERVAL_MS);
     this.rssTimer.unref();
+    this.scheduleHealthChecks();
+  }
+
+  /** Every service_health_interval_ms (read each time: a reload may change it), when a path is set. */
+  private scheduleHealthChecks(): void {
+    this.healthTimer = setTimeout(() => {
+      if (this.config.service_health_path !== '') this.apply(this.pool.checkHealth());
+      this.scheduleHealthChecks();
+    }, this.config.service_health_interval_ms);
+    this.healthTimer.unref();
+  }
+
+  private async checkBackendHealth(id: number, lease: number): Promise<void> {
+    const proc = this.processes.get(id);
+    const path = this.config.service_health_path;
+    const result = proc
+      ? await checkHealth(proc.spec.host, proc.spec.port, path)
+      : { healthy: false as const, reason: 'no process' };
+    if (!result.healthy) {
+      this.log.warn(
+        { backend: id, pid: proc?.pid, port: proc?.spec.port },
+        `backend failed its health check: ${result.reason}`,
+      );
+    }
+    this.apply(this.pool.healthChecked(lease, result.healthy));
   }
 
   /** Reads every backend's memory; the pool recycles those over service_max_rss_mb. */
@@ -246,6 +280,7 @@ export class Supervisor {
   /** Stops every backend (SIGTERM, SIGKILL after service_stop_timeout_ms); resolves when all are gone. */
   stop(): Promise<void> {
     clearInterval(this.rssTimer);
+    clearTimeout(this.healthTimer);
     clearTimeout(this.wakeTimer);
     this.wakeAt = Infinity;
     const gone = new Promise<void>((resolve) => {
@@ -362,6 +397,9 @@ export class Supervisor {
           });
           break;
         }
+        case 'health-check':
+          void this.checkBackendHealth(effect.backend, effect.lease);
+          break;
         case 'anomaly':
           this.log.debug(effect.message);
           break;
@@ -398,6 +436,7 @@ export class Supervisor {
         port,
         command: config.service_start_process_cmd,
         readiness: config.service_start_delay_ms,
+        healthPath: config.service_health_path,
         stopGraceMs: config.service_stop_timeout_ms,
       },
       this.log,

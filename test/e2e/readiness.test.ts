@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import { request } from '../helpers/http.js';
 import { fixtureCommand, launchMultiplexer, startMultiplexer } from '../helpers/multiplexer.js';
 import { freePort } from '../helpers/ports.js';
+import { startLoad } from '../helpers/load.js';
 import { pidsMatching } from '../helpers/procs.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -75,6 +76,54 @@ describe('readiness that is true', () => {
       /no line on stdout in 700 ms; it wrote 1 line to stderr; for servers that log to stderr use "service_start_delay_ms": "wait_port"/,
     );
     assert.deepEqual(pidsMatching(mpx.marker), []);
+  });
+});
+
+describe('service_health_path', () => {
+  it('a backend is ready only once GET service_health_path answers 2xx: no request reaches it before', async () => {
+    const mpx = await launchMultiplexer({
+      pool_size: 2,
+      workers: 1,
+      service_health_path: '/health',
+      service_start_process_cmd: fixtureCommand('banner-service.mjs', '{marker}', ' 0 600'),
+    });
+    await waitFor(
+      () => mpx.logs().some((r) => r.msg === 'starting backends and front workers'),
+      'the front workers to be started',
+    );
+    await waitFor(() => portOpen(mpx.port), 'the front port to open');
+    const answers = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => request(mpx.port, `/early?i=${i}&ms=20`)),
+    );
+    for (const a of answers) {
+      assert.equal(a.status, 200, a.body);
+      assert.equal((JSON.parse(a.body) as { healthy: boolean }).healthy, true);
+    }
+    mpx.proc.kill('SIGTERM');
+    assert.equal((await mpx.exited).code, 0);
+  });
+
+  it('an idle backend failing its health check 3 times in a row is replaced; no request fails meanwhile', async () => {
+    const mpx = await startMultiplexer({
+      pool_size: 2,
+      workers: 1,
+      service_health_path: '/health',
+      service_health_interval_ms: 150,
+      service_start_process_cmd: fixtureCommand('banner-service.mjs', '{marker}', ' 0 0'),
+    });
+    const sick = JSON.parse((await request(mpx.port, '/sicken')).body) as { pid: number };
+    const load = startLoad(mpx.port, { clients: 2, path: '/?ms=5' });
+    await mpx.waitForLog((r) => r.reason === 'unhealthy', 'the sick backend to be replaced');
+    const warnings = mpx
+      .logs()
+      .filter((r) => /failed its health check: GET \/health answered 503/.test(r.msg));
+    assert.ok(warnings.length >= 3, `${warnings.length} failed checks logged`);
+    const ok = load.result.ok;
+    await waitFor(() => load.result.ok > ok + 20, 'load after the replacement');
+    const result = await load.stop();
+    assert.deepEqual(result.failures, []);
+    await waitFor(() => !pidsMatching(mpx.marker).includes(sick.pid), 'the sick backend to end');
+    assert.equal((await mpx.stop()).code, 0);
   });
 });
 

@@ -30,6 +30,8 @@ async function config(overrides: Partial<Config>, marker: string): Promise<Confi
     service_max_requests: 0,
     service_max_requests_jitter: 0,
     service_max_rss_mb: 0,
+    service_health_path: '',
+    service_health_interval_ms: 10_000,
     service_stop_timeout_ms: 1000,
     service_kill_pattern: '',
     workers: 1,

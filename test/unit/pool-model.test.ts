@@ -77,6 +77,13 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
           model.asked = model.asked.filter((a) => key(a.worker, a.requestId) !== k);
           break;
         }
+        case 'health-check':
+          assert.ok(model.ready.has(e.backend), `${step}: health check of a backend not ready`);
+          for (const l of model.leases.values()) {
+            assert.notEqual(l.backend, e.backend, `${step}: health check of a leased backend`);
+          }
+          model.leases.set(e.lease, { backend: e.backend, worker: 0, requestId: 0 });
+          break;
         case 'reject': {
           const k = key(e.worker, e.requestId);
           assert.ok(!model.answered.has(k), `${step}: request ${k} answered twice`);
@@ -125,6 +132,11 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       if (lease === undefined) continue;
       const l = model.leases.get(lease)!;
       model.leases.delete(lease);
+      if (l.worker === 0) {
+        const healthy = rand.random() < 0.6;
+        apply(pool.healthChecked(lease, healthy), `health ${lease} ${healthy}`);
+        continue;
+      }
       const outcome = pick(['ok', 'ok', 'ok', 'ok', 'stuck', 'broken', 'refused'] as const)!;
       // A refusal sends the backend back to starting; the worker asks again, first in line.
       if (outcome === 'refused') model.ready.delete(l.backend);
@@ -171,6 +183,8 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     } else if (roll < 0.94) {
       renewed = true;
       apply(pool.renew(), 'renew');
+    } else if (roll < 0.942) {
+      apply(pool.checkHealth(), 'health checks');
     } else if (roll < 0.945) {
       const id = pick([...model.alive]);
       if (id === undefined) continue;
@@ -190,7 +204,8 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
   for (let round = 0; round < 50; round++) {
     for (const [lease, l] of [...model.leases]) {
       model.leases.delete(lease);
-      apply(pool.checkin(l.worker, lease, 'ok'), 'final checkin');
+      if (l.worker === 0) apply(pool.healthChecked(lease, true), 'final health');
+      else apply(pool.checkin(l.worker, lease, 'ok'), 'final checkin');
     }
     for (const id of [...model.stopping].filter((s) => model.alive.has(s))) {
       model.alive.delete(id);
@@ -228,6 +243,7 @@ describe('pool model test', () => {
       maxRequests: 0,
       maxRequestsJitter: 0,
       maxRssBytes: 0,
+      healthFailures: 3,
       restart: { baseDelayMs: 10, maxDelayMs: 200, stableAfterMs: 1000 },
     },
     {
@@ -241,6 +257,7 @@ describe('pool model test', () => {
       maxRequests: 0,
       maxRequestsJitter: 0,
       maxRssBytes: 0,
+      healthFailures: 3,
       restart: { baseDelayMs: 10, maxDelayMs: 200, stableAfterMs: 1000 },
     },
     {
@@ -254,6 +271,7 @@ describe('pool model test', () => {
       maxRequests: 0,
       maxRequestsJitter: 0,
       maxRssBytes: 0,
+      healthFailures: 3,
       restart: { baseDelayMs: 10, maxDelayMs: 200, stableAfterMs: 1000 },
     },
     {
@@ -268,6 +286,7 @@ describe('pool model test', () => {
       maxRequests: 3,
       maxRequestsJitter: 2,
       maxRssBytes: 1000,
+      healthFailures: 3,
       restart: { baseDelayMs: 10, maxDelayMs: 200, stableAfterMs: 1000 },
     },
   ];

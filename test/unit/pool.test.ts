@@ -19,6 +19,7 @@ function setup(overrides: Partial<PoolSettings> = {}, seed = 1) {
     maxRequests: 0,
     maxRequestsJitter: 0,
     maxRssBytes: 0,
+    healthFailures: 3,
     restart: { baseDelayMs: 100, maxDelayMs: 1000, stableAfterMs: 10_000 },
     ...overrides,
   };
@@ -343,6 +344,7 @@ describe('pool changes at runtime', () => {
     maxRequests: 0,
     maxRequestsJitter: 0,
     maxRssBytes: 0,
+    healthFailures: 3,
     restart: { baseDelayMs: 100, maxDelayMs: 1000, stableAfterMs: 10_000 },
   });
 
@@ -543,3 +545,40 @@ function leaseOf(pool: Pool, id: number): number {
   const state = pool.backend(id)?.state;
   return state?.phase === 'busy' ? state.lease : -1;
 }
+
+describe('health checks in the pool', () => {
+  it('idle backends are leased to the health checker; a request that comes meanwhile waits for the check', () => {
+    const { pool } = setup({ size: 1 });
+    const [a] = startReady(pool);
+    const checks = pool.checkHealth().filter((e) => e.type === 'health-check');
+    assert.deepEqual(
+      checks.map((c) => c.type === 'health-check' && c.backend),
+      [a],
+    );
+    assert.equal(grant(pool.checkout(W1, 1)), undefined, 'the request waits');
+    const lease = checks[0]!.type === 'health-check' ? checks[0]!.lease : -1;
+    const next = grant(pool.healthChecked(lease, true));
+    assert.deepEqual([next?.worker, next?.requestId, next?.backend], [W1, 1, a]);
+  });
+
+  it('three failed checks in a row replace the backend; a passing one resets the count', () => {
+    const { pool } = setup({ size: 1, healthFailures: 3 });
+    const [a] = startReady(pool);
+    const check = (healthy: boolean) => {
+      const c = pool.checkHealth().find((e) => e.type === 'health-check');
+      return c?.type === 'health-check' ? pool.healthChecked(c.lease, healthy) : [];
+    };
+    check(false);
+    check(false);
+    check(true);
+    check(false);
+    assert.deepEqual(stopped(check(false)), [], 'two failures in a row, not three');
+    const third = check(false);
+    assert.deepEqual(
+      third.filter((e) => e.type === 'stop'),
+      [{ type: 'stop', backend: a, reason: 'unhealthy' }],
+    );
+    // Its process still holds a port: the replacement starts once it has exited.
+    assert.equal(spawned(pool.backendExited(a!)).length, 1, 'a replacement starts');
+  });
+});
