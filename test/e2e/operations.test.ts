@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
 import { request } from '../helpers/http.js';
@@ -8,10 +7,10 @@ import {
   control,
   fixtureCommand,
   launch,
+  rewriteConfig,
   servicePids,
   startMultiplexer,
   writeConfig,
-  type Running,
 } from '../helpers/multiplexer.js';
 import { freePort } from '../helpers/ports.js';
 import { isAlive, killQuietly, pidsMatching } from '../helpers/procs.js';
@@ -36,11 +35,6 @@ async function status(mpx: { adminPort: number }): Promise<Status> {
   const answer = await request(mpx.adminPort, '/status');
   assert.equal(answer.status, 200, answer.body);
   return JSON.parse(answer.body) as Status;
-}
-
-function rewriteConfig(mpx: Running, changes: Record<string, unknown>): void {
-  const current = JSON.parse(readFileSync(mpx.configFile, 'utf8')) as Record<string, unknown>;
-  writeFileSync(mpx.configFile, JSON.stringify({ ...current, ...changes }, null, 2));
 }
 
 /** Backends that take requests: idle or busy. */

@@ -2,7 +2,12 @@ import assert from 'node:assert/strict';
 import { createConnection } from 'node:net';
 import { describe, it } from 'node:test';
 import { request } from '../helpers/http.js';
-import { fixtureCommand, launchMultiplexer, startMultiplexer } from '../helpers/multiplexer.js';
+import {
+  fixtureCommand,
+  launchMultiplexer,
+  startMultiplexer,
+  type Launch,
+} from '../helpers/multiplexer.js';
 import { freePort } from '../helpers/ports.js';
 import { startLoad } from '../helpers/load.js';
 import { pidsMatching } from '../helpers/procs.js';
@@ -20,6 +25,18 @@ function portOpen(port: number): Promise<boolean> {
   });
 }
 
+/**
+ * Resolves as soon as the front port accepts, before any backend is ready. Not before the front
+ * workers are started: the primary's check that http_port is free binds it for a moment.
+ */
+async function frontPortOpen(mpx: Launch & { port: number }): Promise<void> {
+  await waitFor(
+    () => mpx.logs().some((r) => r.msg === 'starting backends and front workers'),
+    'the front workers to be started',
+  );
+  await waitFor(() => portOpen(mpx.port), 'the front port to open');
+}
+
 describe('readiness that is true', () => {
   it('a service that prints a banner 800 ms before it listens: 12 requests sent as soon as the port opens all get 200', async () => {
     const mpx = await launchMultiplexer({
@@ -27,12 +44,7 @@ describe('readiness that is true', () => {
       workers: 1,
       service_start_process_cmd: fixtureCommand('banner-service.mjs', '{marker}', ' 800'),
     });
-    // Not before this line: the primary's check that http_port is free binds it for a moment.
-    await waitFor(
-      () => mpx.logs().some((r) => r.msg === 'starting backends and front workers'),
-      'the front workers to be started',
-    );
-    await waitFor(() => portOpen(mpx.port), 'the front port to open');
+    await frontPortOpen(mpx);
     const answers = await Promise.all(
       Array.from({ length: 12 }, (_, i) =>
         request(mpx.port, `/early?i=${i}&ms=20`).catch((e: Error) => e),
@@ -87,11 +99,7 @@ describe('service_health_path', () => {
       service_health_path: '/health',
       service_start_process_cmd: fixtureCommand('banner-service.mjs', '{marker}', ' 0 600'),
     });
-    await waitFor(
-      () => mpx.logs().some((r) => r.msg === 'starting backends and front workers'),
-      'the front workers to be started',
-    );
-    await waitFor(() => portOpen(mpx.port), 'the front port to open');
+    await frontPortOpen(mpx);
     const answers = await Promise.all(
       Array.from({ length: 6 }, (_, i) => request(mpx.port, `/early?i=${i}&ms=20`)),
     );

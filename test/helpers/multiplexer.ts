@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after } from 'node:test';
 import { BIN, fixture, ROOT, uniqueMarker } from './paths.js';
@@ -117,6 +118,12 @@ export function launch(
   };
   launched.push(l);
   return l;
+}
+
+/** Changes keys in a running instance's config file (for a reload). */
+export function rewriteConfig(mpx: { configFile: string }, changes: Record<string, unknown>): void {
+  const current = JSON.parse(readFileSync(mpx.configFile, 'utf8')) as Record<string, unknown>;
+  writeFileSync(mpx.configFile, JSON.stringify({ ...current, ...changes }, null, 2));
 }
 
 export function writeConfig(config: Record<string, unknown>): string {
