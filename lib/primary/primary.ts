@@ -250,10 +250,14 @@ export class Primary {
   }
 
   private enqueue(action: Action): void {
-    // A second stop must act at once (skip the drain), not wait behind the first one's drain.
-    if (action.type === 'stop' && this.state === 'draining') {
-      this.log.warn(`${action.trigger} again: skipping the drain`);
-      this.workers.killAll('SIGKILL');
+    // A stop never waits behind a reload still waiting for a new worker to listen: it begins at
+    // once, and what is queued after it finds the server draining and is refused. A second
+    // stop skips the drain.
+    if (action.type === 'stop') {
+      if (this.state === 'draining') {
+        this.log.warn(`${action.trigger} again: skipping the drain`);
+        this.workers.killAll('SIGKILL');
+      } else this.beginShutdown(action.trigger);
       return;
     }
     this.actions.push(action);

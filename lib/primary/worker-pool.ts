@@ -120,6 +120,8 @@ export class FrontWorkers {
     const deadline = Date.now() + replacedDrainMs(config);
     let started = 0;
     for (let i = 0; i < Math.max(old.length, config.workers); i++) {
+      // A shutdown began meanwhile: it drains every worker, old and new; start no more.
+      if (!this.replacing) break;
       if (i < config.workers) {
         await this.forkListening();
         started++;
@@ -138,7 +140,7 @@ export class FrontWorkers {
     this.config = config;
     const serving = this.serving();
     let started = 0;
-    for (let n = serving.length; n < config.workers; n++) {
+    for (let n = serving.length; n < config.workers && this.replacing; n++) {
       await this.forkListening();
       started++;
     }
