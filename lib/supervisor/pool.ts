@@ -399,11 +399,6 @@ export class Pool {
     return b && this.toView(b);
   }
 
-  /** True once a backend has been ready; until then, failures are boot failures. */
-  get hasBeenReady(): boolean {
-    return this.everReady;
-  }
-
   private toView(b: BackendRecord): BackendView {
     return {
       id: b.id,

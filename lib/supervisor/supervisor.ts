@@ -45,7 +45,6 @@ export interface PoolHealth {
   readonly ready: number;
   /** Since when no backend has been ready (undefined while one is). */
   readonly noneReadySince: number | undefined;
-  readonly everReady: boolean;
   /** The last backend failure, in words. */
   readonly lastFailure: string | undefined;
 }
@@ -308,7 +307,6 @@ export class Supervisor {
     return {
       ready,
       noneReadySince: ready > 0 ? undefined : this.noneReadySince,
-      everReady: this.pool.hasBeenReady,
       lastFailure: last && `${last.command}: ${last.how}`,
     };
   }
