@@ -14,7 +14,7 @@ import {
   startMultiplexer,
   writeConfig,
 } from '../helpers/multiplexer.js';
-import { uniqueMarker } from '../helpers/paths.js';
+import { ROOT, uniqueMarker } from '../helpers/paths.js';
 import { freePort, freePortRange } from '../helpers/ports.js';
 import { isAlive, killQuietly, pidsMatching } from '../helpers/procs.js';
 import { tempDir } from '../helpers/temp.js';
@@ -27,7 +27,8 @@ function sleepers(duration: string): number[] {
 }
 
 function workerPids(primary: number): number[] {
-  return pidsMatching('dist/lib/worker/main.js').filter((pid) => pid !== primary);
+  // This checkout's workers only: another checkout's tests may run on the same machine.
+  return pidsMatching(join(ROOT, 'dist/lib/worker/main.js')).filter((pid) => pid !== primary);
 }
 
 describe('lifecycle, end to end', () => {
