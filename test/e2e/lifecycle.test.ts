@@ -170,6 +170,7 @@ describe('lifecycle, end to end', () => {
       stdio: 'ignore',
       uid: 65534,
       gid: 65534,
+      detached: true,
     });
     try {
       await waitFor(() => pidsMatching(pattern).length === 1, "the other user's process to run");
@@ -181,7 +182,8 @@ describe('lifecycle, end to end', () => {
       assert.ok(!mpx.logs().some((r) => /leftover/.test(r.msg)), 'nothing was ended');
       assert.equal((await mpx.stop()).code, 0);
     } finally {
-      killQuietly(foreign.pid!);
+      // Its group: the shell and the sleep it started.
+      killQuietly(-foreign.pid!);
     }
   });
 
