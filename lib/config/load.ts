@@ -182,6 +182,14 @@ export function crossKeyProblems(config: Config): string[] {
       `service_port_range must hold at least pool_size + pool_max_overflow = ${needed} ports, got "${first}..${last}" (${rangeSize} ports)`,
     );
   }
+  for (const key of ['http_port', 'admin_port'] as const) {
+    const port = config[key];
+    if (port !== 0 && port >= first && port <= last) {
+      problems.push(
+        `${key} ${port} must lie outside service_port_range "${first}..${last}": backends are given ports from that range`,
+      );
+    }
+  }
   if (config.admin_port !== 0 && !isLoopback(config.admin_host) && config.admin_token === '') {
     problems.push(
       `admin_token must be set when the admin API listens beyond loopback, got admin_host ${JSON.stringify(config.admin_host)} with admin_port ${config.admin_port} and no token`,

@@ -146,7 +146,7 @@ describe('boot failure stops the process', () => {
       service_start_process_cmd: 'no-such-program-{marker} --port %PORT%',
     });
     const exit = await waitFor(() => mpx.exited.then((e) => e), 'start to give up', 10_000);
-    assert.equal(exit.code, 1);
+    assert.equal(exit.code, 1, mpx.stderr().slice(-3000));
     assert.ok(Date.now() - t0 < 10_000);
     const stderr = mpx.stderr();
     assert.match(stderr, /the service cannot start/);
