@@ -285,6 +285,10 @@ export class Pool {
     backend.readyAt = this.clock.now();
     this.everReady = true;
     this.bootFailures = 0;
+    // A start that succeeds proves the command works: the backoff is for starts that fail. So
+    // backends killed from outside, or crashing on some request, are replaced at the base delay
+    // (gunicorn restarts workers at once) instead of leaving the pool empty for seconds.
+    this.failureStreak = 0;
     this.move(backend, { type: 'ready' });
     if (!this.announcedReady && this.count('idle', 'busy') >= this.settings.size) {
       this.announcedReady = true;

@@ -1,7 +1,7 @@
 /**
  * Exponential backoff for backends that keep dying, so a broken command never spins. A failure is a
- * crash, a boot failure or a start timeout; a backend that stayed ready for `stableAfterMs` proves
- * the command works again and resets the streak.
+ * crash, a boot failure or a start timeout; a backend that becomes ready proves the command works
+ * again and resets the streak, and so does a quiet `stableAfterMs` since the last failure.
  */
 export interface RestartPolicy {
   readonly baseDelayMs: number;

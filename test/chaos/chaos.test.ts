@@ -108,7 +108,8 @@ describe('chaos', () => {
     await waitFor(() => load.result.ok >= ok + 40, 'load after the kill');
     const result = await load.stop();
     report(t, 'a front worker killed', result, `, replaced in ${replacedMs} ms`);
-    assert.ok(replacedMs < 1000, `replaced in ${replacedMs} ms`);
+    // A timing target: checked in the full run only (`npm run test:chaos`), reported always.
+    if (FULL) assert.ok(replacedMs < 1000, `replaced in ${replacedMs} ms`);
     // At most one request per client was in flight on the killed worker.
     assert.ok(result.failures.length <= clients, `${result.failures.length} failures`);
     assert.ok(!result.failures.some((f) => /no answer/.test(f)), 'no request hangs');

@@ -271,6 +271,22 @@ describe('pool decisions', () => {
       assert.deepEqual(delays.slice(0, 5), [100, 200, 400, 800, 1000]);
     });
 
+    it('backends that crash after they were ready are replaced at the base delay: a start that succeeds resets the backoff', () => {
+      const { pool, clock } = setup({ size: 2 });
+      let ids = startReady(pool);
+      const delays: number[] = [];
+      for (let round = 0; round < 6; round++) {
+        for (const e of pool.backendExited(ids[0]!))
+          if (e.type === 'backoff') delays.push(e.delayMs);
+        clock.advance(delays.at(-1)!);
+        const [replacement] = [...spawned(pool.tick()), ...spawned([])];
+        assert.ok(replacement !== undefined, `round ${round}: a replacement starts`);
+        pool.backendReady(replacement);
+        ids = [ids[1]!, replacement];
+      }
+      assert.deepEqual(delays, [100, 100, 100, 100, 100, 100]);
+    });
+
     it('a backend not ready within service_start_timeout_ms is stopped and started again', () => {
       const { pool, clock } = setup({ size: 1, startTimeoutMs: 300 });
       pool.start();
