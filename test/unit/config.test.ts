@@ -90,7 +90,7 @@ describe('config', () => {
         /^workers must be an integer from 1 to 256, got 100000/,
       ],
       [
-        'an http_port inside the backends\' port range',
+        "an http_port inside the backends' port range",
         () => ({ file: file({ ...base, http_port: 10310 }) }),
         /^http_port 10310 must lie outside service_port_range "10300\.\.10350": backends are given ports from that range/,
       ],
