@@ -43,8 +43,10 @@ type Action =
       /** A new pool_size, or a change of the current one. */
       readonly size: { readonly to: unknown } | { readonly by: number };
       reply?(outcome: ScaleOutcome): void;
-    }
-  | { readonly type: 'stop'; readonly trigger: string };
+    };
+
+/** What can be asked: a queued action, or a stop, which never waits in the queue. */
+type Ask = Action | { readonly type: 'stop'; readonly trigger: string };
 
 /** The signal table: what each signal asks for. */
 const SIGNALS = {
@@ -54,10 +56,10 @@ const SIGNALS = {
   SIGTTOU: { type: 'scale', size: { by: -1 } },
   SIGTERM: { type: 'stop' },
   SIGINT: { type: 'stop' },
-} as const satisfies Record<string, Request>;
+} as const satisfies Record<string, Untriggered>;
 
-/** An action as a signal asks for it, before it is tagged with its trigger. */
-type Request = Action extends infer A ? (A extends unknown ? Omit<A, 'trigger'> : never) : never;
+/** What a signal asks for, before it is tagged with its trigger. */
+type Untriggered = Ask extends infer A ? (A extends unknown ? Omit<A, 'trigger'> : never) : never;
 
 export type ScaleOutcome =
   { ok: true; from: number; to: number } | { ok: false; problems: string[] };
@@ -106,7 +108,6 @@ export class Primary {
   private readonly listening = new Set<number>();
   private readonly drained = new Set<number>();
   private poolReady = false;
-  private failedAtStartup = false;
   /** Set when the server stops because of a failure, whatever the drain does. */
   private exitCode: number | undefined;
   private announced = false;
@@ -249,7 +250,7 @@ export class Primary {
     this.watchdog.stdin?.on('error', () => undefined);
   }
 
-  private enqueue(action: Action): void {
+  private enqueue(action: Ask): void {
     // A stop never waits behind a reload still waiting for a new worker to listen: it begins at
     // once, and what is queued after it finds the server draining and is refused. A second
     // stop skips the drain.
@@ -294,8 +295,6 @@ export class Primary {
         action.reply?.(outcome);
         return;
       }
-      case 'stop':
-        return this.beginShutdown(action.trigger);
       default:
         action satisfies never;
     }
@@ -491,7 +490,7 @@ export class Primary {
     this.supervisor.workerExited(worker.id);
     if (this.state === 'running' && !this.announced && code === WORKER_SETUP_FAILED) {
       this.log.fatal('a front worker could not start (see its log line above); shutting down');
-      this.failedAtStartup = true;
+      this.exitCode = WORKER_SETUP_FAILED;
       this.enqueue({ type: 'stop', trigger: 'startup failure' });
       return;
     }
@@ -555,7 +554,7 @@ export class Primary {
     );
     await this.admin?.close();
     removeInstance(this.options.stateDir);
-    this.finish(this.failedAtStartup ? WORKER_SETUP_FAILED : (this.exitCode ?? (complete ? 0 : 1)));
+    this.finish(this.exitCode ?? (complete ? 0 : 1));
   }
 
   /**

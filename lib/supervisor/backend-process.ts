@@ -238,13 +238,15 @@ export class BackendProcess {
     // read it first, so the exit report and a boot failure show it. Bounded, in case something
     // outside the group holds a pipe open.
     const streams = [this.child.stdout!, this.child.stderr!].filter((s) => !s.readableEnded);
-    let open = streams.length;
+    let reported = false;
     const report = (): void => {
+      if (reported) return;
+      reported = true;
       clearTimeout(bound);
-      open = -1;
       this.callbacks.onExit(this.leaderExit!);
     };
     const bound = setTimeout(report, 200);
+    let open = streams.length;
     if (open === 0) return report();
     for (const stream of streams) {
       stream.once('close', () => {

@@ -196,9 +196,12 @@ export class Pool {
 
   /** True while a rolling restart has backends left to replace. */
   get renewing(): boolean {
-    for (const b of this.backends.values())
-      if (b.generation < this.generation && isLive(b)) return true;
-    return false;
+    return this.find((b) => b.generation < this.generation && isLive(b)) !== undefined;
+  }
+
+  /** Backends that take requests now (idle or busy). */
+  get readyCount(): number {
+    return this.count('idle', 'busy');
   }
 
   /** Starts pool_size backends at once. */
@@ -459,8 +462,7 @@ export class Pool {
 
   /** True while some backend waits for its replacement (a rolling restart or recycling). */
   private get replacing(): boolean {
-    for (const backend of this.backends.values()) if (this.isOutdatedLive(backend)) return true;
-    return false;
+    return this.find((b) => this.isOutdatedLive(b)) !== undefined;
   }
 
   /**

@@ -300,9 +300,7 @@ export class Supervisor {
   }
 
   health(): PoolHealth {
-    const ready = this.pool
-      .view()
-      .filter((b) => b.state.phase === 'idle' || b.state.phase === 'busy').length;
+    const ready = this.pool.readyCount;
     const last = this.lastFailure;
     return {
       ready,
@@ -313,10 +311,7 @@ export class Supervisor {
 
   /** Keeps noneReadySince: called wherever the number of ready backends may change. */
   private noteReadiness(): void {
-    const anyReady = this.pool
-      .view()
-      .some((b) => b.state.phase === 'idle' || b.state.phase === 'busy');
-    if (anyReady) this.noneReadySince = undefined;
+    if (this.pool.readyCount > 0) this.noneReadySince = undefined;
     else this.noneReadySince ??= this.clock.now();
   }
 
@@ -455,12 +450,11 @@ export class Supervisor {
   private retire(id: number, reason: RetireReason): void {
     const proc = this.processes.get(id);
     const level = reason === 'shrink' || reason === 'shutdown' ? 'info' : 'warn';
-    const why =
-      reason === 'start-timeout' && proc
-        ? `${RETIRE_WHY[reason]}: ${describeStart(proc.startReport(), this.config)}`
-        : RETIRE_WHY[reason];
+    let why: string = RETIRE_WHY[reason];
     if (reason === 'start-timeout' && proc) {
-      this.lastFailure = { command: proc.command, how: why, tail: proc.startReport().tail };
+      const report = proc.startReport();
+      why = `${why}: ${describeStart(report, this.config)}`;
+      this.lastFailure = { command: proc.command, how: why, tail: report.tail };
     }
     this.log[level]({ backend: id, pid: proc?.pid, reason }, `stopping backend: ${why}`);
     this.noteReadiness();
