@@ -10,8 +10,7 @@ import { describe, it, type TestContext } from 'node:test';
 import { configKeys } from '../../lib/config/schema.js';
 import { request } from '../helpers/http.js';
 import { startLoad, type LoadResult } from '../helpers/load.js';
-import { launch, servicePids, startMultiplexer, writeConfig } from '../helpers/multiplexer.js';
-import { freePort } from '../helpers/ports.js';
+import { launch, servicePids, startWithAdmin, writeConfig } from '../helpers/multiplexer.js';
 import { isAlive } from '../helpers/procs.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -44,22 +43,11 @@ function report(t: TestContext, what: string, result: LoadResult, extra = ''): v
   );
 }
 
-async function startWithAdmin(config: Record<string, unknown>) {
-  const adminPort = await freePort();
-  const mpx = await startMultiplexer({ admin_port: adminPort, ...config });
-  const status = async () =>
-    JSON.parse((await request(adminPort, '/status')).body) as {
-      workers: { pid: number; listening: boolean }[];
-      backends: { pid: number; state: string }[];
-    };
-  return { mpx, adminPort, status };
-}
-
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('chaos', () => {
   it(`kill -9 of random backends every 300 ms for ${scale.killSeconds} s: failures ≤ kills, all 502, none hang`, async (t) => {
-    const { mpx } = await startWithAdmin({ pool_size: 4, workers: 2 });
+    const mpx = await startWithAdmin({ pool_size: 4, workers: 2 });
     const load = startLoad(mpx.port, { clients: 8, path: '/?ms=20', timeoutMs: 10_000 });
     await waitFor(() => load.result.ok >= 40, 'load to flow');
     let kills = 0;
@@ -87,16 +75,16 @@ describe('chaos', () => {
   });
 
   it('kill -9 of a front worker: only its in-flight connections fail, and it is replaced within 1 s', async (t) => {
-    const { mpx, status } = await startWithAdmin({ pool_size: 2, workers: 2 });
+    const mpx = await startWithAdmin({ pool_size: 2, workers: 2 });
     const clients = 6;
     const load = startLoad(mpx.port, { clients, timeoutMs: 10_000 });
     await waitFor(() => load.result.ok >= 40, 'load to flow');
-    const victim = (await status()).workers[0]!.pid;
+    const victim = (await mpx.status()).workers[0]!.pid;
     const killedAt = Date.now();
     process.kill(victim, 'SIGKILL');
     await waitFor(
       async () => {
-        const workers = (await status()).workers;
+        const workers = (await mpx.status()).workers;
         return workers.length === 2 && workers.every((w) => w.listening && w.pid !== victim);
       },
       'a replacement worker to listen',
@@ -117,7 +105,7 @@ describe('chaos', () => {
   });
 
   it('SIGSTOP of a backend: its request gets 504 after http_proxy_timeout, and it is replaced', async (t) => {
-    const { mpx, status } = await startWithAdmin({
+    const mpx = await startWithAdmin({
       pool_size: 2,
       workers: 1,
       http_proxy_timeout: 1000,
@@ -129,7 +117,7 @@ describe('chaos', () => {
     process.kill(victim!, 'SIGSTOP');
     await mpx.waitForLog((r) => r.reason === 'stuck', 'the stopped backend to be given up on');
     await waitFor(async () => {
-      const s = await status();
+      const s = await mpx.status();
       const ready = s.backends.filter((b) => b.state === 'idle' || b.state === 'busy');
       return ready.length === 2 && !isAlive(victim!);
     }, 'a replacement, and the stopped one gone');
@@ -143,7 +131,7 @@ describe('chaos', () => {
   });
 
   it(`config fuzzing: ${scale.mutations} random mutations to check and to a SIGHUP reload are applied or refused naming the key, and never crash the primary`, async (t) => {
-    const { mpx } = await startWithAdmin({ pool_size: 2, workers: 1 });
+    const mpx = await startWithAdmin({ pool_size: 2, workers: 1 });
     const base = JSON.parse(readFileSync(mpx.configFile, 'utf8')) as Record<string, unknown>;
     const seed = Number(process.env.MPX_CHAOS_SEED ?? Date.now() % 100_000);
     let state = seed;
@@ -231,8 +219,8 @@ describe('chaos', () => {
   });
 
   it(`${scale.memoryRequests} requests: the primary's and each worker's memory stays flat (growth under 10% after warm-up)`, async (t) => {
-    const { mpx, status } = await startWithAdmin({ pool_size: 4, workers: 2 });
-    const pids = [mpx.pid, ...(await status()).workers.map((w) => w.pid)];
+    const mpx = await startWithAdmin({ pool_size: 4, workers: 2 });
+    const pids = [mpx.pid, ...(await mpx.status()).workers.map((w) => w.pid)];
     const load = startLoad(mpx.port, { clients: 8, path: '/', timeoutMs: 10_000 });
     await waitFor(() => load.result.sent >= scale.memoryWarmUp, 'the warm-up', 120_000);
     const before = pids.map(rssOf);

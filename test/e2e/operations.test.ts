@@ -8,34 +8,18 @@ import {
   fixtureCommand,
   launch,
   rewriteConfig,
+  startWithAdmin,
+  type AdminStatus,
   servicePids,
   startMultiplexer,
   writeConfig,
 } from '../helpers/multiplexer.js';
-import { freePort } from '../helpers/ports.js';
 import { isAlive, killQuietly, pidsMatching } from '../helpers/procs.js';
 import { waitFor } from '../helpers/wait.js';
 
-interface Status {
-  state: string;
-  pool: { size: number; maxOverflow: number; renewing: boolean };
-  workers: { pid: number; listening: boolean }[];
-  backends: { pid: number; state: string; outdated: boolean; served: number }[];
-  totals: Record<string, number>;
-}
+type Status = AdminStatus;
 
-/** Starts an instance with its admin API on an ephemeral loopback port. */
-async function startWithAdmin(config: Record<string, unknown> = {}) {
-  const adminPort = await freePort();
-  const mpx = await startMultiplexer({ admin_port: adminPort, ...config });
-  return { ...mpx, adminPort };
-}
-
-async function status(mpx: { adminPort: number }): Promise<Status> {
-  const answer = await request(mpx.adminPort, '/status');
-  assert.equal(answer.status, 200, answer.body);
-  return JSON.parse(answer.body) as Status;
-}
+const status = (mpx: { status(): Promise<AdminStatus> }): Promise<Status> => mpx.status();
 
 /** Backends that take requests: idle or busy. */
 function ready(s: Status): Status['backends'] {

@@ -2,22 +2,15 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { request } from '../helpers/http.js';
 import { startLoad } from '../helpers/load.js';
-import { startMultiplexer, type LogRecord } from '../helpers/multiplexer.js';
-import { freePort } from '../helpers/ports.js';
+import { startWithAdmin, type LogRecord } from '../helpers/multiplexer.js';
 import { waitFor } from '../helpers/wait.js';
-
-interface Status {
-  backends: { id: number; state: string; rssBytes?: number }[];
-}
 
 /** Starts with the admin API and watches the fewest ready backends seen, every 20 ms. */
 async function startWatched(config: Record<string, unknown>) {
-  const adminPort = await freePort();
-  const mpx = await startMultiplexer({ admin_port: adminPort, ...config });
+  const mpx = await startWithAdmin(config);
   let fewestReady = Infinity;
   let watching = true;
-  const status = async (): Promise<Status> =>
-    JSON.parse((await request(adminPort, '/status')).body) as Status;
+  const status = () => mpx.status();
   const watcher = (async () => {
     while (watching) {
       const s = await status();

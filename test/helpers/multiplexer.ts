@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after } from 'node:test';
+import { request } from './http.js';
 import { BIN, fixture, ROOT, uniqueMarker } from './paths.js';
 import { freePort, freePortRange } from './ports.js';
 import { readProcessTable } from '../../lib/supervisor/process-table.js';
@@ -230,4 +231,35 @@ export async function control(
   const l = launch(args, { env: { MULTIPLEXER_STATE_DIR: mpx.stateDir } });
   const exit = await l.exited;
   return { code: exit.code, stdout: l.stdout(), stderr: l.stderr() };
+}
+
+/** What GET /status answers, as far as tests read it. */
+export interface AdminStatus {
+  state: string;
+  pool: { size: number; maxOverflow: number; renewing: boolean };
+  workers: { id: number; pid: number; listening: boolean }[];
+  backends: {
+    id: number;
+    pid: number;
+    state: string;
+    outdated: boolean;
+    served: number;
+    leasedBy?: number;
+    rssBytes?: number;
+  }[];
+  totals: Record<string, number>;
+}
+
+/** startMultiplexer with its admin API on an ephemeral loopback port, and a way to read /status. */
+export async function startWithAdmin(
+  config: Record<string, unknown> = {},
+): Promise<Running & { adminPort: number; status(): Promise<AdminStatus> }> {
+  const adminPort = await freePort();
+  const mpx = await startMultiplexer({ admin_port: adminPort, ...config });
+  const status = async (): Promise<AdminStatus> => {
+    const answer = await request(adminPort, '/status');
+    if (answer.status !== 200) throw new Error(`/status answered ${answer.status}: ${answer.body}`);
+    return JSON.parse(answer.body) as AdminStatus;
+  };
+  return { ...mpx, adminPort, status };
 }
