@@ -8,6 +8,13 @@ export interface Config {
   readonly http_port: number;
   readonly http_host: string;
   readonly http_proxy_timeout: number;
+  readonly buffer_requests: boolean;
+  readonly buffer_responses: boolean;
+  readonly buffer_memory_bytes: number;
+  readonly client_max_body_bytes: number;
+  readonly client_timeout_ms: number;
+  readonly websocket: boolean;
+  readonly trusted_proxies: readonly string[];
   readonly service_http_base_url: string;
   readonly service_port_range: PortRange;
   readonly service_start_process_cmd: string;

@@ -1,3 +1,5 @@
+import { isIP } from 'node:net';
+
 /**
  * Value formats for the config schema. Each format knows how to read a string (from an environment
  * variable or a flag) and what it expects, in words, so that a problem reads
@@ -175,6 +177,49 @@ export const startDelayFormat: Format = {
   valid: (v) =>
     (typeof v === 'string' && READINESS_WORDS.includes(v)) ||
     (isInt(v) && v >= 0 && v <= MAX_TIMER_MS),
+};
+
+export const booleanFormat: Format = {
+  name: 'boolean',
+  expected: 'true or false',
+  coerce: (text) => {
+    const t = text.trim().toLowerCase();
+    return t === 'true' ? true : t === 'false' ? false : text;
+  },
+  valid: (v) => typeof v === 'boolean',
+};
+
+/**
+ * Parses one trusted_proxies entry, an address or a CIDR block, into what net.BlockList takes;
+ * undefined if it is neither.
+ */
+export function parseAddressOrBlock(
+  entry: string,
+): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
+  const [address = '', prefixText, ...rest] = entry.trim().split('/');
+  const version = isIP(address);
+  if (version === 0 || rest.length > 0) return undefined;
+  const max = version === 4 ? 32 : 128;
+  const prefix = prefixText === undefined ? max : Number(prefixText);
+  if (prefixText !== undefined && !/^\d{1,3}$/.test(prefixText)) return undefined;
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) return undefined;
+  return { address, prefix, family: version === 4 ? 'ipv4' : 'ipv6' };
+}
+
+export const addressListFormat: Format = {
+  name: 'address-list',
+  expected:
+    'a list of IP addresses or CIDR blocks, e.g. ["10.0.0.0/8", "127.0.0.1"] (in a variable or flag: comma-separated)',
+  coerce: (text) =>
+    text.trim() === ''
+      ? []
+      : text
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean),
+  valid: (v) =>
+    Array.isArray(v) &&
+    v.every((entry) => typeof entry === 'string' && parseAddressOrBlock(entry) !== undefined),
 };
 
 /** Text for a value in a problem line: JSON, so that "4" and 4 read differently. */

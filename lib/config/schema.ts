@@ -1,6 +1,8 @@
 import { availableParallelism } from 'node:os';
 import {
+  addressListFormat,
   anyString,
+  booleanFormat,
   baseUrlFormat,
   commandFormat,
   intAtLeast,
@@ -69,6 +71,48 @@ export const schema = {
     doc: 'Milliseconds a backend has to start its answer (else 504, and the backend is replaced); also the longest stall allowed while a body streams.',
     format: msAtLeast(1),
     default: 300_000,
+    appliesOn: ['workers'],
+  },
+  buffer_requests: {
+    doc: 'Read each request body whole (memory, then a temp file) before a backend is taken, so a slow upload never holds one; false streams bodies through as they arrive.',
+    format: booleanFormat,
+    default: true,
+    appliesOn: ['workers'],
+  },
+  buffer_responses: {
+    doc: 'Read each answer as fast as the backend sends it (memory, then a temp file) and return the backend at once, so a slow reader never holds one. Event streams and "X-Accel-Buffering: no" answers always stream.',
+    format: booleanFormat,
+    default: true,
+    appliesOn: ['workers'],
+  },
+  buffer_memory_bytes: {
+    doc: 'Bytes of a request or answer body kept in memory per exchange; the rest goes to a temp file under the state directory.',
+    format: intBetween(0, 2 ** 31 - 1),
+    default: 1024 * 1024,
+    appliesOn: ['workers'],
+  },
+  client_max_body_bytes: {
+    doc: 'Largest request body accepted, else 413 without taking a backend (0 = no limit).',
+    format: intAtLeast(0),
+    default: 100 * 1024 * 1024,
+    appliesOn: ['workers'],
+  },
+  client_timeout_ms: {
+    doc: 'A client that sends its request headers or body, or reads its answer, slower than this (no progress for this long; headers in full within it) is disconnected; the backend is not affected.',
+    format: msAtLeast(1),
+    default: 60_000,
+    appliesOn: ['workers'],
+  },
+  websocket: {
+    doc: 'Pass WebSocket (and every other Upgrade) connections through, holding one backend for the life of each; false answers them 501.',
+    format: booleanFormat,
+    default: true,
+    appliesOn: ['workers'],
+  },
+  trusted_proxies: {
+    doc: 'Peers (addresses or CIDR blocks) whose X-Forwarded-* and Forwarded headers are kept and extended; from anyone else they are replaced.',
+    format: addressListFormat,
+    default: [],
     appliesOn: ['workers'],
   },
   service_http_base_url: {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { lstatSync, mkdirSync } from 'node:fs';
+import { lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { MultiplexerError } from '../errors.js';
@@ -69,4 +69,15 @@ function stateDirError(dir: string, why: string): MultiplexerError {
     'MPX_STATE_DIR',
     `state directory ${dir} ${why}; choose another with --state-dir or ${STATE_DIR_ENV}`,
   );
+}
+
+/** The front workers' directory for request and answer bodies that outgrow memory. */
+export function bufferDirOf(stateDir: string): string {
+  return join(stateDir, 'buffers');
+}
+
+/** Empties (or creates) a directory of ours inside the state directory, private to us (0700). */
+export function resetPrivateDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { mode: 0o700 });
 }

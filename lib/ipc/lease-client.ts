@@ -46,6 +46,11 @@ export class LeaseClient {
     this.send({ ns: NAMESPACE, type: 'checkin', lease, outcome });
   }
 
+  /** The request on `lease` became an upgraded connection: the backend is held until it closes. */
+  upgraded(lease: number): void {
+    this.send({ ns: NAMESPACE, type: 'upgraded', lease });
+  }
+
   /** Handles a reply from the primary; returns false for a reply to nothing pending. */
   settle(message: Extract<PrimaryMessage, { type: 'granted' | 'rejected' }>): boolean {
     const resolve = this.pending.get(message.id);

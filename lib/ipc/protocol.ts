@@ -8,7 +8,8 @@ import type { ErrorCode } from '../errors.js';
 export const NAMESPACE = 'mpx';
 
 /** How a lease ended; see the pool's CheckinOutcome. */
-export type CheckinOutcome = 'ok' | 'stuck' | 'broken' | 'refused';
+export type CheckinOutcome = 'ok' | 'stuck' | 'broken' | 'refused' | 'bad-response' | 'abandoned';
+const OUTCOMES = ['ok', 'stuck', 'broken', 'refused', 'bad-response', 'abandoned'] as const;
 
 /** Front worker → primary. */
 export type WorkerMessage =
@@ -20,6 +21,8 @@ export type WorkerMessage =
   | { ns: typeof NAMESPACE; type: 'checkout-again'; id: number }
   | { ns: typeof NAMESPACE; type: 'cancel'; id: number }
   | { ns: typeof NAMESPACE; type: 'checkin'; lease: number; outcome: CheckinOutcome }
+  /** The request on `lease` became an upgraded connection (101): held until it closes. */
+  | { ns: typeof NAMESPACE; type: 'upgraded'; lease: number }
   | { ns: typeof NAMESPACE; type: 'drained'; complete: boolean };
 
 /** Primary → front worker. */
@@ -31,7 +34,12 @@ export type PrimaryMessage =
    * The backend on `port` was leased to another worker: close any idle keep-alive connection to it,
    * or a backend that serves one connection at a time would wait on it instead of the new one.
    */
-  | { ns: typeof NAMESPACE; type: 'release'; port: number };
+  | { ns: typeof NAMESPACE; type: 'release'; port: number }
+  /**
+   * The backend held by the upgraded connection on `lease` is to retire (reload, shrink): the
+   * worker closes that connection after shutdown_timeout_ms.
+   */
+  | { ns: typeof NAMESPACE; type: 'close-upgraded'; lease: number };
 
 type Shape = Record<string, 'number' | 'string' | 'boolean' | readonly string[]>;
 
@@ -39,7 +47,8 @@ const workerShapes: Record<WorkerMessage['type'], Shape> = {
   checkout: { id: 'number' },
   'checkout-again': { id: 'number' },
   cancel: { id: 'number' },
-  checkin: { lease: 'number', outcome: ['ok', 'stuck', 'broken', 'refused'] },
+  checkin: { lease: 'number', outcome: OUTCOMES },
+  upgraded: { lease: 'number' },
   drained: { complete: 'boolean' },
 };
 
@@ -48,6 +57,7 @@ const primaryShapes: Record<PrimaryMessage['type'], Shape> = {
   rejected: { id: 'number', code: 'string', message: 'string' },
   drain: {},
   release: { port: 'number' },
+  'close-upgraded': { lease: 'number' },
 };
 
 export type Decoded<T> = { ok: true; message: T } | { ok: false; reason: string };
@@ -101,3 +111,6 @@ export function dispatch<M extends { type: string }, C>(
 
 /** The primary hands each front worker its validated config, as JSON data, in this variable at fork. */
 export const WORKER_CONFIG_ENV = 'MULTIPLEXER_WORKER_CONFIG';
+
+/** And the private directory (under the state directory) for bodies that outgrow memory. */
+export const WORKER_BUFFER_DIR_ENV = 'MULTIPLEXER_WORKER_BUFFER_DIR';

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import cluster, { type Worker } from 'node:cluster';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { onExit } from 'signal-exit';
@@ -18,7 +19,7 @@ import type { Logger } from '../log.js';
 import { MultiplexerError } from '../errors.js';
 import { BackendRegistry, endRecordedBackends } from '../instance/backend-registry.js';
 import { findRunningInstance, removeInstance, writeInstance } from '../instance/instance-file.js';
-import { ensureStateDir } from '../instance/state-dir.js';
+import { bufferDirOf, ensureStateDir, resetPrivateDir } from '../instance/state-dir.js';
 import { endLeftovers } from '../supervisor/leftovers.js';
 import { canBind } from '../supervisor/port-ring.js';
 import { startTimeOf } from '../supervisor/process-table.js';
@@ -136,6 +137,8 @@ export class Primary {
         }),
       release: (worker, port) =>
         this.workers.send(worker, { ns: NAMESPACE, type: 'release', port }),
+      closeUpgraded: (worker, lease) =>
+        this.workers.send(worker, { ns: NAMESPACE, type: 'close-upgraded', lease }),
       poolReady: () => {
         this.poolReady = true;
         this.announceIfReady();
@@ -144,7 +147,7 @@ export class Primary {
       bootFailed: (failure) => this.bootFailed(failure),
       backendEnded: (pid) => this.registry.forget(pid),
     });
-    this.workers = new FrontWorkers(config, log);
+    this.workers = new FrontWorkers(config, log, bufferDirOf(options.stateDir));
   }
 
   async run(): Promise<number> {
@@ -165,6 +168,8 @@ export class Primary {
         `http_port ${port} on ${host} cannot be bound: another program holds it (or the address is not local)`,
       );
     }
+    // Temp files are unlinked as soon as they are opened; a worker killed in between leaves one.
+    resetPrivateDir(bufferDirOf(stateDir));
     await endRecordedBackends(this.registry.file, this.config.service_stop_timeout_ms, this.log);
     if (this.config.service_kill_pattern !== '') {
       await endLeftovers(
@@ -200,6 +205,7 @@ export class Primary {
       () => {
         this.supervisor.killAllNow();
         removeInstance(stateDir);
+        rmSync(bufferDirOf(stateDir), { recursive: true, force: true });
       },
       { alwaysLast: true },
     );
@@ -482,6 +488,7 @@ export class Primary {
     'checkout-again': (m, worker) => this.supervisor.checkout(worker, m.id, true),
     cancel: (m, worker) => this.supervisor.cancel(worker, m.id),
     checkin: (m, worker) => this.supervisor.checkin(worker, m.lease, m.outcome),
+    upgraded: (m, worker) => this.supervisor.upgraded(worker, m.lease),
     drained: (_m, worker) => this.drained.add(worker),
   };
 

@@ -1,7 +1,12 @@
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/config.js';
-import { NAMESPACE, WORKER_CONFIG_ENV, type PrimaryMessage } from '../ipc/protocol.js';
+import {
+  NAMESPACE,
+  WORKER_BUFFER_DIR_ENV,
+  WORKER_CONFIG_ENV,
+  type PrimaryMessage,
+} from '../ipc/protocol.js';
 import type { Logger } from '../log.js';
 
 const WORKER_ENTRY = fileURLToPath(new URL('../worker/main.js', import.meta.url));
@@ -57,6 +62,8 @@ export class FrontWorkers {
   constructor(
     private config: Config,
     private readonly log: Logger,
+    /** Where workers spill bodies that outgrow memory (see lib/worker/buffer-store.ts). */
+    private readonly bufferDir: string,
   ) {
     // The kernel hands connections to the workers, not the primary. With round-robin (Node's
     // default), the primary accepts each connection and passes it to a worker over IPC; if that
@@ -235,7 +242,10 @@ export class FrontWorkers {
   }
 
   private fork(): Worker {
-    const worker = cluster.fork({ [WORKER_CONFIG_ENV]: JSON.stringify(this.config) });
+    const worker = cluster.fork({
+      [WORKER_CONFIG_ENV]: JSON.stringify(this.config),
+      [WORKER_BUFFER_DIR_ENV]: this.bufferDir,
+    });
     const record: WorkerRecord = {
       worker,
       startedAt: Date.now(),

@@ -11,6 +11,7 @@
  *   exited ◀── exit ── starting | idle | busy   (boot failure / crash)
  *
  *   busy ──unready──▶ starting   (it refused a connection: not listening after all)
+ *   busy ──upgrade──▶ busy (use 'upgraded': held by a WebSocket or other Upgrade tunnel)
  */
 export type RetireReason =
   | 'shrink'
@@ -21,6 +22,7 @@ export type RetireReason =
   | 'start-timeout'
   | 'stuck'
   | 'broken'
+  | 'abandoned-stream'
   | 'owner-died'
   | 'shutdown';
 
@@ -32,6 +34,12 @@ export type BackendState =
       readonly lease: number;
       readonly worker: number;
       readonly requestId: number;
+      /**
+       * What holds it: one request, or a connection upgraded to another protocol (a WebSocket),
+       * for as long as that lasts. An upgraded lease has no answer to wait for, so a rolling
+       * restart or shrink must ask for it to be closed.
+       */
+      readonly use: 'request' | 'upgraded';
       /** Chosen to retire (pool shrinks, or a rolling restart replaced it); it goes when returned. */
       readonly retireOnReturn: boolean;
     }
@@ -50,6 +58,7 @@ export type BackendEvent =
     }
   | { readonly type: 'mark-for-retirement' }
   | { readonly type: 'release' }
+  | { readonly type: 'upgrade' }
   | { readonly type: 'unready' }
   | { readonly type: 'retire'; readonly reason: RetireReason }
   | { readonly type: 'exit' };
@@ -79,6 +88,7 @@ export function transition(
           lease: event.lease,
           worker: event.worker,
           requestId: event.requestId,
+          use: 'request',
           retireOnReturn: false,
         };
       }
@@ -89,8 +99,11 @@ export function transition(
     case 'release':
       if (state.phase === 'busy') return { phase: 'idle' };
       break;
+    case 'upgrade':
+      if (state.phase === 'busy' && state.use === 'request') return { ...state, use: 'upgraded' };
+      break;
     case 'unready':
-      if (state.phase === 'busy') return { phase: 'starting' };
+      if (state.phase === 'busy' && state.use === 'request') return { phase: 'starting' };
       break;
     case 'retire':
       if (state.phase === 'starting' || state.phase === 'idle' || state.phase === 'busy') {

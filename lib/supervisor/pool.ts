@@ -46,8 +46,11 @@ export type RejectCode = 'MPX_QUEUE_FULL' | 'MPX_QUEUE_TIMEOUT' | 'MPX_SHUTTING_
 /**
  * How a front worker's use of a backend ended. 'refused': the backend refused the connection, so
  * it never saw the request; it is not listening (yet, or any more) and goes back to starting.
+ * 'bad-response': its answer could not be parsed (502 to the client), but the process is fine.
+ * 'abandoned': its client left an answer that did not end within the discard limits (an endless
+ * stream): it is replaced.
  */
-export type CheckinOutcome = 'ok' | 'stuck' | 'broken' | 'refused';
+export type CheckinOutcome = 'ok' | 'stuck' | 'broken' | 'refused' | 'bad-response' | 'abandoned';
 
 export type PoolEffect =
   | { readonly type: 'spawn'; readonly backend: number }
@@ -68,6 +71,11 @@ export type PoolEffect =
   | { readonly type: 'pool-ready' }
   /** Check the health of the backend, leased for it under `lease`; answer with healthChecked(). */
   | { readonly type: 'health-check'; readonly backend: number; readonly lease: number }
+  /**
+   * A backend held by an upgraded connection is to retire: its worker closes that connection
+   * after shutdown_timeout_ms, which returns the lease.
+   */
+  | { readonly type: 'close-upgraded'; readonly worker: number; readonly lease: number }
   /** Find out again whether the backend listens (it refused a connection). */
   | { readonly type: 'probe'; readonly backend: number }
   /** No backend was ever ready and bootAttempts starts in a row failed: the service cannot start. */
@@ -137,6 +145,7 @@ const REPLACED_REASONS: ReadonlySet<RetireReason> = new Set([
   'start-timeout',
   'broken',
   'stuck',
+  'abandoned-stream',
   'owner-died',
 ]);
 
@@ -271,8 +280,10 @@ export class Pool {
       backend.startingSince = this.clock.now();
       this.move(backend, { type: 'unready' });
       this.emit({ type: 'probe', backend: backend.id });
-    } else if (outcome !== 'ok') {
+    } else if (outcome === 'stuck' || outcome === 'broken') {
       this.retire(backend, outcome);
+    } else if (outcome === 'abandoned') {
+      this.retire(backend, 'abandoned-stream');
     } else {
       backend.served += 1;
       if (backend.served >= backend.requestLimit) backend.recycle ??= 'max-requests';
@@ -339,6 +350,15 @@ export class Pool {
       }
     }
     this.reconcile({ shrink: false });
+    return this.flush();
+  }
+
+  /** The worker holding `lease` upgraded its connection: the backend is held until it closes. */
+  upgraded(worker: number, lease: number): PoolEffect[] {
+    const backend = this.find(
+      (b) => b.state.phase === 'busy' && b.state.lease === lease && b.state.worker === worker,
+    );
+    if (backend) this.move(backend, { type: 'upgrade' });
     return this.flush();
   }
 
@@ -633,7 +653,16 @@ export class Pool {
       this.emit({ type: 'anomaly', message: `backend ${backend.id}: ${next.message}` });
       return;
     }
+    const before = backend.state;
     backend.state = next;
+    if (
+      next.phase === 'busy' &&
+      next.use === 'upgraded' &&
+      next.retireOnReturn &&
+      !(before.phase === 'busy' && before.use === 'upgraded' && before.retireOnReturn)
+    ) {
+      this.emit({ type: 'close-upgraded', worker: next.worker, lease: next.lease });
+    }
   }
 
   /** A free backend at random (as the original tool picks), in one pass without allocating. */

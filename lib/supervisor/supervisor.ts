@@ -24,6 +24,8 @@ export interface SupervisorHooks {
   poolReady(): void;
   /** `worker` may hold an idle connection to the backend on `port`, now leased to another worker. */
   release(worker: number, port: number): void;
+  /** The upgraded connection holding `lease` is to be closed after shutdown_timeout_ms. */
+  closeUpgraded(worker: number, lease: number): void;
   /** A backend process exists (for the state file that lets a later start end orphans). */
   backendStarted(pid: number, command: string): void;
   backendEnded(pid: number): void;
@@ -120,6 +122,8 @@ const RETIRE_WHY: Record<RetireReason, string> = {
   'start-timeout': 'not ready within service_start_timeout_ms',
   stuck: 'no answer within http_proxy_timeout; presumed stuck',
   broken: 'connection to the backend failed',
+  'abandoned-stream':
+    'its client left an answer that did not end within http_proxy_timeout or 64 MB; presumed endless',
   'owner-died': 'the front worker holding it died mid-request',
   shutdown: 'shutdown',
 };
@@ -267,9 +271,13 @@ export class Supervisor {
   }
 
   checkin(worker: number, lease: number, outcome: CheckinOutcome): void {
-    if (outcome === 'broken') this.totals.status502 += 1;
+    if (outcome === 'broken' || outcome === 'bad-response') this.totals.status502 += 1;
     else if (outcome === 'stuck') this.totals.status504 += 1;
     this.apply(this.pool.checkin(worker, lease, outcome));
+  }
+
+  upgraded(worker: number, lease: number): void {
+    this.apply(this.pool.upgraded(worker, lease));
   }
 
   workerExited(worker: number): void {
@@ -323,7 +331,8 @@ export class Supervisor {
         id: b.id,
         pid: proc?.pid,
         port: proc?.spec.port,
-        state: b.state.phase,
+        // A lease held by a WebSocket (or other Upgrade) lasts as long as that connection.
+        state: b.state.phase === 'busy' && b.state.use === 'upgraded' ? 'upgraded' : b.state.phase,
         ageMs: now - b.spawnedAt,
         served: b.served,
         leasedBy: b.state.phase === 'busy' ? b.state.worker : undefined,
@@ -358,6 +367,9 @@ export class Supervisor {
         case 'reject':
           this.totals.status503 += 1;
           this.hooks.reject(effect.worker, effect.requestId, effect.code);
+          break;
+        case 'close-upgraded':
+          this.hooks.closeUpgraded(effect.worker, effect.lease);
           break;
         case 'pool-ready':
           this.hooks.poolReady();

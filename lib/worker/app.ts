@@ -1,28 +1,115 @@
-import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { backendHost, type Config } from '../config/config.js';
+import type { ErrorCode } from '../errors.js';
+import type { CheckinOutcome } from '../ipc/protocol.js';
 import type { LeaseClient } from '../ipc/lease-client.js';
-import { sendError } from './error-response.js';
-import { forward } from './proxy.js';
+import { readBody } from './request-body.js';
+import { BufferStore } from './buffer-store.js';
+import { Delivery } from './delivery.js';
+import { sendError, writeErrorTo } from './error-response.js';
+import { exchange, type ExchangeTarget, type OutgoingRequest } from './exchange.js';
+import { requestHeaders, targetOf, TrustedProxies } from './headers.js';
+import { tunnel, type Tunnel } from './upgrade.js';
 
 export interface AppDeps {
   readonly config: Config;
   readonly leases: LeaseClient;
+  /** Private directory for bodies that outgrow buffer_memory_bytes. */
+  readonly bufferDir: string;
   /** Count requests from arrival until their answer and their lease are done, for the drain. */
   readonly onStart: () => void;
   readonly onSettled: () => void;
   readonly isDraining: () => boolean;
+  /** Upgraded connections, by lease, so a drain or a retiring backend can close them. */
+  readonly tunnels: Map<number, Tunnel>;
+}
+
+export interface FrontHandlers {
+  readonly request: (req: IncomingMessage, res: ServerResponse) => void;
+  /** A request with "Expect: 100-continue": answered 100 only once it will be accepted. */
+  readonly checkContinue: (req: IncomingMessage, res: ServerResponse) => void;
+  readonly upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 }
 
 /**
- * The front worker's request handler, on node:http directly: it has one route, and express's
- * router cost about 100 µs of CPU per request here, half of the worker's whole cost (see
- * docs/BENCHMARKS.md). Every request: checkout over IPC (waiting in the supervisor's queue if no
- * backend is free), proxy to the leased backend, checkin once the backend's side is over.
+ * How many backends may refuse one request before it gets 502: each refusal sends the backend
+ * back to starting, so this bounds a request's tour of a pool whose backends all stopped listening.
  */
-export function createRequestHandler(deps: AppDeps): RequestListener {
+const MAX_REFUSALS = 2;
+
+function hasBody(req: IncomingMessage): boolean {
+  return (
+    req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length']) > 0
+  );
+}
+
+/**
+ * The front worker's handlers, on node:http directly: there is one route, and express's router
+ * cost about 100 µs of CPU per request here, half of the worker's whole cost (see
+ * docs/BENCHMARKS.md). Every request: its body is read whole first (buffer_requests), then a
+ * backend is checked out over IPC (waiting in the supervisor's queue if none is free), the
+ * exchange runs, and the backend is checked in the moment its side is over, which with
+ * buffer_responses is before a slow client has read the answer.
+ */
+export function createHandlers(deps: AppDeps): FrontHandlers {
   const { config, leases } = deps;
   const host = backendHost(config.service_http_base_url);
-  return (req: IncomingMessage, res: ServerResponse) => {
+  const trusted = new TrustedProxies(config.trusted_proxies);
+  const limit = config.client_max_body_bytes;
+  const tooLarge = `the request body is larger than client_max_body_bytes (${limit} bytes)`;
+  /** The answer in progress on each client connection: a pipelined request waits for it. */
+  const answering = new WeakMap<object, ServerResponse>();
+
+  const targetFor = (port: number, mayRetryRefused: boolean): ExchangeTarget => ({
+    host,
+    port,
+    timeoutMs: config.http_proxy_timeout,
+    mayRetryRefused,
+    bufferResponses: config.buffer_responses,
+  });
+
+  /**
+   * Checks out a backend and runs `use` on it; a backend that refused the connection (it never saw
+   * the request) sends the request to the head of the queue for another, at most MAX_REFUSALS
+   * times. A client that leaves while waiting gives up its place and uses no backend. `settled`
+   * is called once the lease question is closed.
+   */
+  const withBackend = (
+    client: { once(e: 'close', f: () => void): unknown; off(e: 'close', f: () => void): unknown },
+    isGone: () => boolean,
+    rejected: (code: ErrorCode, message: string) => void,
+    use: (lease: number, target: ExchangeTarget, done: (outcome: CheckinOutcome) => void) => void,
+    settled: () => void,
+  ): void => {
+    let refusals = 0;
+    const attempt = (again: boolean): void => {
+      const checkout = leases.checkout(again);
+      const leave = (): void => leases.cancel(checkout.id);
+      client.once('close', leave);
+      void checkout.result.then((result) => {
+        client.off('close', leave);
+        if (result.status === 'cancelled') return settled();
+        if (result.status === 'rejected') {
+          rejected(result.code, result.message);
+          return settled();
+        }
+        if (isGone()) {
+          leases.checkin(result.lease, 'ok');
+          return settled();
+        }
+        use(result.lease, targetFor(result.port, refusals < MAX_REFUSALS), (outcome) => {
+          leases.checkin(result.lease, outcome);
+          if (outcome !== 'refused') return settled();
+          refusals++;
+          attempt(true);
+        });
+      });
+    };
+    attempt(false);
+  };
+
+  const handle = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void => {
     deps.onStart();
     // Settled when both the client's response has closed and the lease question is closed.
     let open = 2;
@@ -31,44 +118,137 @@ export function createRequestHandler(deps: AppDeps): RequestListener {
     };
     res.once('close', settle);
     if (deps.isDraining()) res.setHeader('connection', 'close');
-    let refusals = 0;
-    const lease = (again: boolean): void => {
-      const checkout = leases.checkout(again);
-      // A client that leaves while waiting gives up its place in the queue and uses no backend.
-      const leave = (): void => leases.cancel(checkout.id);
-      res.once('close', leave);
-      void checkout.result.then((result) => {
-        res.off('close', leave);
-        if (result.status === 'cancelled') return settle();
-        if (result.status === 'rejected') {
-          sendError(res, result.code, result.message);
-          return settle();
-        }
-        if (req.socket.destroyed) {
-          leases.checkin(result.lease, 'ok');
-          return settle();
-        }
-        const target = {
-          host,
-          port: result.port,
-          timeoutMs: config.http_proxy_timeout,
-          mayRetryRefused: refusals < MAX_REFUSALS,
-        };
-        forward(req, res, target, (outcome) => {
-          leases.checkin(result.lease, outcome);
-          if (outcome !== 'refused') return settle();
-          // The backend never saw it (not listening yet, or any more): first in line for another.
-          refusals++;
-          lease(true);
+
+    const begin = (): void => {
+      const target = targetOf(req);
+      if (!target) {
+        sendError(res, 'MPX_BAD_REQUEST', 'the request names no host (Host header)', {
+          close: true,
         });
+        return settle();
+      }
+      if (limit > 0 && Number(req.headers['content-length']) > limit) {
+        sendError(res, 'MPX_BODY_TOO_LARGE', tooLarge, { close: true });
+        return settle();
+      }
+      const headers = requestHeaders(req, target, trusted);
+      const client = new Delivery(res, {
+        bufferDir: deps.bufferDir,
+        memoryBytes: config.buffer_memory_bytes,
+        clientTimeoutMs: config.client_timeout_ms,
+      });
+      const run = (body: OutgoingRequest['body']): void => {
+        const outgoing: OutgoingRequest = {
+          method: req.method ?? 'GET',
+          path: target.path,
+          headers,
+          body,
+        };
+        withBackend(
+          res,
+          () => req.socket.destroyed,
+          (code, message) => sendError(res, code, message),
+          (_lease, backend, done) => {
+            if (body.kind === 'stream' && expectsContinue) res.writeContinue();
+            exchange(outgoing, backend, client, done);
+          },
+          settle,
+        );
+      };
+      if (!hasBody(req)) return run({ kind: 'none' });
+      if (!config.buffer_requests) {
+        // Node frames a body from this header; a chunked body stays chunked.
+        if (req.headers['transfer-encoding'] !== undefined)
+          headers['transfer-encoding'] = 'chunked';
+        // A client that stalls mid-upload is dropped; the exchange then closes the backend's
+        // connection, and the backend is returned once that is closed.
+        req.setTimeout(config.client_timeout_ms, () => res.destroy());
+        req.once('end', () => req.setTimeout(0));
+        return run({ kind: 'stream', from: req });
+      }
+      if (expectsContinue) res.writeContinue();
+      const store = new BufferStore(deps.bufferDir, config.buffer_memory_bytes);
+      res.once('close', () => store.dispose());
+      readBody(req, store, { limit, timeoutMs: config.client_timeout_ms }, (result) => {
+        switch (result) {
+          case 'complete':
+            headers['content-length'] = String(store.length);
+            return run({ kind: 'stored', store });
+          case 'too-large':
+            sendError(res, 'MPX_BODY_TOO_LARGE', tooLarge, { close: true });
+            return settle();
+          case 'stalled':
+            sendError(
+              res,
+              'MPX_CLIENT_TIMEOUT',
+              'the request body did not arrive within client_timeout_ms',
+              { close: true },
+            );
+            return settle();
+          case 'failed':
+            sendError(res, 'MPX_INTERNAL', 'the request body could not be stored', { close: true });
+            return settle();
+          case 'aborted':
+            res.destroy();
+            return settle();
+        }
       });
     };
-    lease(false);
+
+    // A client connection carries one exchange at a time: a pipelined request is read by node
+    // while the previous one is answered, and must not take a second backend meanwhile.
+    const socket = req.socket;
+    const previous = answering.get(socket);
+    answering.set(socket, res);
+    res.once('close', () => {
+      if (answering.get(socket) === res) answering.delete(socket);
+    });
+    if (previous) previous.once('close', begin);
+    else begin();
+  };
+
+  return {
+    request: (req, res) => handle(req, res, false),
+    checkContinue: (req, res) => handle(req, res, true),
+    upgrade: (req, socket, head) => {
+      socket.on('error', () => undefined);
+      if (!config.websocket) {
+        writeErrorTo(
+          socket,
+          'MPX_UPGRADE_DISABLED',
+          'WebSocket and other Upgrade connections are not passed through (websocket: false)',
+        );
+        return;
+      }
+      const target = targetOf(req);
+      if (!target) {
+        writeErrorTo(socket, 'MPX_BAD_REQUEST', 'the request names no host (Host header)');
+        return;
+      }
+      deps.onStart();
+      let open = 2;
+      const settle = (): void => {
+        if (--open === 0) deps.onSettled();
+      };
+      socket.once('close', settle);
+      const headers = requestHeaders(req, target, trusted, true);
+      withBackend(
+        socket,
+        () => socket.destroyed,
+        (code, message) => writeErrorTo(socket, code, message),
+        (lease, backend, done) =>
+          tunnel(req, socket, head, { path: target.path, headers }, backend, {
+            upgraded: (t) => {
+              deps.tunnels.set(lease, t);
+              leases.upgraded(lease);
+            },
+            done: (outcome) => {
+              deps.tunnels.delete(lease);
+              done(outcome);
+            },
+          }),
+        settle,
+      );
+    },
   };
 }
-
-/**
- * How many backends may refuse one request before it gets 502: each refusal sends the backend
- * back to starting, so this bounds a request's tour of a pool whose backends all stopped listening.
- */
-const MAX_REFUSALS = 2;

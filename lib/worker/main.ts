@@ -6,15 +6,17 @@ import {
   decodePrimaryMessage,
   dispatch,
   NAMESPACE,
+  WORKER_BUFFER_DIR_ENV,
   WORKER_CONFIG_ENV,
   type Handlers,
   type PrimaryMessage,
   type WorkerMessage,
 } from '../ipc/protocol.js';
 import { createLogger } from '../log.js';
-import { createRequestHandler } from './app.js';
+import { createHandlers } from './app.js';
 import { ClientConnections } from './client-connections.js';
-import { releaseAllIdle, releaseIdle } from './proxy.js';
+import { releaseAllIdle, releaseIdle } from './exchange.js';
+import type { Tunnel } from './upgrade.js';
 
 /**
  * Front worker entry point: one of `workers` processes forked by the primary, all listening on
@@ -23,7 +25,8 @@ import { releaseAllIdle, releaseIdle } from './proxy.js';
  */
 const log = createLogger('worker');
 const config = JSON.parse(process.env[WORKER_CONFIG_ENV] ?? 'null') as Config | null;
-if (!config || !process.send) {
+const bufferDir = process.env[WORKER_BUFFER_DIR_ENV];
+if (!config || !bufferDir || !process.send) {
   log.fatal('a front worker is started by the multiplexer primary, not on its own');
   process.exit(70);
 }
@@ -36,6 +39,7 @@ const send = (message: WorkerMessage, done?: () => void): void => {
   sendRaw(message, undefined, {}, () => done?.());
 };
 const backend = backendHost(config.service_http_base_url);
+const shutdownMs = config.shutdown_timeout_ms;
 
 const leases = new LeaseClient((message) => send(message));
 let active = 0;
@@ -49,9 +53,14 @@ let idleGraceOver = false;
  */
 const idleGraceMs = Math.min(1000, config.shutdown_timeout_ms / 2);
 
-const handler = createRequestHandler({
+/** Upgraded connections (WebSockets) by lease: closed after shutdown_timeout_ms on a drain. */
+const tunnels = new Map<number, Tunnel>();
+
+const front = createHandlers({
   config,
   leases,
+  bufferDir,
+  tunnels,
   onStart: () => active++,
   onSettled: () => {
     active--;
@@ -60,7 +69,18 @@ const handler = createRequestHandler({
   isDraining: () => draining,
 });
 
-const server = http.createServer(handler);
+const server = http.createServer(
+  {
+    // client_timeout_ms: headers dribbled byte by byte (slowloris) are cut when the whole head has
+    // not arrived in time (408), checked this often; bodies and answers are timed by the exchange.
+    headersTimeout: config.client_timeout_ms,
+    requestTimeout: 0,
+    connectionsCheckingInterval: Math.min(1000, Math.max(50, config.client_timeout_ms / 4)),
+  },
+  front.request,
+);
+server.on('checkContinue', front.checkContinue);
+server.on('upgrade', front.upgrade);
 server.listen({ port: config.http_port, host: config.http_host });
 server.on('error', (err) => {
   log.fatal({ err }, `cannot listen on ${config.http_host}:${config.http_port}`);
@@ -103,6 +123,8 @@ function drain(): void {
   draining = true;
   // http.Server#close would also close idle keep-alive connections at once: stop listening only.
   net.Server.prototype.close.call(server);
+  // Upgraded connections have no end of their own: they get shutdown_timeout_ms, then are closed.
+  setTimeout(() => tunnels.forEach((t) => t.close()), shutdownMs).unref();
   setTimeout(() => {
     idleGraceOver = true;
     finishDrainIfIdle();
@@ -115,6 +137,9 @@ const handlers: Handlers<PrimaryMessage> = {
   rejected: (m) => leases.settle(m),
   drain: () => drain(),
   release: (m) => releaseIdle(backend, m.port),
+  'close-upgraded': (m) => {
+    setTimeout(() => tunnels.get(m.lease)?.close(), shutdownMs).unref();
+  },
 };
 
 process.on('message', (raw) => {

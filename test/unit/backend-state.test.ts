@@ -11,7 +11,7 @@ import {
 const states: Record<Phase, BackendState> = {
   starting: { phase: 'starting' },
   idle: { phase: 'idle' },
-  busy: { phase: 'busy', lease: 7, worker: 1, requestId: 3, retireOnReturn: false },
+  busy: { phase: 'busy', lease: 7, worker: 1, requestId: 3, use: 'request', retireOnReturn: false },
   retiring: { phase: 'retiring', reason: 'shrink' },
   exited: { phase: 'exited', planned: true },
 };
@@ -22,6 +22,7 @@ const events: Record<BackendEvent['type'], BackendEvent> = {
   'mark-for-retirement': { type: 'mark-for-retirement' },
   release: { type: 'release' },
   unready: { type: 'unready' },
+  upgrade: { type: 'upgrade' },
   retire: { type: 'retire', reason: 'stuck' },
   exit: { type: 'exit' },
 };
@@ -34,6 +35,7 @@ const table: Record<Phase, Record<BackendEvent['type'], Phase | null>> = {
     'mark-for-retirement': null,
     release: null,
     unready: null,
+    upgrade: null,
     retire: 'retiring',
     exit: 'exited',
   },
@@ -43,6 +45,7 @@ const table: Record<Phase, Record<BackendEvent['type'], Phase | null>> = {
     'mark-for-retirement': null,
     release: null,
     unready: null,
+    upgrade: null,
     retire: 'retiring',
     exit: 'exited',
   },
@@ -52,6 +55,7 @@ const table: Record<Phase, Record<BackendEvent['type'], Phase | null>> = {
     'mark-for-retirement': 'busy',
     release: 'idle',
     unready: 'starting',
+    upgrade: 'busy',
     retire: 'retiring',
     exit: 'exited',
   },
@@ -61,6 +65,7 @@ const table: Record<Phase, Record<BackendEvent['type'], Phase | null>> = {
     'mark-for-retirement': null,
     release: null,
     unready: null,
+    upgrade: null,
     retire: null,
     exit: 'exited',
   },
@@ -70,6 +75,7 @@ const table: Record<Phase, Record<BackendEvent['type'], Phase | null>> = {
     'mark-for-retirement': null,
     release: null,
     unready: null,
+    upgrade: null,
     retire: null,
     exit: null,
   },
@@ -110,6 +116,7 @@ describe('backend state machine', () => {
       lease: 9,
       worker: 2,
       requestId: 5,
+      use: 'request',
       retireOnReturn: false,
     });
     assert.deepEqual(transition(busy as BackendState, events['mark-for-retirement']), {
@@ -117,6 +124,7 @@ describe('backend state machine', () => {
       lease: 9,
       worker: 2,
       requestId: 5,
+      use: 'request',
       retireOnReturn: true,
     });
   });

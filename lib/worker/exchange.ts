@@ -1,0 +1,342 @@
+import http, { type IncomingMessage } from 'node:http';
+import type { CheckinOutcome } from '../ipc/protocol.js';
+import { sendStored, type BufferStore } from './buffer-store.js';
+import type { Delivery } from './delivery.js';
+import { isIdempotent } from './headers.js';
+
+/**
+ * One request/response exchange with a leased backend. Its job is to know exactly when the
+ * backend's side is over, because only then may the backend serve anyone else: the request written
+ * whole AND the answer read whole, or the connection closed. That is why a client that leaves does
+ * not cut the backend connection while the backend answers (every general proxy does): the answer
+ * is read to its end and discarded, within limits, then the lease is returned.
+ */
+export interface ExchangeTarget {
+  readonly host: string;
+  readonly port: number;
+  /** http_proxy_timeout: to the status line, and the longest stall while an answer streams. */
+  readonly timeoutMs: number;
+  /**
+   * A refused connection may end the exchange as 'refused', with nothing sent to the client, so
+   * that the request can be sent to another backend; otherwise the client gets 502.
+   */
+  readonly mayRetryRefused: boolean;
+  /** Answers are kept for the client (buffer_responses) unless they are streams. */
+  readonly bufferResponses: boolean;
+}
+
+export interface OutgoingRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly headers: http.OutgoingHttpHeaders;
+  /** No body; a body read whole beforehand (it can be sent twice); the client's, streaming. */
+  readonly body:
+    | { readonly kind: 'none' }
+    | { readonly kind: 'stored'; readonly store: BufferStore }
+    | { readonly kind: 'stream'; readonly from: IncomingMessage };
+}
+
+/**
+ * Connections to backends are kept alive and reused by the worker that opened them: a saved TCP
+ * handshake per request. A backend serves one exchange at a time, so a worker has at most one
+ * connection to it in use and keeps at most one idle. That is safe with backends that serve one
+ * connection at a time too, for which an idle connection held by one worker would block another
+ * worker's: the supervisor tells a worker to close its idle connection to a backend whenever
+ * another worker is granted that backend (see releaseIdle), and a worker closes its own idle
+ * connection before it opens a second one.
+ */
+const agent = new http.Agent({ keepAlive: true, maxFreeSockets: 1, scheduling: 'lifo' });
+
+/** Closes this worker's idle connection to the backend on `host:port`, if it holds one. */
+export function releaseIdle(host: string, port: number): void {
+  for (const socket of agent.freeSockets[agent.getName({ host, port })] ?? []) socket.destroy();
+}
+
+/** Closes every idle backend connection (a draining worker). */
+export function releaseAllIdle(): void {
+  for (const sockets of Object.values(agent.freeSockets)) sockets?.forEach((s) => s.destroy());
+}
+
+/**
+ * An answer the client left is read and thrown away for at most http_proxy_timeout and this many
+ * bytes; past either, it is presumed endless (a log tail, an event stream) and the backend is
+ * replaced, since the only other way to stop it would be to cut it mid-answer.
+ */
+export const DISCARD_LIMIT_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The backend's side, as phases:
+ * - 'sending': the request (and its body) is being written; no answer yet;
+ * - 'awaiting-head': written whole, waiting for the status line;
+ * - 'receiving': the answer comes in and goes to the client (it may come while 'sending': an
+ *   early answer, e.g. 413 before the body was read);
+ * - 'discarding': the client left; the rest of the answer is read and dropped, within limits;
+ * - 'closing': the connection is being closed (an early answer, an abandoned upload); the lease
+ *   goes back once it is;
+ * - 'done': the outcome was reported.
+ */
+type Phase =
+  | { readonly name: 'sending' }
+  | { readonly name: 'awaiting-head' }
+  | { readonly name: 'receiving'; readonly answer: IncomingMessage }
+  | {
+      readonly name: 'discarding';
+      readonly answer: IncomingMessage;
+      readonly timer: NodeJS.Timeout;
+      bytes: number;
+    }
+  | { readonly name: 'closing'; readonly outcome: CheckinOutcome }
+  | { readonly name: 'done' };
+
+/**
+ * Starts the exchange. `done` is called exactly once, when the backend's side is over: 'ok',
+ * 'stuck' (no answer or a stall past the timeout: replace it), 'broken' (the connection failed),
+ * 'refused' (it refused the connection, so it never saw the request, and nothing was sent to the
+ * client), 'bad-response' (an answer that does not parse: 502, the process is fine), 'abandoned'
+ * (an answer the client left did not end within the discard limits).
+ *
+ * A kept-alive connection can be closed by the backend just as it is reused (its idle timeout, a
+ * restart). An idempotent request whose body can be sent again that fails that way before any
+ * answer is sent again, once, on a new connection. POST and PATCH are never sent twice; they
+ * always go out on a new connection, so that race cannot reach them.
+ */
+export function exchange(
+  request: OutgoingRequest,
+  target: ExchangeTarget,
+  client: Delivery,
+  done: (outcome: CheckinOutcome) => void,
+): void {
+  new Exchange(request, target, client, done).start();
+}
+
+class Exchange {
+  private phase: Phase = { name: 'sending' };
+  private backendReq!: http.ClientRequest;
+  private retried = false;
+  private headTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly request: OutgoingRequest,
+    private readonly target: ExchangeTarget,
+    private readonly client: Delivery,
+    private readonly done: (outcome: CheckinOutcome) => void,
+  ) {}
+
+  start(): void {
+    this.client.onGone(() => this.clientGone());
+    this.headTimer = setTimeout(() => this.headTimeout(), this.target.timeoutMs);
+    this.backendReq = this.send();
+  }
+
+  private get mayResend(): boolean {
+    return isIdempotent(this.request.method) && this.request.body.kind !== 'stream';
+  }
+
+  private send(): http.ClientRequest {
+    const { request, target } = this;
+    if (this.retried || !this.mayResend) releaseIdle(target.host, target.port);
+    const out = http.request({
+      host: target.host,
+      port: target.port,
+      method: request.method,
+      path: request.path,
+      headers: request.headers,
+      agent,
+      setHost: false,
+    });
+    out.on('information', (info: http.InformationEvent) => {
+      if (out === this.backendReq) this.client.information(info.statusCode, info.rawHeaders);
+    });
+    out.on('response', (answer: IncomingMessage) => this.onHead(out, answer));
+    out.on('error', (err: NodeJS.ErrnoException) => this.onError(out, err));
+    out.on('finish', () => {
+      if (out === this.backendReq && this.phase.name === 'sending') {
+        this.phase = { name: 'awaiting-head' };
+      }
+    });
+    const body = request.body;
+    if (body.kind === 'none') {
+      out.end();
+      return out;
+    }
+    // The body flows only once the backend accepted the connection: a refused connection then
+    // leaves it unread, and the request can go to another backend whole.
+    out.once('socket', (socket) => {
+      const flow = (): void => {
+        if (body.kind === 'stored') sendStored(body.store, out, (err) => out.destroy(err));
+        else body.from.pipe(out);
+      };
+      if (socket.connecting) socket.once('connect', flow);
+      else flow();
+    });
+    return out;
+  }
+
+  private onHead(out: http.ClientRequest, answer: IncomingMessage): void {
+    if (
+      out !== this.backendReq ||
+      (this.phase.name !== 'sending' && this.phase.name !== 'awaiting-head')
+    ) {
+      answer.resume();
+      return;
+    }
+    clearTimeout(this.headTimer);
+    const socket = answer.socket;
+    const onStall = (): void => this.stalled();
+    socket.setTimeout(this.target.timeoutMs, onStall);
+    answer.on('data', (chunk: Buffer) => this.onData(answer, chunk));
+    answer.on('end', () => {
+      // The connection may be reused: the stall timer belongs to this exchange only.
+      socket.setTimeout(0);
+      socket.off('timeout', onStall);
+      this.onEnd(answer);
+    });
+    answer.on('error', () => undefined);
+    answer.on('close', () => {
+      if (!answer.complete) this.onCut(answer);
+    });
+    if (this.client.gone) {
+      this.discard(answer);
+      return;
+    }
+    const stream =
+      !this.target.bufferResponses ||
+      /^text\/event-stream\b/i.test(answer.headers['content-type'] ?? '') ||
+      String(answer.headers['x-accel-buffering']).toLowerCase() === 'no';
+    this.client.head(answer.statusCode ?? 502, answer.statusMessage, answer.rawHeaders, stream);
+    this.phase = { name: 'receiving', answer };
+  }
+
+  private onData(answer: IncomingMessage, chunk: Buffer): void {
+    const phase = this.phase;
+    if (phase.name === 'receiving') {
+      if (!this.client.write(chunk)) {
+        answer.pause();
+        this.client.whenWritable(() => answer.resume());
+      }
+    } else if (phase.name === 'discarding') {
+      phase.bytes += chunk.length;
+      if (phase.bytes > DISCARD_LIMIT_BYTES) this.abandon();
+    }
+  }
+
+  private onEnd(answer: IncomingMessage): void {
+    const phase = this.phase.name;
+    if (phase !== 'receiving' && phase !== 'discarding') return;
+    if (phase === 'receiving') this.client.end(answer.rawTrailers);
+    if (phase === 'discarding') clearTimeout(this.phase.timer);
+    // An early answer: the backend does not want the rest of the body. Only a closed connection
+    // says for sure that it is not still reading it.
+    if (!this.backendReq.writableFinished) this.close('ok');
+    else this.finish('ok');
+  }
+
+  /** The answer's connection ended before the answer did. */
+  private onCut(answer: IncomingMessage): void {
+    const phase = this.phase;
+    if ((phase.name !== 'receiving' && phase.name !== 'discarding') || phase.answer !== answer) {
+      return;
+    }
+    if (phase.name === 'discarding') clearTimeout(phase.timer);
+    this.client.cut();
+    this.finish('broken');
+  }
+
+  private onError(out: http.ClientRequest, err: NodeJS.ErrnoException): void {
+    if (out !== this.backendReq) return;
+    const phase = this.phase.name;
+    if (phase === 'closing' || phase === 'done') return;
+    const malformed = err.code?.startsWith('HPE_') ?? false;
+    if (phase === 'receiving' || phase === 'discarding') {
+      if (this.phase.name === 'discarding') clearTimeout(this.phase.timer);
+      this.client.cut();
+      this.finish(malformed ? 'bad-response' : 'broken');
+      return;
+    }
+    if (!this.retried && out.reusedSocket && this.mayResend && !this.client.gone) {
+      this.retried = true;
+      this.phase = { name: 'sending' };
+      this.backendReq = this.send();
+      return;
+    }
+    const refused = err.code === 'ECONNREFUSED';
+    if (refused && this.target.mayRetryRefused && !this.client.gone) {
+      this.finish('refused');
+      return;
+    }
+    if (malformed) {
+      this.client.fail(
+        'MPX_BAD_BACKEND_RESPONSE',
+        `the backend's answer could not be parsed (${err.code})`,
+      );
+      this.finish('bad-response');
+      return;
+    }
+    this.client.fail(
+      refused ? 'MPX_BACKEND_UNREACHABLE' : 'MPX_BACKEND_CRASHED',
+      refused
+        ? 'the backend refused the connection'
+        : 'the backend closed the connection before answering',
+    );
+    this.finish('broken');
+  }
+
+  private headTimeout(): void {
+    const phase = this.phase.name;
+    if (phase !== 'sending' && phase !== 'awaiting-head') return;
+    this.backendReq.destroy();
+    this.client.fail('MPX_BACKEND_TIMEOUT', 'the backend did not answer within http_proxy_timeout');
+    this.finish('stuck');
+  }
+
+  /** No byte of the answer for http_proxy_timeout. */
+  private stalled(): void {
+    const phase = this.phase;
+    if (phase.name !== 'receiving' && phase.name !== 'discarding') return;
+    if (phase.name === 'discarding') clearTimeout(phase.timer);
+    this.backendReq.destroy();
+    this.client.cut();
+    this.finish('stuck');
+  }
+
+  private clientGone(): void {
+    const phase = this.phase;
+    if (phase.name === 'sending' && this.request.body.kind === 'stream') {
+      // The backend never received the whole request: it cannot be answering it, so cut it short.
+      this.close('ok');
+    } else if (phase.name === 'receiving') {
+      this.discard(phase.answer);
+    }
+    // Awaiting the head: the answer is discarded when it comes (see onHead).
+  }
+
+  private discard(answer: IncomingMessage): void {
+    const timer = setTimeout(() => this.abandon(), this.target.timeoutMs);
+    this.phase = { name: 'discarding', answer, timer, bytes: 0 };
+    answer.resume();
+  }
+
+  private abandon(): void {
+    const phase = this.phase;
+    if (phase.name !== 'discarding') return;
+    clearTimeout(phase.timer);
+    this.close('abandoned');
+  }
+
+  /** Closes the backend connection; the outcome is reported once it is closed. */
+  private close(outcome: CheckinOutcome): void {
+    clearTimeout(this.headTimer);
+    this.phase = { name: 'closing', outcome };
+    const socket = this.backendReq.socket;
+    this.backendReq.destroy();
+    if (!socket || socket.closed) this.finish(outcome);
+    else socket.once('close', () => this.finish(outcome));
+  }
+
+  private finish(outcome: CheckinOutcome): void {
+    if (this.phase.name === 'done') return;
+    clearTimeout(this.headTimer);
+    this.phase = { name: 'done' };
+    this.done(outcome);
+  }
+}

@@ -1,0 +1,166 @@
+import type http from 'node:http';
+import { BlockList, isIPv4 } from 'node:net';
+import { parseAddressOrBlock } from '../config/formats.js';
+
+/**
+ * Headers between client and backend: hop-by-hop ones stay on their own hop (RFC 9110 §7.6.1),
+ * and the forwarded headers say who the client was. multiplexer is the edge unless the peer is
+ * listed in trusted_proxies: an X-Forwarded-Proto or -Host sent by anyone else is replaced, not
+ * passed on, or a client could make the app believe it was reached over https or under another
+ * name.
+ */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+const FORWARDED = new Set([
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+]);
+
+function connectionTokens(value: string | string[] | undefined): Set<string> {
+  const text = Array.isArray(value) ? value.join(',') : (value ?? '');
+  const tokens = new Set<string>();
+  for (const t of text.split(',')) {
+    const token = t.trim().toLowerCase();
+    if (token) tokens.add(token);
+  }
+  return tokens;
+}
+
+export class TrustedProxies {
+  private readonly list = new BlockList();
+  private readonly empty: boolean;
+
+  constructor(entries: readonly string[]) {
+    this.empty = entries.length === 0;
+    for (const entry of entries) {
+      const parsed = parseAddressOrBlock(entry);
+      if (parsed) this.list.addSubnet(parsed.address, parsed.prefix, parsed.family);
+    }
+  }
+
+  has(address: string | undefined): boolean {
+    if (this.empty || !address) return false;
+    // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
+    const v4 = address.startsWith('::ffff:') ? address.slice(7) : undefined;
+    if (v4 && isIPv4(v4)) return this.list.check(v4, 'ipv4');
+    return this.list.check(address, isIPv4(address) ? 'ipv4' : 'ipv6');
+  }
+}
+
+export interface Target {
+  /** Origin-form path and query. */
+  readonly path: string;
+  /** The authority the request is for (Host, or that of an absolute-form target). */
+  readonly host: string;
+}
+
+/**
+ * Where a request goes: an absolute-form target (`GET http://name/path`, what a client speaking
+ * to a forward proxy sends) becomes origin form, and its authority wins over Host (RFC 9112 §3.2.2).
+ * Undefined when the request names no host at all: 400, as nginx answers.
+ */
+export function targetOf(req: http.IncomingMessage): Target | undefined {
+  const url = req.url ?? '/';
+  if (url.startsWith('/') || url === '*') {
+    const host = req.headers.host;
+    return host ? { path: url, host } : undefined;
+  }
+  try {
+    const parsed = new URL(url);
+    if (!parsed.host) return undefined;
+    return { path: `${parsed.pathname}${parsed.search}`, host: parsed.host };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The headers sent to the backend: the client's, less hop-by-hop ones (and what Connection names),
+ * with Host set to the target's authority and the forwarded headers set by us (extended, when the
+ * peer is a trusted proxy). `upgrade`: the request asks to switch protocols, so Connection and
+ * Upgrade go through.
+ */
+export function requestHeaders(
+  req: http.IncomingMessage,
+  target: Target,
+  trusted: TrustedProxies,
+  upgrade = false,
+): http.OutgoingHttpHeaders {
+  const named = connectionTokens(req.headers.connection);
+  const fromProxy = trusted.has(req.socket.remoteAddress);
+  const headers: http.OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined || named.has(name) || HOP_BY_HOP.has(name)) continue;
+    // multiplexer itself answers "100 Continue"; the backend must not wait for one.
+    if (name === 'expect') continue;
+    if (FORWARDED.has(name) && !fromProxy) continue;
+    headers[name] = value;
+  }
+  headers.host = target.host;
+  const client = req.socket.remoteAddress ?? '';
+  const previousFor = fromProxy ? req.headers['x-forwarded-for'] : undefined;
+  headers['x-forwarded-for'] = previousFor ? `${String(previousFor)}, ${client}` : client;
+  if (!fromProxy || !headers['x-forwarded-host']) headers['x-forwarded-host'] = target.host;
+  if (!fromProxy || !headers['x-forwarded-proto']) headers['x-forwarded-proto'] = 'http';
+  const node = `for=${forwardedNode(client)};host=${quoted(target.host)};proto=http`;
+  const previous = fromProxy ? req.headers.forwarded : undefined;
+  headers.forwarded = previous ? `${previous}, ${node}` : node;
+  if (upgrade) {
+    headers.connection = 'upgrade';
+    headers.upgrade = req.headers.upgrade ?? '';
+  }
+  return headers;
+}
+
+/** RFC 7239: an IPv6 address is quoted and bracketed. */
+function forwardedNode(address: string): string {
+  return address.includes(':') ? `"[${address}]"` : address || 'unknown';
+}
+
+function quoted(value: string): string {
+  return /^[\w.-]+$/.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`;
+}
+
+/**
+ * The backend's answer headers for the client, raw (name case and repeats kept), less hop-by-hop
+ * ones and nginx's X-Accel-Buffering, which speaks to the proxy alone.
+ */
+export function responseHeaders(raw: readonly string[]): string[] {
+  const named = new Set<string>();
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() === 'connection') {
+      for (const token of connectionTokens(raw[i + 1])) named.add(token);
+    }
+  }
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (!HOP_BY_HOP.has(name) && !named.has(name) && name !== 'x-accel-buffering') {
+      out.push(raw[i]!, raw[i + 1]!);
+    }
+  }
+  return out;
+}
+
+/** Raw header pairs as an object of lists (what writeEarlyHints and addTrailers take). */
+export function headerObject(raw: readonly string[]): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (let i = 0; i < raw.length; i += 2) (out[raw[i]!.toLowerCase()] ??= []).push(raw[i + 1]!);
+  return out;
+}
+
+/** RFC 9110 §9.2.2: a request with one of these methods may be sent again safely. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+export function isIdempotent(method: string | undefined): boolean {
+  return IDEMPOTENT.has(method ?? '');
+}
