@@ -38,6 +38,12 @@ export class ClientConnections {
         this.onClose();
       });
     });
+    // An upgraded connection is no longer HTTP: the tunnel that holds it is counted, and closed
+    // after shutdown_timeout_ms, by the drain itself.
+    server.on('upgrade', (req: http.IncomingMessage) => {
+      this.open.delete(req.socket);
+      this.onClose();
+    });
     server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
       const connection = this.open.get(req.socket);
       if (!connection) return;

@@ -9,6 +9,7 @@ import { request } from '../helpers/http.js';
 import {
   arrived,
   fixtureCommand,
+  rewriteConfig,
   startMultiplexer,
   startWithAdmin,
   type Running,
@@ -208,6 +209,44 @@ describe('real traffic', () => {
     assert.equal(after.status, 200);
     assert.ok(answeredAt >= closedAt);
     await mpx.stop();
+  });
+
+  it('an idle WebSocket outlives http_proxy_timeout', async () => {
+    const mpx = await traffic({ pool_size: 1, workers: 1, http_proxy_timeout: 300 });
+    const ws = await openWebSocket(mpx.port, '/ws');
+    const quiet = Date.now();
+    await waitFor(() => Date.now() - quiet > 1000, 'a second of silence', 2000, 100);
+    ws.send('still there');
+    assert.match(await ws.receive(), /: still there$/);
+    await ws.close();
+    await mpx.stop();
+  });
+
+  it('a rolling restart closes a WebSocket after shutdown_timeout_ms and replaces its backend; so does a shutdown', async () => {
+    const mpx = await traffic({ pool_size: 1, workers: 1, shutdown_timeout_ms: 800 });
+    const ws = await openWebSocket(mpx.port, '/ws');
+    ws.send('a');
+    const oldPid = (await ws.receive()).split(/[ :]/)[1];
+    rewriteConfig(mpx, {
+      service_start_process_cmd: `${TRAFFIC.replaceAll('{marker}', mpx.marker)} v2`,
+    });
+    const reloadAt = Date.now();
+    mpx.proc.kill('SIGHUP');
+    await ws.closed;
+    const heldFor = Date.now() - reloadAt;
+    assert.ok(
+      heldFor >= 800,
+      `the WebSocket was given shutdown_timeout_ms (closed after ${heldFor} ms)`,
+    );
+    const ws2 = await openWebSocket(mpx.port, '/ws');
+    ws2.send('b');
+    const newPid = (await ws2.receive()).split(/[ :]/)[1];
+    assert.notEqual(newPid, oldPid, 'the new WebSocket is on the new backend');
+    const stopAt = Date.now();
+    const exit = mpx.stop();
+    await ws2.closed;
+    assert.ok(Date.now() - stopAt >= 800, 'a shutdown gives it shutdown_timeout_ms too');
+    assert.equal((await exit).code, 0);
   });
 
   it('an Upgrade the backend declines is its answer; with websocket: false it is 501', async () => {
@@ -457,6 +496,12 @@ describe('real traffic', () => {
     // The paused reader goes away without reading.
     await reader.destroy();
     await none('a reader that left its kept answer');
+    // A worker killed while it holds a temp file: the file had no name left to leave behind.
+    const last = pausedReader(mpx.port, '/big?kb=4096');
+    await waitFor(() => openFilesUnder(worker, dir).length > 0, 'another answer kept in a file');
+    process.kill(worker, 'SIGKILL');
+    await last.destroy();
+    assert.deepEqual(readdirSync(dir), [], 'nothing on disk after a worker was killed');
     await mpx.stop();
   });
 });
