@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every scenario against every contestant, then docs/BENCHMARKS.md, the chart and
  * the raw JSON. Options: --runs N (default 3), --seconds S per run (default 5),
- * --only a,b (scenarios: blocking, mixed, scale, trivial, burst, startup, ipc); --report-only
+ * --only a,b (scenarios: blocking, mixed, scale, trivial, slow-clients, burst, startup, ipc); --report-only
  * writes docs/BENCHMARKS.md and the chart again from docs/benchmarks.json, measuring nothing.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -12,7 +12,16 @@ import { writeReport, type BenchResults } from './report.js';
 import * as scenarios from './scenarios.js';
 import { ensureTools, machineInfo } from './system.js';
 
-const SCENARIOS = ['blocking', 'mixed', 'scale', 'trivial', 'burst', 'startup', 'ipc'] as const;
+const SCENARIOS = [
+  'blocking',
+  'mixed',
+  'scale',
+  'trivial',
+  'slow-clients',
+  'burst',
+  'startup',
+  'ipc',
+] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 function option(name: string, fallback: string): string {
@@ -71,6 +80,7 @@ if (wanted('blocking')) results.variants.push(...(await scenarios.single('blocki
 if (wanted('mixed')) results.variants.push(...(await scenarios.single('mixed', settings)));
 if (wanted('scale')) results.variants.push(...(await scenarios.scale(settings)));
 if (wanted('trivial')) results.variants.push(...(await scenarios.single('trivial', settings)));
+if (wanted('slow-clients')) results.variants.push(...(await scenarios.slowClients(settings)));
 if (wanted('burst')) results.burst = await scenarios.burst(settings);
 if (wanted('startup')) results.startup = await scenarios.startup(settings);
 if (wanted('ipc')) {

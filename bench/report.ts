@@ -191,6 +191,23 @@ function targets(r: BenchResults): Target[] {
       met: added.median <= 1,
     });
   }
+  const [alone, beside] = variant(r, 'slow-clients');
+  if (alone && beside) {
+    const p99Alone = of(alone, 'multiplexer', (s) => s.p99Ms);
+    const p99Beside = of(beside, 'multiplexer', (s) => s.p99Ms);
+    const ratio = p99Beside.median / p99Alone.median;
+    out.push({
+      what: "slow-clients: fast clients' p99 beside 32 slow ones ≤ 2× their p99 alone",
+      measured: `${fmt(p99Beside.median, 1)} ms vs ${fmt(p99Alone.median, 1)} ms (${fmt(ratio, 2)}×)`,
+      met: ratio <= 2,
+    });
+    const vsNginx = pairedRatio(beside, 'multiplexer', 'nginx-lc', (s) => s.rps);
+    out.push({
+      what: "slow-clients: fast clients' throughput ≥ nginx least_conn's (ratio ≥ 1)",
+      measured: fmtSpread(vsNginx, 2),
+      met: vsNginx.median >= 1,
+    });
+  }
   const memory = r.variants.flatMap((v) => v.memory);
   if (memory.length) {
     const primary = Math.max(...memory.map((m) => m.primaryMB));
@@ -305,6 +322,64 @@ ${parts.join('\n')}
 `;
 }
 
+/**
+ * Backend utilisation: the share of the backends' time spent on answers (10 ms each), fast and slow
+ * clients' together, over the run.
+ */
+function slowClientsSection(v: VariantResult): string[] {
+  const busyMs = 10;
+  const rows = contestantsIn(v).map((c) => {
+    const runs = v.samples.filter((s) => s.contestant === c);
+    const util = spread(
+      runs.map(
+        (s) => ((s.requests + (s.slowAnswers ?? 0)) * busyMs) / (v.backends * s.seconds * 1000),
+      ),
+    );
+    return [
+      LABEL[c],
+      fmtSpread(of(v, c, (s) => s.rps)),
+      fmtSpread(
+        of(v, c, (s) => s.p50Ms),
+        1,
+      ),
+      fmtSpread(
+        of(v, c, (s) => s.p99Ms),
+        1,
+      ),
+      fmtSpread(
+        of(v, c, (s) => s.maxMs),
+        0,
+      ),
+      v.slow
+        ? fmtSpread(
+            of(v, c, (s) => (s.slowAnswers ?? 0) / s.seconds),
+            1,
+          )
+        : '–',
+      fmtSpread(util, 2),
+      String(runs.reduce((a, s) => a + s.errors, 0)),
+    ];
+  });
+  return [
+    `## slow-clients: 8 backends answering 256 KiB after 10 ms; ${v.variant}`,
+    '',
+    table(
+      [
+        'contestant',
+        'fast clients: requests/s',
+        'p50 ms',
+        'p99 ms',
+        'max ms',
+        'slow clients: answers/s',
+        'backend utilisation',
+        'errors',
+      ],
+      rows,
+    ),
+    '',
+  ];
+}
+
 export function writeReport(r: BenchResults, docs: string): void {
   const m = r.machine;
   const out: string[] = [];
@@ -365,6 +440,7 @@ export function writeReport(r: BenchResults, docs: string): void {
   }
   for (const v of variant(r, 'trivial'))
     out.push(`## trivial: ${v.variant}`, '', loadTable(v, ['rps', 'lat', 'cpu']), '');
+  for (const v of variant(r, 'slow-clients')) out.push(...slowClientsSection(v));
   if (r.burst.length) {
     const b = (pick: (x: BurstRun) => number, d = 0): string =>
       fmtSpread(spread(r.burst.map(pick)), d);

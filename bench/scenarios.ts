@@ -16,6 +16,7 @@ import {
   type RunningMultiplexer,
 } from './contestants.js';
 import { runLoad, type LoadResult, type PathMix } from './load.js';
+import { startSlowClients } from './slow-clients.js';
 import { cpuSeconds, rssMB } from './system.js';
 import { freePort } from '../test/helpers/ports.js';
 import { waitFor } from '../test/helpers/wait.js';
@@ -31,6 +32,8 @@ export interface LoadSample extends LoadResult {
   readonly run: number;
   /** CPU seconds of the proxy's processes per request, in microseconds. */
   readonly cpuPerRequestUs: number;
+  /** Answers the slow clients read in full meanwhile (slow-clients scenario). */
+  readonly slowAnswers?: number;
 }
 
 export interface MemorySample {
@@ -47,6 +50,7 @@ export interface VariantResult {
   readonly limitRps?: number;
   readonly samples: LoadSample[];
   readonly memory: MemorySample[];
+  readonly slow?: Variant['slow'];
 }
 
 interface Variant {
@@ -57,6 +61,12 @@ interface Variant {
   readonly mix: PathMix;
   readonly limitRps?: number;
   readonly contestants: readonly ContestantName[];
+  /** Clients reading at a capped rate beside wrk's (slow-clients scenario). */
+  readonly slow?: {
+    readonly count: number;
+    readonly bytesPerSecond: number;
+    readonly path: string;
+  };
 }
 
 async function startContestant(
@@ -95,7 +105,10 @@ async function measureVariant(v: Variant, s: Settings): Promise<VariantResult> {
     for (let run = 1; run <= s.runs; run++) {
       for (const r of running) {
         const cpuBefore = cpuSeconds(r.pids());
+        const slow =
+          v.slow && startSlowClients(r.port, v.slow.count, v.slow.bytesPerSecond, v.slow.path);
         const load = await runLoad(r.port, v.clients, s.seconds, v.mix);
+        const slowResult = await slow?.stop();
         const cpu = cpuSeconds(r.pids()) - cpuBefore;
         const memory = memoryOf(r);
         if (memory) result.memory.push(memory);
@@ -104,12 +117,18 @@ async function measureVariant(v: Variant, s: Settings): Promise<VariantResult> {
           contestant: r.name,
           run,
           cpuPerRequestUs: r.name === 'direct' ? 0 : (cpu / load.requests) * 1e6,
+          ...(slowResult && { slowAnswers: slowResult.answers }),
         });
         s.log(
           `${v.scenario} ${v.variant} ${r.name} run ${run}: ${load.rps.toFixed(0)} rps, ` +
             `p50 ${load.p50Ms.toFixed(2)} p99 ${load.p99Ms.toFixed(2)} max ${load.maxMs.toFixed(0)} ms, ` +
             `errors ${load.errors}` +
-            (r.name === 'direct' ? '' : `, cpu ${((cpu / load.requests) * 1e6).toFixed(0)} µs/req`),
+            (r.name === 'direct'
+              ? ''
+              : `, cpu ${((cpu / load.requests) * 1e6).toFixed(0)} µs/req`) +
+            (slowResult
+              ? `, slow clients read ${slowResult.answers} answers (${slowResult.errors} errors)`
+              : ''),
         );
       }
     }
@@ -151,6 +170,33 @@ const SINGLE: Record<'blocking' | 'mixed' | 'trivial', Omit<Variant, 'scenario'>
 
 export async function single(scenario: keyof typeof SINGLE, s: Settings): Promise<VariantResult[]> {
   return [await measureVariant({ scenario, ...SINGLE[scenario] }, s)];
+}
+
+/**
+ * Slow clients: 8 backends answering 256 KiB after 10 ms; 8 fast clients (wrk) alone, then beside
+ * 32 clients that read at 256 KiB/s each. A proxy that holds the backend until the client has read
+ * the answer gives the slow clients most of the pool.
+ */
+export async function slowClients(s: Settings): Promise<VariantResult[]> {
+  const base = {
+    scenario: 'slow-clients',
+    backends: 8,
+    clients: 8,
+    mix: { '/?ms=10&kb=256': 1 },
+    limitRps: 800,
+    contestants: ['multiplexer', 'haproxy', 'nginx-lc'] as const,
+  };
+  return [
+    await measureVariant({ ...base, variant: '8 fast clients alone' }, s),
+    await measureVariant(
+      {
+        ...base,
+        variant: '8 fast clients + 32 clients reading at 256 KiB/s',
+        slow: { count: 32, bytesPerSecond: 256 * 1024, path: '/?ms=10&kb=256' },
+      },
+      s,
+    ),
+  ];
 }
 
 export const SCALE_STEPS = [1, 2, 4, 8, 16, 32, 64];

@@ -580,11 +580,19 @@ export class Primary {
         this.onDrainProgress = undefined;
         resolve(expected.every((id) => this.drained.has(id)));
       };
-      this.workers.drainAll(Date.now() + this.config.shutdown_timeout_ms);
+      // Workers close their upgraded connections themselves at shutdown_timeout_ms (they have no
+      // end of their own); the kill comes a moment later, so that a closed WebSocket is a
+      // completed drain, not one cut short.
+      this.workers.drainAll(
+        Date.now() + this.config.shutdown_timeout_ms + UPGRADED_CLOSE_MARGIN_MS,
+      );
       this.onDrainProgress();
     });
   }
 }
+
+/** See drainWorkers. */
+const UPGRADED_CLOSE_MARGIN_MS = 500;
 
 const REJECTION = {
   MPX_QUEUE_FULL: 'too many requests are waiting for a free backend (queue_max)',

@@ -26,7 +26,7 @@ describe('IPC protocol', () => {
     [
       'an unknown outcome',
       { ns: 'mpx', type: 'checkin', lease: 1, outcome: 'meh' },
-      /checkin.outcome must be ok,stuck,broken,refused, got "meh"/,
+      /checkin.outcome must be ok,stuck,broken,refused,bad-response,abandoned, got "meh"/,
     ],
   ];
   for (const [name, raw, reason] of bad) {
