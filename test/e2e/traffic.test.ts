@@ -49,7 +49,7 @@ function rawConnection(port: number): {
 function pausedReader(
   port: number,
   path: string,
-): { resume: () => Promise<number>; destroy: () => Promise<unknown> } {
+): { resume: () => Promise<number>; destroy: () => Promise<unknown>; closed: Promise<string> } {
   const { socket, closed } = rawConnection(port);
   let bytes = 0;
   socket.removeAllListeners('data');
@@ -66,6 +66,7 @@ function pausedReader(
       socket.destroy();
       return closed;
     },
+    closed,
   };
 }
 
@@ -448,6 +449,18 @@ describe('real traffic', () => {
     stalled.socket.write('POST /stalled HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nhalf');
     assert.match(await stalled.closed, /^HTTP\/1\.1 408 [\s\S]*MPX_CLIENT_TIMEOUT/);
     assert.ok(!backendLines(mpx).some((l) => l.startsWith('arrived ')));
+    // A reader that stops reading (for 3 s: the scenario, not a synchronisation) is dropped; the
+    // backend had long finished, untouched. What the kernel already holds still reaches the
+    // client, not the whole answer.
+    const reader = pausedReader(mpx.port, '/big?kb=16384');
+    await arrived(mpx, '/big?kb=16384');
+    const pausedAt = Date.now();
+    await waitFor(() => Date.now() - pausedAt > 3000, 'the client to stall for 3 s', 4000, 100);
+    assert.ok(backendLines(mpx).includes('finished GET /big?kb=16384'));
+    const got = await reader.resume();
+    assert.ok(got < 16 * 1024 * 1024, `the stalled reader was cut (it got ${got} bytes)`);
+    assert.equal((await request(mpx.port, '/next')).status, 200);
+    assert.ok(!mpx.logs().some((r) => typeof r.reason === 'string' && r.reason !== 'shutdown'));
     await mpx.stop();
   });
 
