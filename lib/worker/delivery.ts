@@ -37,7 +37,8 @@ export class Delivery {
   private reader: StoreReader | undefined;
   private pumping = false;
   private trailers: readonly string[] = [];
-  private stallTimer: NodeJS.Timeout | undefined;
+  /** Whether the client is being timed: something waits for it to take. */
+  private timing = false;
   private resume: (() => void) | undefined;
   private goneHandler: (() => void) | undefined;
 
@@ -98,11 +99,14 @@ export class Delivery {
       return more;
     }
     if (this.phase !== 'buffering') return true;
-    if (!this.store && !this.res.writableNeedDrain) {
+    // In memory, the kept part of an answer is node's own write buffer (no copy of ours); past
+    // buffer_memory_bytes, the rest goes to a temp file.
+    if (!this.store && this.res.writableLength + chunk.length <= this.settings.memoryBytes) {
       this.res.write(chunk);
+      if (this.res.writableNeedDrain) this.armStall();
       return true;
     }
-    this.store ??= new BufferStore(this.settings.bufferDir, this.settings.memoryBytes);
+    this.store ??= new BufferStore(this.settings.bufferDir, 0);
     this.reader ??= this.store.reader();
     this.store.append(chunk);
     this.pump();
@@ -155,7 +159,6 @@ export class Delivery {
       this.pumping = true;
       this.armStall();
       this.res.once('drain', () => {
-        this.clearStall();
         this.pumping = false;
         this.pump();
       });
@@ -190,16 +193,25 @@ export class Delivery {
     });
   }
 
+  /** From now, the client has client_timeout_ms to take some of what waits for it. */
   private armStall(): void {
-    this.stallTimer ??= setTimeout(() => {
-      this.stallTimer = undefined;
-      if (this.res.writableNeedDrain || !this.res.writableFinished) this.res.destroy();
-    }, this.settings.clientTimeoutMs);
+    if (this.timing) return;
+    this.timing = true;
+    // The socket's idle timer, refreshed by every write the kernel completes: it fires only when
+    // the client took nothing for client_timeout_ms, however slowly it reads.
+    if (this.res.listenerCount('timeout') === 0) {
+      this.res.on('timeout', () => {
+        if (this.timing) this.res.destroy();
+      });
+    }
+    this.res.setTimeout(this.settings.clientTimeoutMs);
     this.res.once('drain', () => this.clearStall());
   }
 
+  /** Nothing waits for the client (a slow backend is not the client's fault). */
   private clearStall(): void {
-    clearTimeout(this.stallTimer);
-    this.stallTimer = undefined;
+    if (!this.timing) return;
+    this.timing = false;
+    this.res.socket?.setTimeout(0);
   }
 }

@@ -25,7 +25,10 @@ const FORWARDED = new Set([
   'x-forwarded-proto',
 ]);
 
-function connectionTokens(value: string | string[] | undefined): Set<string> {
+const NO_TOKENS: ReadonlySet<string> = new Set();
+
+function connectionTokens(value: string | string[] | undefined): ReadonlySet<string> {
+  if (value === undefined) return NO_TOKENS;
   const text = Array.isArray(value) ? value.join(',') : (value ?? '');
   const tokens = new Set<string>();
   for (const t of text.split(',')) {

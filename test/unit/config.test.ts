@@ -46,6 +46,21 @@ describe('config', () => {
     assert.equal(config.service_start_delay_ms, 250);
   });
 
+  it('reads booleans and address lists from the environment and flags', () => {
+    const { config } = loadConfig({
+      file: file(base),
+      env: {
+        MULTIPLEXER_TRUSTED_PROXIES: '10.0.0.0/8, ::1',
+        MULTIPLEXER_BUFFER_RESPONSES: 'false',
+      },
+      flags: { websocket: 'false' },
+    });
+    assert.deepEqual(config.trusted_proxies, ['10.0.0.0/8', '::1']);
+    assert.equal(config.buffer_responses, false);
+    assert.equal(config.websocket, false);
+    assert.equal(config.buffer_requests, true);
+  });
+
   it('flag beats environment beats file beats default', () => {
     const path = file({ ...base, pool_size: 2, pool_max_overflow: 1, queue_max: 7 });
     const env = { MULTIPLEXER_POOL_SIZE: '3', MULTIPLEXER_POOL_MAX_OVERFLOW: '5' };
@@ -150,6 +165,31 @@ describe('config', () => {
           }),
         }),
         /^service_port_range must hold at least pool_size \+ pool_max_overflow = 5 ports, got "20000..20003" \(4 ports\)$/,
+      ],
+      [
+        'a boolean that is not one',
+        () => ({ file: file({ ...base, buffer_requests: 'no' }) }),
+        /^buffer_requests must be true or false, got "no"/,
+      ],
+      [
+        'a boolean flag that is not one',
+        () => ({ file: file(base), flags: { websocket: 'off' } }),
+        /^websocket must be true or false, got "off" \(from flag --websocket\)$/,
+      ],
+      [
+        'a trusted proxy that is neither an address nor a CIDR block',
+        () => ({ file: file({ ...base, trusted_proxies: ['10.0.0.0/8', '10.0.0/33'] }) }),
+        /^trusted_proxies must be a list of IP addresses or CIDR blocks.*got \["10.0.0.0\/8","10.0.0\/33"\]/,
+      ],
+      [
+        'trusted proxies as a string in the file',
+        () => ({ file: file({ ...base, trusted_proxies: '10.0.0.1' }) }),
+        /^trusted_proxies must be a list of IP addresses/,
+      ],
+      [
+        'a zero client timeout',
+        () => ({ file: file({ ...base, client_timeout_ms: 0 }) }),
+        /^client_timeout_ms must be an integer from 1 to 2147483647 \(milliseconds\), got 0/,
       ],
       [
         'a missing file',
