@@ -66,6 +66,24 @@ function pairedRatio(
   return spread(ratios);
 }
 
+/** p50, p99 and max latency of `c`'s runs, p50 with `p50Digits` decimals. */
+function latencyCells(v: VariantResult, c: ContestantName, p50Digits: number): string[] {
+  return [
+    fmtSpread(
+      of(v, c, (s) => s.p50Ms),
+      p50Digits,
+    ),
+    fmtSpread(
+      of(v, c, (s) => s.p99Ms),
+      1,
+    ),
+    fmtSpread(
+      of(v, c, (s) => s.maxMs),
+      0,
+    ),
+  ];
+}
+
 function loadTable(v: VariantResult, columns: ('rps' | 'eff' | 'lat' | 'cpu')[]): string {
   const head = ['contestant'];
   if (columns.includes('rps')) head.push('requests/s');
@@ -83,22 +101,7 @@ function loadTable(v: VariantResult, columns: ('rps' | 'eff' | 'lat' | 'cpu')[])
           3,
         ),
       );
-    if (columns.includes('lat')) {
-      row.push(
-        fmtSpread(
-          of(v, c, (s) => s.p50Ms),
-          2,
-        ),
-        fmtSpread(
-          of(v, c, (s) => s.p99Ms),
-          1,
-        ),
-        fmtSpread(
-          of(v, c, (s) => s.maxMs),
-          0,
-        ),
-      );
-    }
+    if (columns.includes('lat')) row.push(...latencyCells(v, c, 2));
     if (columns.includes('cpu')) {
       row.push(
         c === 'direct'
@@ -338,18 +341,7 @@ function slowClientsSection(v: VariantResult): string[] {
     return [
       LABEL[c],
       fmtSpread(of(v, c, (s) => s.rps)),
-      fmtSpread(
-        of(v, c, (s) => s.p50Ms),
-        1,
-      ),
-      fmtSpread(
-        of(v, c, (s) => s.p99Ms),
-        1,
-      ),
-      fmtSpread(
-        of(v, c, (s) => s.maxMs),
-        0,
-      ),
+      ...latencyCells(v, c, 1),
       v.slow
         ? fmtSpread(
             of(v, c, (s) => (s.slowAnswers ?? 0) / s.seconds),

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import { describe, it } from 'node:test';
-import { parseFixture, request } from '../helpers/http.js';
+import { parseFixture, request, uploadChunked } from '../helpers/http.js';
 import { arrived, fixtureCommand, servicePids, startMultiplexer } from '../helpers/multiplexer.js';
 
 describe('the proxy, end to end', () => {
@@ -53,31 +53,10 @@ describe('the proxy, end to end', () => {
 
   it('with buffer_requests: false, streams a large chunked upload through; answers stream back as they are produced', async () => {
     const mpx = await startMultiplexer({ pool_size: 1, workers: 1, buffer_requests: false });
-    const hash = createHash('sha256');
-    const upload = await new Promise<string>((resolve, reject) => {
-      const req = http.request(
-        { host: '127.0.0.1', port: mpx.port, path: '/upload', method: 'POST', agent: false },
-        (res) => {
-          let text = '';
-          res.setEncoding('utf8').on('data', (c: string) => (text += c));
-          res.on('end', () => resolve(text));
-        },
-      );
-      req.on('error', reject);
-      const chunk = Buffer.alloc(1 << 20, 7);
-      for (let i = 0; i < 24; i++) {
-        hash.update(chunk);
-        req.write(chunk);
-      }
-      req.end();
-    });
-    const seen = JSON.parse(upload) as {
-      bytes: number;
-      sha256: string;
-      headers: Record<string, string>;
-    };
+    const chunk = Buffer.alloc(1 << 20, 7);
+    const { seen, sentSha256 } = await uploadChunked(mpx.port, '/upload', Array(24).fill(chunk));
     assert.equal(seen.bytes, 24 << 20);
-    assert.equal(seen.sha256, hash.digest('hex'));
+    assert.equal(seen.sha256, sentSha256);
     assert.equal(seen.headers['transfer-encoding'], 'chunked');
 
     const started = Date.now();

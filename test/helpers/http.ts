@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 
 export interface Answer {
@@ -68,4 +69,41 @@ export interface FixtureAnswer {
 
 export function parseFixture(answer: Answer): FixtureAnswer {
   return JSON.parse(answer.body) as FixtureAnswer;
+}
+
+/** What a fixture says it received: its byte count, SHA-256 and the request headers. */
+export interface ReceivedBody {
+  bytes: number;
+  sha256: string;
+  headers: Record<string, string>;
+}
+
+/**
+ * POSTs `chunks` as a chunked body (no Content-Length) and resolves with what the fixture says it
+ * received, and the SHA-256 of what was sent.
+ */
+export function uploadChunked(
+  port: number,
+  path: string,
+  chunks: readonly Buffer[],
+): Promise<{ seen: ReceivedBody; sentSha256: string }> {
+  const hash = createHash('sha256');
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: '127.0.0.1', port, path, method: 'POST', agent: false },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (c: string) => (text += c));
+        res.on('end', () =>
+          resolve({ seen: JSON.parse(text) as ReceivedBody, sentSha256: hash.digest('hex') }),
+        );
+      },
+    );
+    req.on('error', reject);
+    for (const chunk of chunks) {
+      hash.update(chunk);
+      req.write(chunk);
+    }
+    req.end();
+  });
 }
