@@ -20,6 +20,8 @@ interface Model {
   stopping: Set<number>;
   ready: Set<number>;
   queuedOrder: string[];
+  /** leases whose connection was upgraded (a WebSocket): held until checked in. */
+  upgraded: Set<number>;
 }
 
 const key = (worker: number, requestId: number) => `${worker}:${requestId}`;
@@ -38,6 +40,7 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     stopping: new Set(),
     ready: new Set(),
     queuedOrder: [],
+    upgraded: new Set(),
   };
   let nextRequest = 1;
   const workers = [1, 2, 3];
@@ -84,6 +87,19 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
           }
           model.leases.set(e.lease, { backend: e.backend, worker: 0, requestId: 0 });
           break;
+        case 'close-upgraded': {
+          const held = model.leases.get(e.lease);
+          assert.ok(
+            held && held.worker === e.worker && model.upgraded.has(e.lease),
+            `${step}: close-upgraded for lease ${e.lease}, which is not an upgraded lease of worker ${e.worker}`,
+          );
+          const view = pool.view().find((v) => v.id === held.backend);
+          assert.ok(
+            view?.state.phase === 'busy' && view.state.retireOnReturn,
+            `${step}: close-upgraded for a backend that is not retiring`,
+          );
+          break;
+        }
         case 'reject': {
           const k = key(e.worker, e.requestId);
           assert.ok(!model.answered.has(k), `${step}: request ${k} answered twice`);
@@ -137,7 +153,20 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
         apply(pool.healthChecked(lease, healthy), `health ${lease} ${healthy}`);
         continue;
       }
-      const outcome = pick(['ok', 'ok', 'ok', 'ok', 'stuck', 'broken', 'refused'] as const)!;
+      // An upgraded connection has had its answer (101): it can end well or break, nothing else.
+      const outcome = model.upgraded.delete(lease)
+        ? pick(['ok', 'ok', 'broken'] as const)!
+        : pick([
+            'ok',
+            'ok',
+            'ok',
+            'ok',
+            'stuck',
+            'broken',
+            'refused',
+            'bad-response',
+            'abandoned',
+          ] as const)!;
       // A refusal sends the backend back to starting; the worker asks again, first in line.
       if (outcome === 'refused') model.ready.delete(l.backend);
       apply(pool.checkin(l.worker, lease, outcome), `checkin ${lease} ${outcome}`);
@@ -146,6 +175,13 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
         model.asked.push({ worker: l.worker, requestId });
         apply(pool.checkout(l.worker, requestId, true), `checkout again ${l.worker}:${requestId}`);
       }
+    } else if (roll < 0.58) {
+      const lease = pick(
+        [...model.leases].filter(([id, l]) => l.worker !== 0 && !model.upgraded.has(id)),
+      )?.[0];
+      if (lease === undefined) continue;
+      model.upgraded.add(lease);
+      apply(pool.upgraded(model.leases.get(lease)!.worker, lease), `upgraded ${lease}`);
     } else if (roll < 0.62) {
       const waiting = pick(model.asked);
       if (!waiting) continue;

@@ -432,6 +432,23 @@ describe('pool changes at runtime', () => {
       assert.equal(grant(returned), undefined);
     });
 
+    it('a backend held by an upgraded connection is asked to close it when replaced, and retires once returned', () => {
+      const { pool } = setup({ size: 1 });
+      const [old] = startReady(pool);
+      const g = grant(pool.checkout(W1, 1))!;
+      pool.upgraded(W1, g.lease);
+      const state = pool.backend(old!)!.state;
+      assert.ok(state.phase === 'busy' && state.use === 'upgraded');
+      const replacement = spawned(pool.renew())[0]!;
+      const ready = pool.backendReady(replacement);
+      assert.deepEqual(
+        ready.filter((e) => e.type === 'close-upgraded'),
+        [{ type: 'close-upgraded', worker: W1, lease: g.lease }],
+        'the worker is asked to close the WebSocket (after shutdown_timeout_ms)',
+      );
+      assert.deepEqual(stopped(pool.checkin(W1, g.lease, 'ok')), [old]);
+    });
+
     it('an old backend still starting is dropped at once; a replacement that never gets ready leaves the old ones serving', () => {
       const { pool, clock } = setup({ size: 1, startTimeoutMs: 1000 });
       const [old] = startReady(pool);
