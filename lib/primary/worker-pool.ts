@@ -9,6 +9,9 @@ import {
 } from '../ipc/protocol.js';
 import type { Logger } from '../log.js';
 
+/** See the FrontWorkers constructor. */
+const WORKER_SEMI_SPACE = '--max-semi-space-size=2';
+
 const WORKER_ENTRY = fileURLToPath(new URL('../worker/main.js', import.meta.url));
 
 /** A worker that dies sooner than this after its start counts as failing at boot. */
@@ -72,7 +75,15 @@ export class FrontWorkers {
     // lost request in reload tests). With SCHED_NONE, unaccepted connections stay in the shared
     // listen queue, which every live worker drains. Frozen by the first setupPrimary/fork.
     cluster.schedulingPolicy = cluster.SCHED_NONE;
-    cluster.setupPrimary({ exec: WORKER_ENTRY, args: [] });
+    cluster.setupPrimary({
+      exec: WORKER_ENTRY,
+      args: [],
+      // V8 grows a busy process's young generation up to 3 × 16 MiB or more: a front worker's RSS
+      // climbed from 99 to 145 MB over its first 200,000 requests, then stayed there (the same
+      // before and after buffering; not a leak). Capped at 2 MiB it stays at 91-93 MB at the same
+      // throughput (trivial load, 8 clients: 5,600-8,800 requests/s either way).
+      execArgv: [...process.execArgv, WORKER_SEMI_SPACE],
+    });
   }
 
   startAll(): void {
