@@ -116,7 +116,11 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
     const settle = (): void => {
       if (--open === 0) deps.onSettled();
     };
-    res.once('close', settle);
+    const socket = req.socket;
+    res.once('close', () => {
+      if (answering.get(socket) === res) answering.delete(socket);
+      settle();
+    });
     if (deps.isDraining()) res.setHeader('connection', 'close');
 
     const begin = (): void => {
@@ -197,12 +201,8 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
 
     // A client connection carries one exchange at a time: a pipelined request is read by node
     // while the previous one is answered, and must not take a second backend meanwhile.
-    const socket = req.socket;
     const previous = answering.get(socket);
     answering.set(socket, res);
-    res.once('close', () => {
-      if (answering.get(socket) === res) answering.delete(socket);
-    });
     if (previous) previous.once('close', begin);
     else begin();
   };

@@ -59,11 +59,6 @@ export class Delivery {
     return this.phase === 'gone';
   }
 
-  /** Whether the client still waits for an answer's head (multiplexer may answer it itself). */
-  get headPending(): boolean {
-    return this.phase === 'before-head';
-  }
-
   onGone(handler: () => void): void {
     this.goneHandler = handler;
   }

@@ -62,7 +62,7 @@ export function releaseAllIdle(): void {
  * bytes; past either, it is presumed endless (a log tail, an event stream) and the backend is
  * replaced, since the only other way to stop it would be to cut it mid-answer.
  */
-export const DISCARD_LIMIT_BYTES = 64 * 1024 * 1024;
+const DISCARD_LIMIT_BYTES = 64 * 1024 * 1024;
 
 /**
  * The backend's side, as phases:
@@ -149,16 +149,18 @@ class Exchange {
     });
     out.on('response', (answer: IncomingMessage) => this.onHead(out, answer));
     out.on('error', (err: NodeJS.ErrnoException) => this.onError(out, err));
+    const body = request.body;
+    if (body.kind === 'none') {
+      // Written whole from our side at once: nothing to wait for before the head.
+      out.end();
+      this.phase = { name: 'awaiting-head' };
+      return out;
+    }
     out.on('finish', () => {
       if (out === this.backendReq && this.phase.name === 'sending') {
         this.phase = { name: 'awaiting-head' };
       }
     });
-    const body = request.body;
-    if (body.kind === 'none') {
-      out.end();
-      return out;
-    }
     // The body flows only once the backend accepted the connection: a refused connection then
     // leaves it unread, and the request can go to another backend whole.
     out.once('socket', (socket) => {
@@ -224,7 +226,6 @@ class Exchange {
     const phase = this.phase.name;
     if (phase !== 'receiving' && phase !== 'discarding') return;
     if (phase === 'receiving') this.client.end(answer.rawTrailers);
-    if (phase === 'discarding') clearTimeout(this.phase.timer);
     // An early answer: the backend does not want the rest of the body. Only a closed connection
     // says for sure that it is not still reading it.
     if (!this.backendReq.writableFinished) this.close('ok');
@@ -237,7 +238,6 @@ class Exchange {
     if ((phase.name !== 'receiving' && phase.name !== 'discarding') || phase.answer !== answer) {
       return;
     }
-    if (phase.name === 'discarding') clearTimeout(phase.timer);
     this.client.cut();
     this.finish('broken');
   }
@@ -248,7 +248,6 @@ class Exchange {
     if (phase === 'closing' || phase === 'done') return;
     const malformed = err.code?.startsWith('HPE_') ?? false;
     if (phase === 'receiving' || phase === 'discarding') {
-      if (this.phase.name === 'discarding') clearTimeout(this.phase.timer);
       this.client.cut();
       this.finish(malformed ? 'bad-response' : 'broken');
       return;
@@ -293,7 +292,6 @@ class Exchange {
   private stalled(): void {
     const phase = this.phase;
     if (phase.name !== 'receiving' && phase.name !== 'discarding') return;
-    if (phase.name === 'discarding') clearTimeout(phase.timer);
     this.backendReq.destroy();
     this.client.cut();
     this.finish('stuck');
@@ -319,13 +317,12 @@ class Exchange {
   private abandon(): void {
     const phase = this.phase;
     if (phase.name !== 'discarding') return;
-    clearTimeout(phase.timer);
     this.close('abandoned');
   }
 
   /** Closes the backend connection; the outcome is reported once it is closed. */
   private close(outcome: CheckinOutcome): void {
-    clearTimeout(this.headTimer);
+    this.leavePhase();
     this.phase = { name: 'closing', outcome };
     const socket = this.backendReq.socket;
     this.backendReq.destroy();
@@ -333,9 +330,15 @@ class Exchange {
     else socket.once('close', () => this.finish(outcome));
   }
 
+  /** Stops the timers of the phase being left: the head timer, a discard's limit. */
+  private leavePhase(): void {
+    clearTimeout(this.headTimer);
+    if (this.phase.name === 'discarding') clearTimeout(this.phase.timer);
+  }
+
   private finish(outcome: CheckinOutcome): void {
     if (this.phase.name === 'done') return;
-    clearTimeout(this.headTimer);
+    this.leavePhase();
     this.phase = { name: 'done' };
     this.done(outcome);
   }

@@ -181,7 +181,7 @@ describe('real traffic', () => {
       answeredAt = Date.now();
       return a;
     });
-    await new Promise((resolve) => setTimeout(resolve, 300)); // a window for a wrong early answer
+    await waitFor(async () => (await mpx.status()).queue === 1, 'the request to wait in the queue');
     assert.equal(answeredAt, 0, 'no request reached the backend while the WebSocket held it');
     const closedAt = Date.now();
     await ws.close();

@@ -248,6 +248,8 @@ export interface AdminStatus {
     rssBytes?: number;
   }[];
   totals: Record<string, number>;
+  /** Requests waiting for a free backend. */
+  queue: number;
 }
 
 /** startMultiplexer with its admin API on an ephemeral loopback port, and a way to read /status. */
