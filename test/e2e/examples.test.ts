@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it, type TestContext } from 'node:test';
+import { request } from '../helpers/http.js';
+import { startMultiplexer } from '../helpers/multiplexer.js';
+import { ROOT } from '../helpers/paths.js';
+import { killQuietly, pidsMatching } from '../helpers/procs.js';
+import { waitFor } from '../helpers/wait.js';
+
+/**
+ * Each folder of examples/ run as its README says: its own multiplexer.json (only the ports
+ * changed, to ephemeral ones), its own setup. Concurrent requests must reach every backend of the
+ * pool, and no backend may ever have had a second request while it answered one: each example
+ * reports that itself (node-express: requests in the process; the Python ones: a connection
+ * already waiting in the listen queue).
+ */
+interface Example {
+  name: string;
+  /** Why it cannot run on this machine, or undefined when it can (after its setup). */
+  unavailable(): string | undefined;
+}
+
+function hasPython3(): string | undefined {
+  const probe = spawnSync('python3', ['--version'], { encoding: 'utf8' });
+  return probe.status === 0 ? undefined : 'python3 is not on PATH';
+}
+
+/** Runs an example's documented setup command once, when what it installs is missing. */
+function setUp(installed: string, command: string, args: string[]): string | undefined {
+  if (existsSync(join(ROOT, installed))) return undefined;
+  const run = spawnSync(command, args, { cwd: ROOT, encoding: 'utf8', timeout: 180_000 });
+  if (run.status === 0 && existsSync(join(ROOT, installed))) return undefined;
+  return `its setup (${command} ${args.join(' ')}) failed: ${(run.stderr || String(run.error)).trim().split('\n').slice(-3).join(' | ')}`;
+}
+
+const examples: Example[] = [
+  {
+    name: 'node-express',
+    unavailable: () =>
+      setUp('examples/node-express/node_modules/express', 'npm', [
+        'ci',
+        '--prefix',
+        'examples/node-express',
+        '--no-audit',
+        '--no-fund',
+      ]),
+  },
+  { name: 'python-stdlib', unavailable: hasPython3 },
+  {
+    name: 'python-flask-gunicorn',
+    unavailable: () =>
+      hasPython3() ??
+      setUp('examples/python-flask-gunicorn/.venv/bin/gunicorn', 'sh', [
+        'examples/python-flask-gunicorn/setup.sh',
+      ]),
+  },
+];
+
+interface ExampleAnswer {
+  pid: number;
+  port: number;
+  path: string;
+  inFlight?: number;
+  queued_behind?: boolean;
+}
+
+function exampleConfig(name: string): Record<string, unknown> {
+  const config = JSON.parse(
+    readFileSync(join(ROOT, 'examples', name, 'multiplexer.json'), 'utf8'),
+  ) as Record<string, unknown>;
+  // The test's own ports instead (launchMultiplexer picks free ones); the rest as shipped.
+  delete config.http_port;
+  delete config.service_port_range;
+  delete config.admin_port;
+  return config;
+}
+
+function skip(t: TestContext, reason: string): void {
+  // Printed, never silent: a machine without python3 says so in the test output.
+  t.diagnostic(`skipped: ${reason}`);
+  console.log(`# ${t.name}: skipped: ${reason}`);
+  t.skip(reason);
+}
+
+describe('the examples, each with its own multiplexer.json', () => {
+  for (const example of examples) {
+    it(`${example.name}: 40 concurrent requests reach every backend, never two at once on one`, async (t) => {
+      const reason = example.unavailable();
+      if (reason !== undefined) return skip(t, `${example.name}: ${reason}`);
+      const config = exampleConfig(example.name);
+      const pattern = String(config.service_kill_pattern);
+      assert.ok(pattern.includes(`examples/${example.name}/`), 'its kill pattern names its folder');
+      after(() => {
+        for (const pid of pidsMatching(pattern)) killQuietly(pid);
+      });
+
+      const mpx = await startMultiplexer(config, { readyTimeoutMs: 30_000 });
+      const poolPorts = mpx.ready.backends.map((b) => b.port).sort();
+      assert.equal(poolPorts.length, config.pool_size);
+
+      const answers = await Promise.all(
+        Array.from({ length: 40 }, (_, i) => request(mpx.port, `/page/${i}?q=${i}`)),
+      );
+      for (const a of answers) assert.equal(a.status, 200, a.body);
+      const pages = answers.map((a) => JSON.parse(a.body) as ExampleAnswer);
+      assert.deepEqual(
+        pages.map((p) => p.path).sort(),
+        Array.from({ length: 40 }, (_, i) => `/page/${i}?q=${i}`).sort(),
+        'each answer is the page asked for',
+      );
+      const servedPorts = new Set(pages.map((p) => p.port));
+      for (const port of poolPorts) assert.ok(servedPorts.has(port), `backend :${port} served`);
+      for (const p of pages) {
+        assert.notEqual(
+          p.queued_behind,
+          true,
+          `a connection waited behind ${p.path} on :${p.port}`,
+        );
+        if (p.inFlight !== undefined) assert.equal(p.inFlight, 1, `${p.path} on :${p.port}`);
+      }
+
+      assert.deepEqual(await mpx.stop(), { code: 0, signal: null });
+      await waitFor(() => pidsMatching(pattern).length === 0, 'every backend process to end');
+    });
+  }
+});
