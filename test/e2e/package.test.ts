@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { request } from '../helpers/http.js';
+import { ROOT } from '../helpers/paths.js';
+import { freePort, freePortRange } from '../helpers/ports.js';
+import { killQuietly, pidsMatching } from '../helpers/procs.js';
+import { tempDir } from '../helpers/temp.js';
+import { waitFor } from '../helpers/wait.js';
+
+/**
+ * multiplexer as a user gets it from the registry: `npm pack` of this checkout, installed with
+ * `npm install -g` into a temporary prefix, run from a directory that is not the checkout.
+ * The pack skips the "prepare" build: `npm test` has just built dist/ (a publish runs it).
+ */
+const version = (
+  JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
+).version;
+
+function npm(args: string[], cwd: string): { stdout: string } {
+  const run = spawnSync('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], {
+    cwd,
+    encoding: 'utf8',
+    timeout: 180_000,
+  });
+  assert.equal(run.status, 0, `npm ${args.join(' ')} failed:\n${run.stderr}`);
+  return { stdout: run.stdout };
+}
+
+describe('the npm package', () => {
+  const dir = tempDir().dir;
+  let tarball = '';
+
+  it('packs only what the runtime needs: the CLI, the compiled lib, the default config and example', () => {
+    const packed = JSON.parse(
+      npm(['pack', '--json', '--ignore-scripts', '--pack-destination', dir], ROOT).stdout,
+    ) as { filename: string; size: number; files: { path: string }[] }[];
+    const [info] = packed;
+    assert.ok(info);
+    tarball = join(dir, info.filename);
+    const allowed = [
+      /^bin\/(multiplexer\.js|backend-watchdog\.sh)$/,
+      /^dist\/lib\/.+\.js$/,
+      /^conf\/app\.json$/,
+      /^examples\/hello-service\.js$/,
+      /^(package\.json|README\.md|LICENSE)$/,
+    ];
+    const paths = info.files.map((f) => f.path);
+    for (const path of paths) {
+      assert.ok(
+        allowed.some((re) => re.test(path)),
+        `${path} is in the tarball, though the runtime does not need it`,
+      );
+    }
+    for (const needed of ['bin/multiplexer.js', 'dist/lib/cli/main.js', 'LICENSE'])
+      assert.ok(paths.includes(needed), `${needed} is in the tarball`);
+    assert.equal(statSync(tarball).size, info.size);
+    assert.ok(info.size < 200_000, `the tarball is ${info.size} bytes`);
+  });
+
+  it('installs with npm install -g, then --version and start work outside the checkout', async () => {
+    assert.ok(tarball, 'packed by the test before');
+    const prefix = join(dir, 'prefix');
+    npm(['install', '--global', '--prefix', prefix, tarball], dir);
+    const bin = join(prefix, 'bin', 'multiplexer');
+
+    const v = spawnSync(bin, ['--version'], { cwd: dir, encoding: 'utf8' });
+    assert.equal(v.status, 0, v.stderr);
+    assert.equal(v.stdout.trim(), version);
+
+    // The installed package's own example, by absolute path: nothing comes from the checkout.
+    const example = join(
+      prefix,
+      'lib',
+      'node_modules',
+      'multiplexer',
+      'examples',
+      'hello-service.js',
+    );
+    const marker = `mpxpkg-${process.pid}`;
+    const port = await freePort();
+    const range = await freePortRange(4);
+    const config = join(dir, 'app.json');
+    writeFileSync(
+      config,
+      JSON.stringify({
+        pool_size: 2,
+        workers: 1,
+        http_host: '127.0.0.1',
+        http_port: port,
+        service_port_range: [range.first, range.last],
+        service_start_process_cmd: `exec node ${example} %PORT% ${marker}`,
+      }),
+    );
+    const proc = spawn(bin, ['start', '--config', config], {
+      cwd: dir,
+      env: {
+        ...process.env,
+        MULTIPLEXER_LOG_FORMAT: 'json',
+        MULTIPLEXER_STATE_DIR: join(dir, 'state'),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const exited = new Promise<number | null>((resolve) =>
+      proc.once('exit', (code) => resolve(code)),
+    );
+    after(() => {
+      proc.kill('SIGKILL');
+      for (const pid of pidsMatching(marker)) killQuietly(pid);
+    });
+    let out = '';
+    let err = '';
+    proc.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+    proc.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
+    await Promise.race([
+      waitFor(
+        () => out.includes('"event":"ready"'),
+        'the installed multiplexer to be ready',
+        20_000,
+      ),
+      exited.then((code) => assert.fail(`exited ${code} before ready:\n${err}`)),
+    ]);
+
+    const answer = await request(port, '/from-the-package');
+    assert.equal(answer.status, 200);
+    assert.match(answer.body, /^hello from pid \d+ on port \d+: GET \/from-the-package/);
+
+    proc.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    await waitFor(() => pidsMatching(marker).length === 0, 'its backends to end');
+  });
+});
