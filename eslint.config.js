@@ -62,6 +62,16 @@ export default tseslint.config(
     },
   },
   {
+    // The worker's entry point reads its own cluster id, and nothing else of node:cluster.
+    files: ['lib/worker/main.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { paths: ['node:child_process'], patterns: ['../supervisor/*', '../primary/*'] },
+      ],
+    },
+  },
+  {
     files: ['**/*.js', '**/*.mjs'],
     extends: [tseslint.configs.disableTypeChecked],
     languageOptions: {

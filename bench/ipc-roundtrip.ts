@@ -67,6 +67,7 @@ export async function measureIpc(
             id: m.id,
             lease: ++lease,
             port: 10300,
+            backend: 1,
           };
           worker.send(reply);
         }

@@ -10,9 +10,10 @@ export type { Logger };
  */
 export function createLogger(
   role: string,
+  fields: Record<string, unknown> = {},
   level = process.env.MULTIPLEXER_LOG_LEVEL ?? 'info',
 ): Logger {
-  const base = { role, pid: process.pid };
+  const base = { role, pid: process.pid, ...fields };
   if (process.stderr.isTTY && process.env.MULTIPLEXER_LOG_FORMAT !== 'json') {
     return pino({ level, base }, pretty({ destination: 2, sync: true, ignore: 'hostname' }));
   }

@@ -7,7 +7,9 @@ import { MultiplexerError } from '../errors.js';
 export interface AdminActions {
   readiness(): { ready: boolean; reason: string };
   liveness(): { alive: boolean; reason: string };
-  status(): unknown;
+  status(): Promise<unknown>;
+  /** The Prometheus text exposition of every process's metrics. */
+  metrics(): Promise<{ contentType: string; text: string }>;
   /** Resolves with the HTTP status and body to send. */
   reload(): Promise<{ status: number; body: unknown }>;
   scale(body: unknown): Promise<{ status: number; body: unknown }>;
@@ -87,7 +89,17 @@ export class AdminServer {
         return send(res, readiness.ready ? 200 : 503, readiness);
       }
       case '/status':
-        return send(res, 200, this.actions.status());
+        return send(res, 200, await this.actions.status());
+      case '/metrics': {
+        const { contentType, text } = await this.actions.metrics();
+        res.writeHead(200, {
+          'content-type': contentType,
+          'content-length': Buffer.byteLength(text),
+          'cache-control': 'no-store',
+        });
+        res.end(text);
+        return;
+      }
       case '/reload': {
         const outcome = await this.actions.reload();
         return send(res, outcome.status, outcome.body);
@@ -115,6 +127,7 @@ const ROUTES: Record<string, { method: string; guarded: boolean }> = {
   '/healthz': { method: 'GET', guarded: false },
   '/readyz': { method: 'GET', guarded: false },
   '/status': { method: 'GET', guarded: true },
+  '/metrics': { method: 'GET', guarded: true },
   '/reload': { method: 'POST', guarded: true },
   '/scale': { method: 'POST', guarded: true },
 };

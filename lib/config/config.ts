@@ -14,6 +14,7 @@ export interface Config {
   readonly client_max_body_bytes: number;
   readonly client_timeout_ms: number;
   readonly websocket: boolean;
+  readonly access_log: boolean;
   readonly trusted_proxies: readonly string[];
   readonly service_http_base_url: string;
   readonly service_port_range: PortRange;

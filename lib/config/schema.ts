@@ -109,6 +109,12 @@ export const schema = {
     default: true,
     appliesOn: ['workers'],
   },
+  access_log: {
+    doc: 'One log line per request (event "request"): method, path, status, bytes, duration and queue wait in ms, backend id and port, error code, X-Request-Id.',
+    format: booleanFormat,
+    default: true,
+    appliesOn: ['workers'],
+  },
   trusted_proxies: {
     doc: 'Peers (addresses or CIDR blocks) whose X-Forwarded-* and Forwarded headers are kept and extended; from anyone else they are replaced.',
     format: addressListFormat,

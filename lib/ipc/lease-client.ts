@@ -3,7 +3,12 @@ import type { CheckinOutcome, PrimaryMessage, WorkerMessage } from './protocol.j
 import { NAMESPACE } from './protocol.js';
 
 export type CheckoutResult =
-  | { readonly status: 'granted'; readonly lease: number; readonly port: number }
+  | {
+      readonly status: 'granted';
+      readonly lease: number;
+      readonly port: number;
+      readonly backend: number;
+    }
   | { readonly status: 'rejected'; readonly code: ErrorCode; readonly message: string }
   | { readonly status: 'cancelled' };
 
@@ -58,7 +63,7 @@ export class LeaseClient {
     this.pending.delete(message.id);
     resolve(
       message.type === 'granted'
-        ? { status: 'granted', lease: message.lease, port: message.port }
+        ? { status: 'granted', lease: message.lease, port: message.port, backend: message.backend }
         : { status: 'rejected', code: message.code, message: message.message },
     );
     return true;

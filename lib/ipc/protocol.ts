@@ -23,11 +23,21 @@ export type WorkerMessage =
   | { ns: typeof NAMESPACE; type: 'checkin'; lease: number; outcome: CheckinOutcome }
   /** The request on `lease` became an upgraded connection (101): held until it closes. */
   | { ns: typeof NAMESPACE; type: 'upgraded'; lease: number }
-  | { ns: typeof NAMESPACE; type: 'drained'; complete: boolean };
+  | { ns: typeof NAMESPACE; type: 'drained'; complete: boolean }
+  /** The reply to metrics-request `id`: this worker's prom-client registry as JSON. */
+  | { ns: typeof NAMESPACE; type: 'metrics'; id: number; metrics: unknown[] };
 
 /** Primary → front worker. */
 export type PrimaryMessage =
-  | { ns: typeof NAMESPACE; type: 'granted'; id: number; lease: number; port: number }
+  /** `backend` is the backend's id, for the access log; `port` is where to reach it. */
+  | {
+      ns: typeof NAMESPACE;
+      type: 'granted';
+      id: number;
+      lease: number;
+      port: number;
+      backend: number;
+    }
   | { ns: typeof NAMESPACE; type: 'rejected'; id: number; code: ErrorCode; message: string }
   | { ns: typeof NAMESPACE; type: 'drain' }
   /**
@@ -39,9 +49,11 @@ export type PrimaryMessage =
    * The backend held by the upgraded connection on `lease` is to retire (reload, shrink): the
    * worker closes that connection after shutdown_timeout_ms.
    */
-  | { ns: typeof NAMESPACE; type: 'close-upgraded'; lease: number };
+  | { ns: typeof NAMESPACE; type: 'close-upgraded'; lease: number }
+  /** A scrape of /metrics or /status: the worker answers with a 'metrics' message, same id. */
+  | { ns: typeof NAMESPACE; type: 'metrics-request'; id: number };
 
-type Shape = Record<string, 'number' | 'string' | 'boolean' | readonly string[]>;
+type Shape = Record<string, 'number' | 'string' | 'boolean' | 'array' | readonly string[]>;
 
 const workerShapes: Record<WorkerMessage['type'], Shape> = {
   checkout: { id: 'number' },
@@ -50,34 +62,46 @@ const workerShapes: Record<WorkerMessage['type'], Shape> = {
   checkin: { lease: 'number', outcome: OUTCOMES },
   upgraded: { lease: 'number' },
   drained: { complete: 'boolean' },
+  metrics: { id: 'number', metrics: 'array' },
 };
 
 const primaryShapes: Record<PrimaryMessage['type'], Shape> = {
-  granted: { id: 'number', lease: 'number', port: 'number' },
+  granted: { id: 'number', lease: 'number', port: 'number', backend: 'number' },
   rejected: { id: 'number', code: 'string', message: 'string' },
   drain: {},
   release: { port: 'number' },
   'close-upgraded': { lease: 'number' },
+  'metrics-request': { id: 'number' },
 };
 
-export type Decoded<T> = { ok: true; message: T } | { ok: false; reason: string };
+/**
+ * `foreign`: a message of another namespace on the same channel (prom-client's cluster
+ * aggregation, node's own), not ours to judge: ignored quietly.
+ */
+export type Decoded<T> = { ok: true; message: T } | { ok: false; foreign: boolean; reason: string };
 
 function decode<T>(raw: unknown, shapes: Record<string, Shape>): Decoded<T> {
-  if (typeof raw !== 'object' || raw === null) return { ok: false, reason: 'not an object' };
+  if (typeof raw !== 'object' || raw === null)
+    return { ok: false, foreign: false, reason: 'not an object' };
   const message = raw as Record<string, unknown>;
-  if (message.ns !== NAMESPACE) return { ok: false, reason: 'not a multiplexer message' };
+  if (message.ns !== NAMESPACE)
+    return { ok: false, foreign: true, reason: 'not a multiplexer message' };
   const type = message.type;
   const shape = typeof type === 'string' ? shapes[type] : undefined;
-  if (!shape) return { ok: false, reason: `unknown message type ${JSON.stringify(type)}` };
+  if (!shape)
+    return { ok: false, foreign: false, reason: `unknown message type ${JSON.stringify(type)}` };
   for (const [field, expected] of Object.entries(shape)) {
     const value = message[field];
     const fits =
-      typeof expected === 'string'
-        ? typeof value === expected && (expected !== 'number' || Number.isSafeInteger(value))
-        : typeof value === 'string' && expected.includes(value);
+      expected === 'array'
+        ? Array.isArray(value)
+        : typeof expected === 'string'
+          ? typeof value === expected && (expected !== 'number' || Number.isSafeInteger(value))
+          : typeof value === 'string' && expected.includes(value);
     if (!fits) {
       return {
         ok: false,
+        foreign: false,
         reason: `${String(type)}.${field} must be ${String(expected)}, got ${JSON.stringify(value)}`,
       };
     }

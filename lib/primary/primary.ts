@@ -3,6 +3,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Registry } from 'prom-client';
 import { onExit } from 'signal-exit';
 import { AdminServer } from '../admin/admin-server.js';
 import type { Config } from '../config/config.js';
@@ -25,7 +26,9 @@ import { canBind } from '../supervisor/port-ring.js';
 import { startTimeOf } from '../supervisor/process-table.js';
 import { Supervisor, type BootFailure } from '../supervisor/supervisor.js';
 import { keysFor } from '../config/schema.js';
+import { aggregate, PoolMetrics, requestTotals } from '../metrics/pool-metrics.js';
 import { describeChange, diffConfig, touches } from './config-diff.js';
+import { MetricsGather } from './metrics-gather.js';
 import { FrontWorkers } from './worker-pool.js';
 
 type State = 'starting' | 'running' | 'draining' | 'stopping';
@@ -125,8 +128,8 @@ export class Primary {
   ) {
     this.registry = new BackendRegistry(join(options.stateDir, 'backends'));
     this.supervisor = new Supervisor(config, log, {
-      grant: (worker, id, lease, port) =>
-        this.workers.send(worker, { ns: NAMESPACE, type: 'granted', id, lease, port }),
+      grant: (worker, id, lease, port, backend) =>
+        this.workers.send(worker, { ns: NAMESPACE, type: 'granted', id, lease, port, backend }),
       reject: (worker, id, code) =>
         this.workers.send(worker, {
           ns: NAMESPACE,
@@ -148,6 +151,21 @@ export class Primary {
       backendEnded: (pid) => this.registry.forget(pid),
     });
     this.workers = new FrontWorkers(config, log, bufferDirOf(options.stateDir));
+    this.poolMetrics = new PoolMetrics({
+      backends: () => this.supervisor.status(),
+      queueLength: () => this.supervisor.queueLength,
+      workers: () => this.workers.list().filter((w) => !w.isDead()).length,
+      backendStarts: () => this.supervisor.backendCounts.starts,
+      backendExits: () => this.supervisor.backendCounts.exits,
+    });
+  }
+
+  private readonly poolMetrics: PoolMetrics;
+  private readonly gather = new MetricsGather();
+
+  /** The primary's and every front worker's metrics in one registry (one scrape, one truth). */
+  private async metrics(): Promise<Registry> {
+    return aggregate(this.poolMetrics, await this.gather.collect(this.workers.list()));
   }
 
   async run(): Promise<number> {
@@ -431,6 +449,10 @@ export class Primary {
       };
     },
     status: () => this.status(),
+    metrics: async () => {
+      const registry = await this.metrics();
+      return { contentType: registry.contentType, text: await registry.metrics() };
+    },
     reload: async () => {
       const outcome = await this.reload('POST /reload');
       return { status: outcome.reloaded ? 200 : 422, body: outcome };
@@ -443,7 +465,8 @@ export class Primary {
     token: () => this.config.admin_token,
   };
 
-  status(): object {
+  async status(): Promise<object> {
+    const totals = await requestTotals(await this.metrics());
     const backends = this.supervisor.status();
     return {
       pid: process.pid,
@@ -466,13 +489,16 @@ export class Primary {
       })),
       backends,
       queue: this.supervisor.queueLength,
-      totals: { ...this.supervisor.totals, ...this.supervisor.poolTotals },
+      totals: { ...totals, ...this.supervisor.poolTotals },
+      endings: this.supervisor.recentEndings(),
     };
   }
 
   private onWorkerMessage(worker: Worker, raw: unknown): void {
     const decoded = decodeWorkerMessage(raw);
     if (!decoded.ok) {
+      // prom-client's cluster messages and node's own share this channel: not ours to judge.
+      if (decoded.foreign) return;
       this.log.warn(
         { worker: worker.id, reason: decoded.reason },
         'ignoring a malformed worker message',
@@ -490,11 +516,13 @@ export class Primary {
     checkin: (m, worker) => this.supervisor.checkin(worker, m.lease, m.outcome),
     upgraded: (m, worker) => this.supervisor.upgraded(worker, m.lease),
     drained: (_m, worker) => this.drained.add(worker),
+    metrics: (m, worker) => this.gather.reply(worker, m.id, m.metrics),
   };
 
   private onWorkerExit(worker: Worker, code: number | null, signal: string | null): void {
     this.listening.delete(worker.id);
     this.supervisor.workerExited(worker.id);
+    this.gather.workerExited(worker.id);
     if (this.state === 'running' && !this.announced && code === WORKER_SETUP_FAILED) {
       this.log.fatal('a front worker could not start (see its log line above); shutting down');
       this.exitCode = WORKER_SETUP_FAILED;

@@ -19,7 +19,7 @@ import { defaultRestartPolicy, type RestartPolicy } from './restart-policy.js';
 
 /** What the supervisor tells the outside world; the primary turns these into IPC messages. */
 export interface SupervisorHooks {
-  grant(worker: number, requestId: number, lease: number, port: number): void;
+  grant(worker: number, requestId: number, lease: number, port: number, backend: number): void;
   reject(worker: number, requestId: number, code: RejectCode): void;
   poolReady(): void;
   /** `worker` may hold an idle connection to the backend on `port`, now leased to another worker. */
@@ -67,15 +67,14 @@ export interface BackendStatus {
   rssBytes: number | undefined;
 }
 
-/** Request counters since start, from the lease protocol (status codes the front workers sent). */
-export interface RequestTotals {
-  requests: number;
-  /** Backend connection failed or broke. */
-  status502: number;
-  /** Rejected: queue full, queue timeout, shutting down. */
-  status503: number;
-  /** Backend did not answer within http_proxy_timeout. */
-  status504: number;
+/**
+ * Backend processes started and ended since start; an end counts under its retirement reason,
+ * or "crash" / "boot-failure" when the backend ended on its own. (Request counters live in the
+ * front workers, which alone know what each client was sent.)
+ */
+export interface BackendCounts {
+  starts: number;
+  readonly exits: Map<string, number>;
 }
 
 /** What a reload changed in the supervisor's part of the config. */
@@ -134,7 +133,11 @@ const RETIRE_WHY: Record<RetireReason, string> = {
  */
 export class Supervisor {
   private readonly pool: Pool;
-  readonly totals: RequestTotals = { requests: 0, status502: 0, status503: 0, status504: 0 };
+  readonly backendCounts: BackendCounts = { starts: 0, exits: new Map() };
+  /** Why each backend was told to stop, until it has exited. */
+  private readonly retiring = new Map<number, RetireReason>();
+  /** Why each backend id ended (the last ones), for status: a tile says why its backend went. */
+  private readonly endings = new Map<number, string>();
   private readonly processes = new Map<number, BackendProcess>();
   /** Backend id → the front worker that last held its lease (and may keep a connection to it). */
   private readonly lastWorker = new Map<number, number>();
@@ -255,7 +258,6 @@ export class Supervisor {
 
   /** `again`: the request's backend refused its connection; it goes first in the queue. */
   checkout(worker: number, requestId: number, again = false): void {
-    if (!again) this.totals.requests += 1;
     const waiting = this.pool.queueLength;
     this.apply(this.pool.checkout(worker, requestId, again));
     if (this.pool.queueLength > waiting) {
@@ -271,8 +273,6 @@ export class Supervisor {
   }
 
   checkin(worker: number, lease: number, outcome: CheckinOutcome): void {
-    if (outcome === 'broken' || outcome === 'bad-response') this.totals.status502 += 1;
-    else if (outcome === 'stuck') this.totals.status504 += 1;
     this.apply(this.pool.checkin(worker, lease, outcome));
   }
 
@@ -361,11 +361,10 @@ export class Supervisor {
           if (previous !== undefined && previous !== effect.worker)
             this.hooks.release(previous, port);
           this.lastWorker.set(effect.backend, effect.worker);
-          this.hooks.grant(effect.worker, effect.requestId, effect.lease, port);
+          this.hooks.grant(effect.worker, effect.requestId, effect.lease, port, effect.backend);
           break;
         }
         case 'reject':
-          this.totals.status503 += 1;
           this.hooks.reject(effect.worker, effect.requestId, effect.code);
           break;
         case 'close-upgraded':
@@ -455,6 +454,7 @@ export class Supervisor {
       },
     );
     this.processes.set(id, proc);
+    this.backendCounts.starts += 1;
     this.log.info({ backend: id, pid: proc.pid, port }, 'backend starting');
     if (proc.pid !== undefined) this.hooks.backendStarted(proc.pid, proc.command);
   }
@@ -468,6 +468,7 @@ export class Supervisor {
       why = `${why}: ${describeStart(report, this.config)}`;
       this.lastFailure = { command: proc.command, how: why, tail: report.tail };
     }
+    this.retiring.set(id, reason);
     this.log[level]({ backend: id, pid: proc?.pid, reason }, `stopping backend: ${why}`);
     this.noteReadiness();
     // A backend still waiting for its port has no process yet; launch() sees it retiring.
@@ -491,6 +492,15 @@ export class Supervisor {
     if (!info.stopped && ended) {
       this.lastFailure = { command: ended.command, how, tail: ended.startReport().tail };
     }
+    const reason = info.stopped
+      ? (this.retiring.get(id) ?? 'stopped')
+      : before?.phase === 'starting'
+        ? 'boot-failure'
+        : 'crash';
+    this.retiring.delete(id);
+    const counts = this.backendCounts.exits;
+    counts.set(reason, (counts.get(reason) ?? 0) + 1);
+    this.noteEnding(id, `${reason}: ${how}`);
     if (info.stopped) {
       this.log.info(proc, `backend stopped (${how})`);
     } else {
@@ -506,6 +516,17 @@ export class Supervisor {
     this.apply(this.pool.backendExited(id));
     this.noteReadiness();
     this.resolveIfEmpty();
+  }
+
+  /** The last few backends' endings, by id, oldest first out. */
+  private noteEnding(id: number, text: string): void {
+    this.endings.set(id, text);
+    if (this.endings.size > 64) this.endings.delete(this.endings.keys().next().value!);
+  }
+
+  /** Why recent backends ended, newest last: "crash: killed by SIGKILL". */
+  recentEndings(): { backend: number; ending: string }[] {
+    return [...this.endings].map(([backend, ending]) => ({ backend, ending }));
   }
 
   private resolveIfEmpty(): void {

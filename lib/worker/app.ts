@@ -1,15 +1,17 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { backendHost, type Config } from '../config/config.js';
-import type { ErrorCode } from '../errors.js';
+import { httpStatusFor, type ErrorCode } from '../errors.js';
 import type { CheckinOutcome } from '../ipc/protocol.js';
 import type { LeaseClient } from '../ipc/lease-client.js';
 import { readBody } from './request-body.js';
 import { BufferStore } from './buffer-store.js';
 import { Delivery } from './delivery.js';
-import { sendError, writeErrorTo } from './error-response.js';
+import { errorCodeOf, sendError, writeErrorTo } from './error-response.js';
 import { exchange, type ExchangeTarget, type OutgoingRequest } from './exchange.js';
-import { requestHeaders, targetOf, TrustedProxies } from './headers.js';
+import { addOwnHeader, requestHeaders, requestIdOf, targetOf, TrustedProxies } from './headers.js';
+import type { RequestObserver } from './request-observer.js';
 import { tunnel, type Tunnel } from './upgrade.js';
 
 export interface AppDeps {
@@ -23,6 +25,15 @@ export interface AppDeps {
   readonly isDraining: () => boolean;
   /** Upgraded connections, by lease, so a drain or a retiring backend can close them. */
   readonly tunnels: Map<number, Tunnel>;
+  /** Metrics and the access log. */
+  readonly observer: RequestObserver;
+}
+
+/** The backend a request was given, for the access log (the last one, after a refusal). */
+interface LeaseRecord {
+  leasedAt: number | undefined;
+  backend: number | undefined;
+  port: number | undefined;
 }
 
 export interface FrontHandlers {
@@ -53,7 +64,7 @@ function hasBody(req: IncomingMessage): boolean {
  * buffer_responses is before a slow client has read the answer.
  */
 export function createHandlers(deps: AppDeps): FrontHandlers {
-  const { config, leases } = deps;
+  const { config, leases, observer } = deps;
   const host = backendHost(config.service_http_base_url);
   const trusted = new TrustedProxies(config.trusted_proxies);
   const limit = config.client_max_body_bytes;
@@ -77,6 +88,8 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
    */
   const withBackend = (
     client: { once(e: 'close', f: () => void): unknown; off(e: 'close', f: () => void): unknown },
+    startedAt: number,
+    record: LeaseRecord,
     isGone: () => boolean,
     rejected: (code: ErrorCode, message: string) => void,
     use: (lease: number, target: ExchangeTarget, done: (outcome: CheckinOutcome) => void) => void,
@@ -98,8 +111,14 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
           leases.checkin(result.lease, 'ok');
           return settled();
         }
+        const leasedAt = performance.now();
+        record.leasedAt = leasedAt;
+        record.backend = result.backend;
+        record.port = result.port;
+        observer.leased(leasedAt - startedAt);
         use(result.lease, targetFor(result.port, refusals < MAX_REFUSALS), (outcome) => {
           leases.checkin(result.lease, outcome);
+          observer.returned(performance.now() - leasedAt);
           if (outcome !== 'refused') return settled();
           refusals++;
           attempt(true);
@@ -111,19 +130,37 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
 
   const handle = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void => {
     deps.onStart();
+    const startedAt = performance.now();
     // Settled when both the client's response has closed and the lease question is closed.
     let open = 2;
     const settle = (): void => {
       if (--open === 0) deps.onSettled();
     };
     const socket = req.socket;
+    const record: LeaseRecord = { leasedAt: undefined, backend: undefined, port: undefined };
+    const requestId = requestIdOf(req);
+    // What this answer wrote on the connection (head included): counted from when it begins.
+    let bytesBefore = socket.bytesWritten;
     res.once('close', () => {
       if (answering.get(socket) === res) answering.delete(socket);
+      observer.answered({
+        requestId,
+        method: req.method ?? 'GET',
+        target: req.url ?? '/',
+        status: res.headersSent ? res.statusCode : undefined,
+        bytes: socket.bytesWritten - bytesBefore,
+        startedAt,
+        endedAt: performance.now(),
+        ...record,
+        errorCode: errorCodeOf(res),
+      });
       settle();
     });
-    if (deps.isDraining()) res.setHeader('connection', 'close');
+    addOwnHeader(res, 'X-Request-Id', requestId);
+    if (deps.isDraining()) addOwnHeader(res, 'Connection', 'close');
 
     const begin = (): void => {
+      bytesBefore = socket.bytesWritten;
       const target = targetOf(req);
       if (!target) {
         sendError(res, 'MPX_BAD_REQUEST', 'the request names no host (Host header)', {
@@ -135,7 +172,7 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
         sendError(res, 'MPX_BODY_TOO_LARGE', tooLarge, { close: true });
         return settle();
       }
-      const headers = requestHeaders(req, target, trusted);
+      const headers = requestHeaders(req, target, trusted, requestId);
       const client = new Delivery(res, {
         bufferDir: deps.bufferDir,
         memoryBytes: config.buffer_memory_bytes,
@@ -150,6 +187,8 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
         };
         withBackend(
           res,
+          startedAt,
+          record,
           () => req.socket.destroyed,
           (code, message) => sendError(res, code, message),
           (_lease, backend, done) => {
@@ -212,32 +251,64 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
     checkContinue: (req, res) => handle(req, res, true),
     upgrade: (req, socket, head) => {
       socket.on('error', () => undefined);
+      const startedAt = performance.now();
+      const refuse = (code: ErrorCode, message: string): void => {
+        writeErrorTo(socket, code, message);
+        observer.answered({
+          requestId: requestIdOf(req),
+          method: req.method ?? 'GET',
+          target: req.url ?? '/',
+          status: httpStatusFor[code],
+          bytes: (socket as Socket).bytesWritten,
+          startedAt,
+          endedAt: performance.now(),
+          leasedAt: undefined,
+          backend: undefined,
+          port: undefined,
+          errorCode: code,
+        });
+      };
       if (!config.websocket) {
-        writeErrorTo(
-          socket,
+        return refuse(
           'MPX_UPGRADE_DISABLED',
           'WebSocket and other Upgrade connections are not passed through (websocket: false)',
         );
-        return;
       }
       const target = targetOf(req);
-      if (!target) {
-        writeErrorTo(socket, 'MPX_BAD_REQUEST', 'the request names no host (Host header)');
-        return;
-      }
+      if (!target) return refuse('MPX_BAD_REQUEST', 'the request names no host (Host header)');
       deps.onStart();
       let open = 2;
       const settle = (): void => {
         if (--open === 0) deps.onSettled();
       };
-      socket.once('close', settle);
-      const headers = requestHeaders(req, target, trusted, true);
+      const record: LeaseRecord = { leasedAt: undefined, backend: undefined, port: undefined };
+      const requestId = requestIdOf(req);
+      let status: number | undefined;
+      socket.once('close', () => {
+        const errorCode = errorCodeOf(socket);
+        observer.answered({
+          requestId,
+          method: req.method ?? 'GET',
+          target: req.url ?? '/',
+          status: errorCode ? httpStatusFor[errorCode] : status,
+          bytes: (socket as Socket).bytesWritten,
+          startedAt,
+          endedAt: performance.now(),
+          ...record,
+          errorCode,
+        });
+        settle();
+      });
+      const headers = requestHeaders(req, target, trusted, requestId, true);
       withBackend(
         socket,
+        startedAt,
+        record,
         () => socket.destroyed,
         (code, message) => writeErrorTo(socket, code, message),
         (lease, backend, done) =>
           tunnel(req, socket, head, { path: target.path, headers }, backend, {
+            answered: (s) => (status = s),
             upgraded: (t) => {
               deps.tunnels.set(lease, t);
               leases.upgraded(lease);

@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { ErrorCode } from '../errors.js';
 import { BufferStore, type StoreReader } from './buffer-store.js';
 import { sendError } from './error-response.js';
-import { headerObject, responseHeaders } from './headers.js';
+import { headerObject, ownHeadersOf, responseHeaders } from './headers.js';
 
 export interface DeliverySettings {
   /** Where answers that outgrow memory are spilled. */
@@ -77,7 +77,7 @@ export class Delivery {
   head(status: number, message: string | undefined, raw: readonly string[], stream: boolean): void {
     if (this.phase !== 'before-head') return;
     this.res.sendDate = false;
-    this.res.writeHead(status, message, responseHeaders(raw));
+    this.res.writeHead(status, message, responseHeaders(raw, ownHeadersOf(this.res)));
     this.phase = stream ? 'streaming' : 'buffering';
     // An event stream's client waits for its head before any event comes.
     if (stream) this.res.flushHeaders();

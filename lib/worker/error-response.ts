@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { httpStatusFor, type ErrorCode } from '../errors.js';
+import { ownHeadersOf } from './headers.js';
 
 const REASON: Record<number, string> = {
   400: 'Bad Request',
@@ -13,6 +14,13 @@ const REASON: Record<number, string> = {
   504: 'Gateway Timeout',
 };
 
+/** The code of multiplexer's own answer on a response or an upgrade's socket, for logs and metrics. */
+const answeredWith = new WeakMap<object, ErrorCode>();
+
+export function errorCodeOf(answer: object): ErrorCode | undefined {
+  return answeredWith.get(answer);
+}
+
 /** multiplexer's own answers: a short plain-text body, the code in a header for scripts. */
 export function sendError(
   res: ServerResponse,
@@ -20,11 +28,14 @@ export function sendError(
   message: string,
   options: { close?: boolean } = {},
 ): void {
+  answeredWith.set(res, code);
   if (res.headersSent || res.destroyed) {
     res.destroy();
     return;
   }
   const { status, body, headers } = errorAnswer(code, message);
+  const own = ownHeadersOf(res);
+  for (let i = 0; i < own.length; i += 2) headers[own[i]!.toLowerCase()] = own[i + 1]!;
   if (options.close) headers.connection = 'close';
   res.writeHead(status, headers);
   res.end(body);
@@ -33,6 +44,7 @@ export function sendError(
 /** The same answer written on a bare socket (an Upgrade request has no response object), closing it. */
 export function writeErrorTo(socket: Duplex, code: ErrorCode, message: string): void {
   if (socket.destroyed) return;
+  answeredWith.set(socket, code);
   const { status, body, headers } = errorAnswer(code, message);
   const lines = Object.entries({ ...headers, connection: 'close' }).map(([k, v]) => `${k}: ${v}`);
   socket.end(

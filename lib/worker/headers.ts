@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type http from 'node:http';
 import { BlockList, isIPv4 } from 'node:net';
 import { parseAddressOrBlock } from '../config/formats.js';
@@ -96,6 +97,7 @@ export function requestHeaders(
   req: http.IncomingMessage,
   target: Target,
   trusted: TrustedProxies,
+  requestId: string,
   upgrade = false,
 ): http.OutgoingHttpHeaders {
   const named = connectionTokens(req.headers.connection);
@@ -117,6 +119,7 @@ export function requestHeaders(
   const node = `for=${forwardedNode(client)};host=${quoted(target.host)};proto=http`;
   const previous = fromProxy ? req.headers.forwarded : undefined;
   headers.forwarded = previous ? `${previous}, ${node}` : node;
+  headers['x-request-id'] = requestId;
   if (upgrade) {
     headers.connection = 'upgrade';
     headers.upgrade = req.headers.upgrade ?? '';
@@ -135,10 +138,12 @@ function quoted(value: string): string {
 
 /**
  * The backend's answer headers for the client, raw (name case and repeats kept), less hop-by-hop
- * ones and nginx's X-Accel-Buffering, which speaks to the proxy alone.
+ * ones and nginx's X-Accel-Buffering, which speaks to the proxy alone; then `own`, multiplexer's
+ * headers (X-Request-Id, Connection: close), in place of any the backend sent by those names.
  */
-export function responseHeaders(raw: readonly string[]): string[] {
+export function responseHeaders(raw: readonly string[], own: readonly string[] = []): string[] {
   const named = new Set<string>();
+  for (let i = 0; i < own.length; i += 2) named.add(own[i]!.toLowerCase());
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i]!.toLowerCase() === 'connection') {
       for (const token of connectionTokens(raw[i + 1])) named.add(token);
@@ -151,7 +156,37 @@ export function responseHeaders(raw: readonly string[]): string[] {
       out.push(raw[i]!, raw[i + 1]!);
     }
   }
+  for (const item of own) out.push(item);
   return out;
+}
+
+/**
+ * multiplexer's own headers for an answer (X-Request-Id, Connection: close while draining), kept
+ * beside the response rather than set on it: once anything is set with setHeader, node 20 merges
+ * a raw header list given to writeHead one pair at a time with setHeader, which keeps only the
+ * last of a repeated header, and a backend's second Set-Cookie was lost.
+ */
+const ownHeaders = new WeakMap<http.ServerResponse, string[]>();
+
+export function addOwnHeader(res: http.ServerResponse, name: string, value: string): void {
+  const list = ownHeaders.get(res);
+  if (list) list.push(name, value);
+  else ownHeaders.set(res, [name, value]);
+}
+
+export function ownHeadersOf(res: http.ServerResponse): readonly string[] {
+  return ownHeaders.get(res) ?? [];
+}
+
+const REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
+
+/**
+ * The request's X-Request-Id: the client's, when it sent one that is a printable token of at most
+ * 200 characters (it ends up in logs and in the backend's headers), else a new UUID.
+ */
+export function requestIdOf(req: http.IncomingMessage): string {
+  const given = req.headers['x-request-id'];
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
 }
 
 /** Raw header pairs as an object of lists (what writeEarlyHints and addTrailers take). */

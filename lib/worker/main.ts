@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import http from 'node:http';
 import net from 'node:net';
 import { backendHost, type Config } from '../config/config.js';
@@ -13,9 +14,11 @@ import {
   type WorkerMessage,
 } from '../ipc/protocol.js';
 import { createLogger } from '../log.js';
+import { RequestMetrics } from '../metrics/request-metrics.js';
 import { createHandlers } from './app.js';
 import { ClientConnections } from './client-connections.js';
 import { releaseAllIdle, releaseIdle } from './exchange.js';
+import { requestObserver } from './request-observer.js';
 import type { Tunnel } from './upgrade.js';
 
 /**
@@ -23,7 +26,9 @@ import type { Tunnel } from './upgrade.js';
  * http_port (node:cluster shares the socket). It knows nothing of backend processes: it asks the
  * supervisor for a lease over IPC and proxies to the port it is given.
  */
-const log = createLogger('worker');
+// The worker's logs and metrics carry its cluster id, as /status lists workers by it.
+const workerId = cluster.worker?.id ?? 0;
+const log = createLogger('worker', { worker: workerId });
 const config = JSON.parse(process.env[WORKER_CONFIG_ENV] ?? 'null') as Config | null;
 const bufferDir = process.env[WORKER_BUFFER_DIR_ENV];
 if (!config || !bufferDir || !process.send) {
@@ -56,6 +61,8 @@ const idleGraceMs = Math.min(1000, config.shutdown_timeout_ms / 2);
 /** Upgraded connections (WebSockets) by lease: closed after shutdown_timeout_ms on a drain. */
 const tunnels = new Map<number, Tunnel>();
 
+const metrics = new RequestMetrics(workerId);
+
 const front = createHandlers({
   config,
   leases,
@@ -67,6 +74,7 @@ const front = createHandlers({
     if (draining) finishDrainIfIdle();
   },
   isDraining: () => draining,
+  observer: requestObserver(metrics, log, config.access_log),
 });
 
 const server = http.createServer(
@@ -140,12 +148,18 @@ const handlers: Handlers<PrimaryMessage> = {
   'close-upgraded': (m) => {
     setTimeout(() => tunnels.get(m.lease)?.close(), shutdownMs).unref();
   },
+  'metrics-request': (m) => {
+    void metrics.registry.getMetricsAsJSON().then((json) => {
+      send({ ns: NAMESPACE, type: 'metrics', id: m.id, metrics: json });
+    });
+  },
 };
 
 process.on('message', (raw) => {
   const decoded = decodePrimaryMessage(raw);
   if (!decoded.ok) {
-    log.warn({ reason: decoded.reason }, 'ignoring a malformed message from the primary');
+    if (!decoded.foreign)
+      log.warn({ reason: decoded.reason }, 'ignoring a malformed message from the primary');
     return;
   }
   dispatch(handlers, decoded.message, undefined);

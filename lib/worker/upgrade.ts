@@ -36,7 +36,12 @@ export function tunnel(
   head: Buffer,
   out: { readonly path: string; readonly headers: http.OutgoingHttpHeaders },
   target: ExchangeTarget,
-  events: { upgraded(tunnel: Tunnel): void; done(outcome: CheckinOutcome): void },
+  events: {
+    /** The backend's answer status (101, or the ordinary answer it gave instead). */
+    answered(status: number): void;
+    upgraded(tunnel: Tunnel): void;
+    done(outcome: CheckinOutcome): void;
+  },
 ): void {
   let phase: Phase = { name: 'awaiting-head' };
   const finish = (outcome: CheckinOutcome): void => {
@@ -99,6 +104,7 @@ export function tunnel(
       return;
     }
     phase = { name: 'open', backend };
+    events.answered(101);
     const status = `HTTP/1.1 101 ${answer.statusMessage || 'Switching Protocols'}`;
     client.write(`${status}\r\n${rawLines(answer.rawHeaders)}\r\n`);
     if (backendHead.length > 0) client.write(backendHead);
@@ -123,6 +129,7 @@ export function tunnel(
       return;
     }
     phase = { name: 'answering' };
+    events.answered(answer.statusCode ?? 0);
     const headers = responseHeaders(answer.rawHeaders);
     const keepLength = answer.headers['transfer-encoding'] === undefined;
     const kept: string[] = [];

@@ -259,7 +259,9 @@ export async function startWithAdmin(
   const adminPort = await freePort();
   const mpx = await startMultiplexer({ admin_port: adminPort, ...config });
   const status = async (): Promise<AdminStatus> => {
-    const answer = await request(adminPort, '/status');
+    const token = config.admin_token;
+    const headers = typeof token === 'string' && token ? { authorization: `Bearer ${token}` } : {};
+    const answer = await request(adminPort, '/status', { headers });
     if (answer.status !== 200) throw new Error(`/status answered ${answer.status}: ${answer.body}`);
     return JSON.parse(answer.body) as AdminStatus;
   };

@@ -8,9 +8,24 @@ describe('IPC protocol', () => {
     assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'checkout', id: 1 }).ok);
     assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'checkin', lease: 4, outcome: 'stuck' }).ok);
     assert.ok(
-      decodePrimaryMessage({ ns: 'mpx', type: 'granted', id: 1, lease: 2, port: 10300 }).ok,
+      decodePrimaryMessage({ ns: 'mpx', type: 'granted', id: 1, lease: 2, port: 10300, backend: 3 })
+        .ok,
     );
     assert.ok(decodePrimaryMessage({ ns: 'mpx', type: 'drain' }).ok);
+    assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'metrics', id: 7, metrics: [] }).ok);
+  });
+
+  it('marks another namespace as foreign (ignored quietly), and only that', () => {
+    const prom = decodeWorkerMessage({
+      type: 'prom-client:getMetricsRes',
+      requestId: 1,
+      metrics: [],
+    });
+    assert.ok(!prom.ok && prom.foreign);
+    const ours = decodeWorkerMessage({ ns: 'mpx', type: 'steal' });
+    assert.ok(!ours.ok && !ours.foreign);
+    const metrics = decodeWorkerMessage({ ns: 'mpx', type: 'metrics', id: 7, metrics: 'all' });
+    assert.ok(!metrics.ok && /metrics.metrics must be array/.test(metrics.reason));
   });
 
   const bad: [string, unknown, RegExp][] = [
@@ -38,7 +53,9 @@ describe('IPC protocol', () => {
   }
 
   it('a primary-only message is not accepted from a worker', () => {
-    assert.ok(!decodeWorkerMessage({ ns: 'mpx', type: 'granted', id: 1, lease: 2, port: 3 }).ok);
+    assert.ok(
+      !decodeWorkerMessage({ ns: 'mpx', type: 'granted', id: 1, lease: 2, port: 3, backend: 1 }).ok,
+    );
   });
 });
 

@@ -1,0 +1,122 @@
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+
+/** What the primary knows at the moment of a scrape; read then, never copied on every change. */
+export interface PoolReadings {
+  backends(): readonly { id: number; state: string; rssBytes: number | undefined }[];
+  queueLength(): number;
+  workers(): number;
+  backendStarts(): number;
+  backendExits(): ReadonlyMap<string, number>;
+}
+
+/** Every state a backend can be in, so each has a series (at 0) before it first happens. */
+const BACKEND_STATES = ['starting', 'idle', 'busy', 'upgraded', 'retiring'];
+
+/**
+ * The primary's metrics: the pool and its backends, read at scrape time from the supervisor.
+ * Node's own process metrics carry process="primary" (each worker's, process="worker-N").
+ */
+export class PoolMetrics {
+  readonly registry = new Registry();
+
+  constructor(read: PoolReadings) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, labels: { process: 'primary' } });
+    new Gauge({
+      name: 'multiplexer_backends',
+      help: 'Backends by state.',
+      labelNames: ['state'] as const,
+      registers,
+      collect() {
+        const counts = new Map(BACKEND_STATES.map((s) => [s, 0]));
+        for (const b of read.backends()) counts.set(b.state, (counts.get(b.state) ?? 0) + 1);
+        this.reset();
+        for (const [state, n] of counts) this.set({ state }, n);
+      },
+    });
+    new Gauge({
+      name: 'multiplexer_queue_length',
+      help: 'Requests waiting for a free backend.',
+      registers,
+      collect() {
+        this.set(read.queueLength());
+      },
+    });
+    new Gauge({
+      name: 'multiplexer_workers',
+      help: 'Front worker processes alive.',
+      registers,
+      collect() {
+        this.set(read.workers());
+      },
+    });
+    new Gauge({
+      name: 'multiplexer_backend_rss_bytes',
+      help: "Resident memory of each backend's process group, read every 2 s (label: backend id).",
+      labelNames: ['backend'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const b of read.backends()) {
+          if (b.rssBytes !== undefined) this.set({ backend: String(b.id) }, b.rssBytes);
+        }
+      },
+    });
+    new Counter({
+      name: 'multiplexer_backend_starts_total',
+      help: 'Backend processes started.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(read.backendStarts());
+      },
+    });
+    new Counter({
+      name: 'multiplexer_backend_exits_total',
+      help: 'Backend processes ended, by reason: a retirement (shrink, replaced, max-requests, …), "crash" or "boot-failure".',
+      labelNames: ['reason'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const [reason, n] of read.backendExits()) this.inc({ reason }, n);
+      },
+    });
+  }
+}
+
+/** A metric as prom-client's getMetricsAsJSON gives it (what aggregate() takes). */
+type MetricJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>[number];
+
+/** The requests counters by status code, as /status shows them. */
+export interface RequestTotals {
+  requests: number;
+  status502: number;
+  status503: number;
+  status504: number;
+}
+
+/**
+ * One registry from the primary's and every worker's metrics, by prom-client's cluster
+ * aggregation (counters and histograms summed; series with distinct labels kept apart).
+ */
+export async function aggregate(
+  pool: PoolMetrics,
+  workers: readonly unknown[][],
+): Promise<Registry> {
+  const own = await pool.registry.getMetricsAsJSON();
+  return AggregatorRegistry.aggregate([own, ...(workers as MetricJson[][])]);
+}
+
+/** /status's totals, read from the same counters /metrics shows. */
+export async function requestTotals(registry: Registry): Promise<RequestTotals> {
+  const totals = { requests: 0, status502: 0, status503: 0, status504: 0 };
+  const metric = registry.getSingleMetric('multiplexer_requests_total');
+  if (!metric) return totals;
+  for (const { labels, value } of (await metric.get()).values) {
+    totals.requests += value;
+    if (labels.code === '502') totals.status502 += value;
+    else if (labels.code === '503') totals.status503 += value;
+    else if (labels.code === '504') totals.status504 += value;
+  }
+  return totals;
+}

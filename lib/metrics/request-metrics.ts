@@ -1,0 +1,96 @@
+import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import type { ErrorCode } from '../errors.js';
+
+/** Seconds, from a fraction of a millisecond (the proxy's own cost) to the longest waits. */
+const BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+/**
+ * multiplexer's own answers that turned a request away before any backend had it, by the reason
+ * label they count under (the rest of its answers, 502 and 504, are backend failures).
+ */
+const REJECTIONS: Partial<Record<ErrorCode, string>> = {
+  MPX_QUEUE_FULL: 'queue_full',
+  MPX_QUEUE_TIMEOUT: 'queue_timeout',
+  MPX_SHUTTING_DOWN: 'shutting_down',
+  MPX_BODY_TOO_LARGE: 'body_too_large',
+  MPX_BAD_REQUEST: 'bad_request',
+  MPX_CLIENT_TIMEOUT: 'client_timeout',
+  MPX_UPGRADE_DISABLED: 'upgrade_disabled',
+  MPX_INTERNAL: 'internal',
+};
+
+/** What one request did, as the access log and the metrics see it. Times from performance.now(). */
+export interface RequestOutcome {
+  /** The status sent to the client, or undefined when it left before any answer. */
+  status: number | undefined;
+  errorCode: ErrorCode | undefined;
+  startedAt: number;
+  endedAt: number;
+  leasedAt: number | undefined;
+}
+
+/**
+ * A front worker's request metrics, in a registry of its own: the primary collects every
+ * worker's as JSON over IPC and aggregates them with prom-client's AggregatorRegistry.
+ * Labels stay bounded: status codes, rejection reasons, nothing from the request itself.
+ */
+export class RequestMetrics {
+  readonly registry = new Registry();
+  private readonly requests = new Counter({
+    name: 'multiplexer_requests_total',
+    help: 'Requests answered, by the status code sent to the client ("none": the client left before any answer).',
+    labelNames: ['code'] as const,
+    registers: [this.registry],
+  });
+  private readonly duration = new Histogram({
+    name: 'multiplexer_request_duration_seconds',
+    help: 'From the request head arriving to the last byte of the answer sent (or the client leaving).',
+    buckets: BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly queueWait = new Histogram({
+    name: 'multiplexer_queue_wait_seconds',
+    help: 'From the request head arriving to a backend leased for it (body read included when buffered).',
+    buckets: BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly service = new Histogram({
+    name: 'multiplexer_backend_service_seconds',
+    help: 'From a backend leased to it returned: the time the backend was held for one request.',
+    buckets: BUCKETS,
+    registers: [this.registry],
+  });
+  private readonly rejections = new Counter({
+    name: 'multiplexer_rejections_total',
+    help: 'Requests multiplexer answered itself before any backend had them, by reason.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  /** Child counters by status code, so a request costs no label lookup. */
+  private readonly byCode = new Map<string, ReturnType<Counter<'code'>['labels']>>();
+
+  constructor(worker: number) {
+    collectDefaultMetrics({ register: this.registry, labels: { process: `worker-${worker}` } });
+  }
+
+  leased(waitMs: number): void {
+    this.queueWait.observe(waitMs / 1000);
+  }
+
+  returned(heldMs: number): void {
+    this.service.observe(heldMs / 1000);
+  }
+
+  answered(outcome: RequestOutcome): void {
+    const code = outcome.status === undefined ? 'none' : String(outcome.status);
+    let counter = this.byCode.get(code);
+    if (!counter) {
+      counter = this.requests.labels({ code });
+      this.byCode.set(code, counter);
+    }
+    counter.inc();
+    this.duration.observe((outcome.endedAt - outcome.startedAt) / 1000);
+    const reason = outcome.errorCode && REJECTIONS[outcome.errorCode];
+    if (reason) this.rejections.inc({ reason });
+  }
+}

@@ -1,0 +1,71 @@
+import type { ErrorCode } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { RequestMetrics } from '../metrics/request-metrics.js';
+
+/** One request as the access log shows it. Times are performance.now() readings. */
+export interface RequestEntry {
+  readonly requestId: string;
+  readonly method: string;
+  /** The request target as received: path and query. */
+  readonly target: string;
+  /** The status sent, or undefined when the client left before any answer. */
+  readonly status: number | undefined;
+  readonly bytes: number;
+  readonly startedAt: number;
+  readonly endedAt: number;
+  readonly leasedAt: number | undefined;
+  readonly backend: number | undefined;
+  readonly port: number | undefined;
+  readonly errorCode: ErrorCode | undefined;
+}
+
+/** What the request path tells the outside: the metrics always, the access log when on. */
+export interface RequestObserver {
+  leased(waitMs: number): void;
+  returned(heldMs: number): void;
+  answered(entry: RequestEntry): void;
+}
+
+/** The query is cut at this many characters in the access log: a line stays a line. */
+const QUERY_LIMIT = 1024;
+
+function loggedTarget(target: string): string {
+  const q = target.indexOf('?');
+  if (q === -1 || target.length - q - 1 <= QUERY_LIMIT) return target;
+  return `${target.slice(0, q + 1 + QUERY_LIMIT)}…`;
+}
+
+const ms = (from: number, to: number): number => Math.round((to - from) * 100) / 100;
+
+export function requestObserver(
+  metrics: RequestMetrics,
+  log: Logger,
+  accessLog: boolean,
+): RequestObserver {
+  return {
+    leased: (waitMs) => metrics.leased(waitMs),
+    returned: (heldMs) => metrics.returned(heldMs),
+    answered: (entry) => {
+      metrics.answered(entry);
+      if (!accessLog) return;
+      const path = loggedTarget(entry.target);
+      const status = entry.status ?? '-';
+      log.info(
+        {
+          event: 'request',
+          request_id: entry.requestId,
+          method: entry.method,
+          path,
+          status: entry.status ?? null,
+          bytes: entry.bytes,
+          ms: ms(entry.startedAt, entry.endedAt),
+          queue_ms: entry.leasedAt === undefined ? null : ms(entry.startedAt, entry.leasedAt),
+          backend: entry.backend ?? null,
+          port: entry.port ?? null,
+          code: entry.errorCode ?? null,
+        },
+        `${entry.method} ${path} ${status}`,
+      );
+    },
+  };
+}
