@@ -1,14 +1,16 @@
 import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { asWritten } from '../config/formats.js';
-import { loadConfig } from '../config/load.js';
-import { configKeys } from '../config/schema.js';
+import { describeSource, loadConfig } from '../config/load.js';
+import type { Config, Source } from '../config/config.js';
+import { configKeys, schema, type ConfigKey } from '../config/schema.js';
 import { exitCodeFor, MultiplexerError, type ErrorCode } from '../errors.js';
 import { createLogger } from '../log.js';
 import { resolveStateDir } from '../instance/state-dir.js';
 import { Primary } from '../primary/primary.js';
 import { flagsFrom, withConfigOptions, withInstanceOptions } from './config-options.js';
 import { reloadCommand, scaleCommand, statusCommand, stopCommand } from './control.js';
+import { initCommand } from './init.js';
 
 const write = (text: string): void => void process.stdout.write(text);
 
@@ -38,6 +40,7 @@ async function start(argv: Record<string, unknown>): Promise<number> {
 
 function check(argv: Record<string, unknown>): number {
   const { config, sources, file } = load(argv);
+  if (argv.explain) return explain(config, sources);
   const width = Math.max(...configKeys.map((k) => k.length));
   const stateDir = resolveStateDir({
     flag: argv['state-dir'] as string | undefined,
@@ -47,15 +50,32 @@ function check(argv: Record<string, unknown>): number {
     `config file: ${file}\nstate directory: ${stateDir}\nconfiguration is valid:\n`,
   );
   for (const key of configKeys) {
-    const value = config[key];
-    // Shown as the config file accepts it, so a line can be copied back into the file.
-    const shown =
-      key === 'admin_token'
-        ? value === ''
-          ? '""'
-          : '(set, not shown)'
-        : JSON.stringify(asWritten(value));
-    process.stdout.write(`  ${key.padEnd(width)}  ${shown}  (${sources[key]})\n`);
+    process.stdout.write(`  ${key.padEnd(width)}  ${shown(key, config[key])}  (${sources[key]})\n`);
+  }
+  return 0;
+}
+
+/** Shown as the config file accepts it, so a line can be copied back into the file. */
+function shown(key: ConfigKey, value: unknown): string {
+  if (key === 'admin_token' && value !== '') return '(set, not shown)';
+  return JSON.stringify(asWritten(value));
+}
+
+/** check --explain: every key with its doc, type, default, the value in force and its source. */
+function explain(config: Config, sources: Readonly<Record<ConfigKey, Source>>): number {
+  for (const key of configKeys) {
+    const spec = schema[key];
+    write(
+      [
+        key,
+        `  ${spec.doc}`,
+        `  type: ${spec.format.expected}`,
+        `  default: ${JSON.stringify(asWritten(spec.default))}`,
+        `  value: ${shown(key, config[key])}  (${describeSource(key, sources[key])})`,
+        '',
+        '',
+      ].join('\n'),
+    );
   }
   return 0;
 }
@@ -102,9 +122,33 @@ export async function run(args: string[]): Promise<number> {
     .command(
       'check',
       'Validate the config and print every resolved value with where it came from',
-      (y) => withConfigOptions(y),
+      (y) =>
+        withConfigOptions(y).option('explain', {
+          type: 'boolean',
+          describe: 'Print every setting: its meaning, type, default, value in force and source',
+        }),
       (argv) => {
         code = check(argv);
+      },
+    )
+    .command(
+      'init [file]',
+      'Write a starting config file: every setting at its default, and your command',
+      (y) =>
+        y
+          .positional('file', {
+            type: 'string',
+            default: 'conf/app.json',
+            describe: 'The file to write',
+          })
+          .option('cmd', {
+            type: 'string',
+            describe: 'The command that starts one backend (%PORT% becomes its port)',
+          })
+          .option('force', { type: 'boolean', describe: 'Overwrite the file if it exists' })
+          .strict(),
+      (argv) => {
+        code = initCommand(argv.file, argv.cmd, argv.force ?? false, write);
       },
     )
     .command(
@@ -152,7 +196,7 @@ export async function run(args: string[]): Promise<number> {
         code = await stopCommand(argv, write);
       },
     )
-    .demandCommand(1, 'Name a command: start, check, status, reload, scale or stop.')
+    .demandCommand(1, 'Name a command: start, check, init, status, reload, scale or stop.')
     .strict()
     .version(version)
     .help()

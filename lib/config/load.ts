@@ -198,7 +198,8 @@ export function crossKeyProblems(config: Config): string[] {
   return problems;
 }
 
-function describeSource(key: ConfigKey, source: Source): string {
+/** Where a value came from, in words: "environment variable MULTIPLEXER_WORKERS", "flag --pool_size". */
+export function describeSource(key: ConfigKey, source: Source): string {
   if (source === 'env') return `environment variable ${envName(key)}`;
   if (source === 'flag') return `flag --${key}`;
   return source;
