@@ -22,6 +22,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
 COPY --from=build /app/dist/lib dist/lib
+# The dashboard's page, served as it is by the admin API.
+COPY lib/admin/public lib/admin/public
 COPY bin bin
 COPY conf conf
 COPY examples examples

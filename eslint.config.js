@@ -62,6 +62,23 @@ export default tseslint.config(
     },
   },
   {
+    // The dashboard runs in the browser, as it is served.
+    files: ['lib/admin/public/**/*.js'],
+    languageOptions: {
+      sourceType: 'script',
+      globals: {
+        window: 'readonly',
+        document: 'readonly',
+        sessionStorage: 'readonly',
+        fetch: 'readonly',
+        getComputedStyle: 'readonly',
+        TextDecoderStream: 'readonly',
+        setTimeout: 'readonly',
+        console: 'readonly',
+      },
+    },
+  },
+  {
     // The worker's entry point reads its own cluster id, and nothing else of node:cluster.
     files: ['lib/worker/main.ts'],
     rules: {

@@ -25,7 +25,9 @@ export function callAdmin(
       ),
     );
   }
-  const payload = body === undefined ? undefined : JSON.stringify(body);
+  // Every action carries a JSON body: the admin API refuses POSTs without one (a cross-site
+  // form cannot send application/json).
+  const payload = body !== undefined ? JSON.stringify(body) : method === 'POST' ? '{}' : undefined;
   return new Promise((resolve, reject) => {
     const req = http.request(
       {

@@ -1,7 +1,10 @@
-import { timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import express, { type NextFunction, type Request, type Response } from 'express';
 import { MultiplexerError } from '../errors.js';
+import { hostGuard, jsonOnly, tokenGuard } from './guards.js';
+import { LiveFeed, type LiveSample } from './live-feed.js';
 
 /** What the admin API can ask of the primary. */
 export interface AdminActions {
@@ -10,31 +13,140 @@ export interface AdminActions {
   status(): Promise<unknown>;
   /** The Prometheus text exposition of every process's metrics. */
   metrics(): Promise<{ contentType: string; text: string }>;
+  /** Status and request counters, for the dashboard's live feed. */
+  sample(): Promise<LiveSample>;
   /** Resolves with the HTTP status and body to send. */
   reload(): Promise<{ status: number; body: unknown }>;
   scale(body: unknown): Promise<{ status: number; body: unknown }>;
-  /** Read on every request, so a reload can change it. */
+  roll(): Promise<{ status: number; body: unknown }>;
+  /** Read on every request, so a reload can change them. */
   token(): string;
+  hostnames(): readonly string[];
 }
 
 const MAX_BODY = 64 * 1024;
 
+/** The dashboard's files: served as they are, no build step, nothing from a CDN. */
+const PUBLIC = fileURLToPath(new URL('../../../lib/admin/public/', import.meta.url));
+
+/** Every endpoint, for the 404 answer. */
+const ENDPOINTS = [
+  'GET /healthz',
+  'GET /readyz',
+  'GET /status',
+  'GET /metrics',
+  'GET /events',
+  'GET / (dashboard)',
+  'POST /reload',
+  'POST /scale',
+  'POST /roll',
+];
+
 /**
- * The admin HTTP API in the primary. /healthz and /readyz answer anyone who can reach the port
- * (probes from Docker or Kubernetes carry no token); /status, /reload and /scale require the
- * bearer token when one is set.
+ * The admin HTTP API and dashboard in the primary, on express 5 (routing, JSON bodies with a size
+ * limit, the guards as middleware, static files, the event stream). /healthz and /readyz answer
+ * anyone who can reach the port (probes from Docker or Kubernetes carry no token); everything
+ * else requires the bearer token when one is set. The front workers' request path stays on
+ * node:http: express's router costs about 100 µs of CPU per request there (docs/BENCHMARKS.md).
  */
 export class AdminServer {
   private readonly server: http.Server;
+  private readonly feed: LiveFeed;
 
   constructor(private readonly actions: AdminActions) {
-    this.server = http.createServer((req, res) => {
-      this.route(req, res).catch((err: unknown) => {
-        send(res, 500, { error: err instanceof Error ? err.message : String(err) });
-      });
-    });
+    this.feed = new LiveFeed(() => actions.sample());
+    this.server = http.createServer(this.app());
     // Keep-alive from a CLI or a probe must not hold the process open at exit.
     this.server.keepAliveTimeout = 1000;
+  }
+
+  private app(): express.Express {
+    const { actions } = this;
+    const app = express();
+    app.disable('x-powered-by');
+    app.set('etag', false);
+    app.use(hostGuard(() => actions.hostnames()));
+    app.use((_req, res, next) => {
+      res.setHeader('cache-control', 'no-store');
+      next();
+    });
+
+    app.get('/healthz', (_req, res) => {
+      const liveness = actions.liveness();
+      res.status(liveness.alive ? 200 : 503).json({
+        status: liveness.alive ? 'alive' : 'failing',
+        reason: liveness.reason,
+        pid: process.pid,
+      });
+    });
+    app.get('/readyz', (_req, res) => {
+      const readiness = actions.readiness();
+      res.status(readiness.ready ? 200 : 503).json(readiness);
+    });
+
+    // The page and its files carry nothing secret: the data comes from guarded endpoints.
+    app.use(express.static(PUBLIC, { index: 'index.html', etag: false, lastModified: false }));
+
+    const guard = tokenGuard(() => actions.token());
+    app.get('/status', guard, async (_req, res) => {
+      res.json(await actions.status());
+    });
+    app.get('/metrics', guard, async (_req, res) => {
+      const { contentType, text } = await actions.metrics();
+      res.type(contentType).send(text);
+    });
+    app.get('/events', guard, (_req, res) => {
+      this.feed.subscribe(res);
+    });
+    /** Whether the page may offer actions: only when a token guards them. */
+    app.get('/dashboard.json', guard, (_req, res) => {
+      res.json({ actions: actions.token() !== '' });
+    });
+
+    const json = express.json({ limit: MAX_BODY, type: 'application/json', strict: false });
+    const action = (run: (req: Request) => Promise<{ status: number; body: unknown }>) => [
+      guard,
+      jsonOnly,
+      json,
+      async (req: Request, res: Response) => {
+        const outcome = await run(req);
+        res.status(outcome.status).json(outcome.body);
+      },
+    ];
+    app.post('/reload', ...action(() => actions.reload()));
+    app.post('/roll', ...action(() => actions.roll()));
+    app.post('/scale', ...action((req) => actions.scale(req.body ?? {})));
+
+    const methods: Record<string, string> = {
+      '/healthz': 'GET',
+      '/readyz': 'GET',
+      '/status': 'GET',
+      '/metrics': 'GET',
+      '/events': 'GET',
+      '/reload': 'POST',
+      '/roll': 'POST',
+      '/scale': 'POST',
+    };
+    app.use((req, res) => {
+      const allowed = methods[req.path];
+      if (allowed) {
+        res.setHeader('allow', allowed);
+        res.status(405).json({ error: `${req.path} takes ${allowed}, not ${req.method}` });
+        return;
+      }
+      res.status(404).json({ error: `no such endpoint: ${req.path}`, endpoints: ENDPOINTS });
+    });
+    app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+      const e = err as { type?: string; status?: number; message?: string };
+      if (e.type === 'entity.too.large') {
+        res.status(413).json({ error: `body over ${MAX_BODY} bytes` });
+      } else if (e.type === 'entity.parse.failed') {
+        res.status(400).json({ error: `body must be JSON: ${e.message}` });
+      } else {
+        res.status(e.status ?? 500).json({ error: e.message ?? String(err) });
+      }
+    });
+    return app;
   }
 
   /** Listens, or fails with an error naming admin_port. */
@@ -49,121 +161,17 @@ export class AdminServer {
         );
       });
       this.server.listen({ host, port }, () => {
+        this.feed.start();
         resolve((this.server.address() as AddressInfo).port);
       });
     });
   }
 
   close(): Promise<void> {
+    this.feed.stop();
     return new Promise((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
     });
   }
-
-  private async route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const path = new URL(req.url ?? '/', 'http://admin').pathname;
-    const route = ROUTES[path];
-    if (!route) return send(res, 404, { error: `no such endpoint: ${path}`, endpoints: ENDPOINTS });
-    if (req.method !== route.method) {
-      res.setHeader('allow', route.method);
-      return send(res, 405, { error: `${path} takes ${route.method}, not ${req.method}` });
-    }
-    if (route.guarded && !this.authorized(req)) {
-      res.setHeader('www-authenticate', 'Bearer');
-      return send(res, 401, {
-        error: 'this endpoint requires "Authorization: Bearer <admin_token>"',
-      });
-    }
-    switch (path) {
-      case '/healthz': {
-        const liveness = this.actions.liveness();
-        return send(res, liveness.alive ? 200 : 503, {
-          status: liveness.alive ? 'alive' : 'failing',
-          reason: liveness.reason,
-          pid: process.pid,
-        });
-      }
-      case '/readyz': {
-        const readiness = this.actions.readiness();
-        return send(res, readiness.ready ? 200 : 503, readiness);
-      }
-      case '/status':
-        return send(res, 200, await this.actions.status());
-      case '/metrics': {
-        const { contentType, text } = await this.actions.metrics();
-        res.writeHead(200, {
-          'content-type': contentType,
-          'content-length': Buffer.byteLength(text),
-          'cache-control': 'no-store',
-        });
-        res.end(text);
-        return;
-      }
-      case '/reload': {
-        const outcome = await this.actions.reload();
-        return send(res, outcome.status, outcome.body);
-      }
-      case '/scale': {
-        const body = await readJson(req);
-        if (!body.ok) return send(res, 400, { error: body.error });
-        const outcome = await this.actions.scale(body.value);
-        return send(res, outcome.status, outcome.body);
-      }
-    }
-  }
-
-  private authorized(req: http.IncomingMessage): boolean {
-    const token = this.actions.token();
-    if (token === '') return true;
-    const given = /^Bearer (.+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? '';
-    const a = Buffer.from(given);
-    const b = Buffer.from(token);
-    return a.length === b.length && timingSafeEqual(a, b);
-  }
-}
-
-const ROUTES: Record<string, { method: string; guarded: boolean }> = {
-  '/healthz': { method: 'GET', guarded: false },
-  '/readyz': { method: 'GET', guarded: false },
-  '/status': { method: 'GET', guarded: true },
-  '/metrics': { method: 'GET', guarded: true },
-  '/reload': { method: 'POST', guarded: true },
-  '/scale': { method: 'POST', guarded: true },
-};
-const ENDPOINTS = Object.entries(ROUTES).map(([path, r]) => `${r.method} ${path}`);
-
-function send(res: http.ServerResponse, status: number, body: unknown): void {
-  const text = `${JSON.stringify(body, null, 2)}\n`;
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(text),
-    'cache-control': 'no-store',
-  });
-  res.end(text);
-}
-
-function readJson(
-  req: http.IncomingMessage,
-): Promise<{ ok: true; value: unknown } | { ok: false; error: string }> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= MAX_BODY) chunks.push(chunk);
-    });
-    req.on('end', () => {
-      if (size > MAX_BODY) return resolve({ ok: false, error: `body over ${MAX_BODY} bytes` });
-      const text = Buffer.concat(chunks).toString('utf8');
-      try {
-        resolve({ ok: true, value: JSON.parse(text === '' ? '{}' : text) });
-      } catch {
-        resolve({
-          ok: false,
-          error: `body must be JSON, got ${JSON.stringify(text.slice(0, 80))}`,
-        });
-      }
-    });
-  });
 }

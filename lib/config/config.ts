@@ -15,6 +15,7 @@ export interface Config {
   readonly client_timeout_ms: number;
   readonly websocket: boolean;
   readonly access_log: boolean;
+  readonly admin_hostnames: readonly string[];
   readonly trusted_proxies: readonly string[];
   readonly service_http_base_url: string;
   readonly service_port_range: PortRange;

@@ -222,6 +222,17 @@ export const addressListFormat: Format = {
     v.every((entry) => typeof entry === 'string' && parseAddressOrBlock(entry) !== undefined),
 };
 
+const HOSTNAME =
+  /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+export const hostnameListFormat: Format = {
+  name: 'hostname-list',
+  expected:
+    'a list of host names in lower case, e.g. ["mpx-admin.internal"] (in a variable or flag: comma-separated)',
+  coerce: addressListFormat.coerce,
+  valid: (v) => Array.isArray(v) && v.every((e) => typeof e === 'string' && HOSTNAME.test(e)),
+};
+
 /** Text for a value in a problem line: JSON, so that "4" and 4 read differently. */
 export function describeValue(value: unknown): string {
   if (value === undefined) return 'nothing';

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import {
   addressListFormat,
+  hostnameListFormat,
   anyString,
   booleanFormat,
   baseUrlFormat,
@@ -234,6 +235,12 @@ export const schema = {
     format: portOrOffFormat,
     default: 0,
     appliesOn: ['restart'],
+  },
+  admin_hostnames: {
+    doc: 'Names the admin API and dashboard answer to besides localhost and IP addresses (a request whose Host is another name is refused, against DNS rebinding).',
+    format: hostnameListFormat,
+    default: [],
+    appliesOn: [],
   },
   admin_token: {
     doc: 'Bearer token the admin API requires for /status, /reload and /scale ("" = none; required off loopback).',

@@ -87,14 +87,6 @@ export class PoolMetrics {
 /** A metric as prom-client's getMetricsAsJSON gives it (what aggregate() takes). */
 type MetricJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>[number];
 
-/** The requests counters by status code, as /status shows them. */
-export interface RequestTotals {
-  requests: number;
-  status502: number;
-  status503: number;
-  status504: number;
-}
-
 /**
  * One registry from the primary's and every worker's metrics, by prom-client's cluster
  * aggregation (counters and histograms summed; series with distinct labels kept apart).
@@ -107,16 +99,31 @@ export async function aggregate(
   return AggregatorRegistry.aggregate([own, ...(workers as MetricJson[][])]);
 }
 
-/** /status's totals, read from the same counters /metrics shows. */
-export async function requestTotals(registry: Registry): Promise<RequestTotals> {
-  const totals = { requests: 0, status502: 0, status503: 0, status504: 0 };
+/** Requests by the status code sent, from the same counters /metrics shows (/status, dashboard). */
+export async function countsByCode(registry: Registry): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {};
   const metric = registry.getSingleMetric('multiplexer_requests_total');
-  if (!metric) return totals;
+  if (!metric) return counts;
   for (const { labels, value } of (await metric.get()).values) {
-    totals.requests += value;
-    if (labels.code === '502') totals.status502 += value;
-    else if (labels.code === '503') totals.status503 += value;
-    else if (labels.code === '504') totals.status504 += value;
+    const code = String(labels.code);
+    counts[code] = (counts[code] ?? 0) + value;
   }
-  return totals;
+  return counts;
+}
+
+/** A histogram's cumulative bucket counts, upper bounds in seconds (+Inf last). */
+export async function bucketsOf(
+  registry: Registry,
+  name: string,
+): Promise<{ le: number[]; counts: number[] }> {
+  const metric = registry.getSingleMetric(name);
+  const le: number[] = [];
+  const counts: number[] = [];
+  if (!metric) return { le, counts };
+  for (const v of (await metric.get()).values) {
+    if ((v as { metricName?: string }).metricName !== `${name}_bucket`) continue;
+    le.push(v.labels.le === '+Inf' ? Infinity : Number(v.labels.le));
+    counts.push(v.value);
+  }
+  return { le, counts };
 }

@@ -26,7 +26,7 @@ import { canBind } from '../supervisor/port-ring.js';
 import { startTimeOf } from '../supervisor/process-table.js';
 import { Supervisor, type BootFailure } from '../supervisor/supervisor.js';
 import { keysFor } from '../config/schema.js';
-import { aggregate, PoolMetrics, requestTotals } from '../metrics/pool-metrics.js';
+import { aggregate, bucketsOf, countsByCode, PoolMetrics } from '../metrics/pool-metrics.js';
 import { describeChange, diffConfig, touches } from './config-diff.js';
 import { MetricsGather } from './metrics-gather.js';
 import { FrontWorkers } from './worker-pool.js';
@@ -453,6 +453,23 @@ export class Primary {
       const registry = await this.metrics();
       return { contentType: registry.contentType, text: await registry.metrics() };
     },
+    sample: async () => {
+      const registry = await this.metrics();
+      return {
+        status: await this.status(registry),
+        byCode: await countsByCode(registry),
+        duration: await bucketsOf(registry, 'multiplexer_request_duration_seconds'),
+        queueWait: await bucketsOf(registry, 'multiplexer_queue_wait_seconds'),
+      };
+    },
+    roll: () => {
+      this.enqueue({ type: 'roll', trigger: 'POST /roll' });
+      return Promise.resolve({
+        status: 202,
+        body: { rolling: true, backends: this.supervisor.status().length },
+      });
+    },
+    hostnames: () => this.config.admin_hostnames,
     reload: async () => {
       const outcome = await this.reload('POST /reload');
       return { status: outcome.reloaded ? 200 : 422, body: outcome };
@@ -465,8 +482,14 @@ export class Primary {
     token: () => this.config.admin_token,
   };
 
-  async status(): Promise<object> {
-    const totals = await requestTotals(await this.metrics());
+  async status(registry?: Registry): Promise<object> {
+    const byCode = await countsByCode(registry ?? (await this.metrics()));
+    const totals = {
+      requests: Object.values(byCode).reduce((a, b) => a + b, 0),
+      status502: byCode['502'] ?? 0,
+      status503: byCode['503'] ?? 0,
+      status504: byCode['504'] ?? 0,
+    };
     const backends = this.supervisor.status();
     return {
       pid: process.pid,

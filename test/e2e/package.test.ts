@@ -43,6 +43,7 @@ describe('the npm package', () => {
     const allowed = [
       /^bin\/(multiplexer\.js|backend-watchdog\.sh)$/,
       /^dist\/lib\/.+\.js$/,
+      /^lib\/admin\/public\/[\w-]+\.(html|js|css)$/,
       /^conf\/app\.json$/,
       /^examples\/hello-service\.js$/,
       /^(package\.json|README\.md|LICENSE)$/,
