@@ -29,7 +29,7 @@ async function start(argv: Record<string, unknown>): Promise<number> {
     flag: argv['state-dir'] as string | undefined,
     configFile: file,
   });
-  log.info({ config: file, stateDir, version }, 'multiplexer starting');
+  log.info({ event: 'starting', config: file, stateDir, version }, 'multiplexer starting');
   return new Primary(config, log, {
     configFile: file,
     reloadConfig: () => load(argv).config,

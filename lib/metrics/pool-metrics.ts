@@ -1,4 +1,5 @@
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { countLogEvents } from './log-events.js';
 
 /** What the primary knows at the moment of a scrape; read then, never copied on every change. */
 export interface PoolReadings {
@@ -22,6 +23,7 @@ export class PoolMetrics {
   constructor(read: PoolReadings) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, labels: { process: 'primary' } });
+    countLogEvents(this.registry);
     new Gauge({
       name: 'multiplexer_backends',
       help: 'Backends by state.',

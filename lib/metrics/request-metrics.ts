@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
 import type { ErrorCode } from '../errors.js';
+import { countLogEvents } from './log-events.js';
 
 /** Seconds, from a fraction of a millisecond (the proxy's own cost) to the longest waits. */
 const BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -18,6 +19,11 @@ const REJECTIONS: Partial<Record<ErrorCode, string>> = {
   MPX_UPGRADE_DISABLED: 'upgrade_disabled',
   MPX_INTERNAL: 'internal',
 };
+
+/** Whether multiplexer's answer with this code turned the request away before any backend. */
+export function isRejection(code: ErrorCode): boolean {
+  return REJECTIONS[code] !== undefined;
+}
 
 /** What one request did, as the access log and the metrics see it. Times from performance.now(). */
 export interface RequestOutcome {
@@ -71,6 +77,7 @@ export class RequestMetrics {
 
   constructor(worker: number) {
     collectDefaultMetrics({ register: this.registry, labels: { process: `worker-${worker}` } });
+    countLogEvents(this.registry);
   }
 
   leased(waitMs: number): void {

@@ -202,7 +202,7 @@ export class Primary {
       this.admin = new AdminServer(this.adminActions);
       const port = await this.admin.listen(this.config.admin_host, this.config.admin_port);
       this.log.info(
-        { admin_host: this.config.admin_host, admin_port: port },
+        { event: 'admin.listening', admin_host: this.config.admin_host, admin_port: port },
         'admin API listening',
       );
     }
@@ -241,6 +241,7 @@ export class Primary {
     this.state = 'running';
     this.log.info(
       {
+        event: 'pool.starting',
         pool_size: this.config.pool_size,
         workers: this.config.workers,
         http_port: this.config.http_port,
@@ -267,7 +268,7 @@ export class Primary {
     // Without listeners, a watchdog that cannot start, or a pipe error, would crash the primary.
     this.watchdog.on('error', (err) =>
       this.log.error(
-        { err: err.message },
+        { event: 'watchdog.failed', err: err.message },
         'the watchdog could not start: kill -9 of multiplexer would leave its backends running',
       ),
     );
@@ -280,7 +281,7 @@ export class Primary {
     // stop skips the drain.
     if (action.type === 'stop') {
       if (this.state === 'draining') {
-        this.log.warn(`${action.trigger} again: skipping the drain`);
+        this.log.warn({ event: 'shutdown.hurried' }, `${action.trigger} again: skipping the drain`);
         this.workers.killAll('SIGKILL');
       } else this.beginShutdown(action.trigger);
       return;
@@ -314,7 +315,10 @@ export class Primary {
       case 'scale': {
         const outcome = this.scaleNow(action);
         if (!outcome.ok && !action.reply) {
-          this.log.warn(`${action.trigger}: ${outcome.problems.join('; ')}`);
+          this.log.warn(
+            { event: 'scale.refused' },
+            `${action.trigger}: ${outcome.problems.join('; ')}`,
+          );
         }
         action.reply?.(outcome);
         return;
@@ -346,15 +350,19 @@ export class Primary {
         err instanceof MultiplexerError && err.problems.length > 0
           ? [...err.problems]
           : [err instanceof Error ? err.message : String(err)];
-      for (const problem of problems) this.log.error(`${trigger}: config problem: ${problem}`);
-      this.log.error(`${trigger}: reload refused; the running configuration stays in force`);
+      for (const problem of problems)
+        this.log.error({ event: 'reload.problem' }, `${trigger}: config problem: ${problem}`);
+      this.log.error(
+        { event: 'reload.refused' },
+        `${trigger}: reload refused; the running configuration stays in force`,
+      );
       return { reloaded: false, problems };
     }
     const changes = diffConfig(this.config, next);
     const restartKeys = keysFor('restart');
     const needsRestart = changes.filter((c) => restartKeys.includes(c.key)).map((c) => c.key);
     this.log.info(
-      { changes: changes.map(describeChange) },
+      { event: 'reload.started', changes: changes.map(describeChange) },
       `${trigger}: reloading (${changes.length} change${changes.length === 1 ? '' : 's'})`,
     );
     this.config = next;
@@ -366,10 +374,13 @@ export class Primary {
       else await this.workers.resize(next);
     } catch (err) {
       const problem = `pool and backends follow the new config, but front workers could not start with it (${(err as Error).message}); the old ones keep serving, and replacements are retried`;
-      this.log.error(`${trigger}: ${problem}`);
+      this.log.error({ event: 'reload.refused' }, `${trigger}: ${problem}`);
       return { reloaded: false, problems: [problem] };
     }
-    this.log.info({ workersReplaced, backendsReplaced: backends }, `${trigger}: reloaded`);
+    this.log.info(
+      { event: 'reload.done', workersReplaced, backendsReplaced: backends },
+      `${trigger}: reloaded`,
+    );
     return {
       reloaded: true,
       changes: changes.map(describeChange),
@@ -382,7 +393,7 @@ export class Primary {
   /** SIGUSR2: replace every backend, never fewer than pool_size ready meanwhile. */
   private renew(trigger: string): void {
     if (this.state !== 'running') return;
-    this.log.info(`${trigger}: rolling restart of the backends`);
+    this.log.info({ event: 'roll.requested' }, `${trigger}: rolling restart of the backends`);
     this.supervisor.renew();
   }
 
@@ -415,6 +426,7 @@ export class Primary {
     this.config = Object.freeze(next);
     this.supervisor.reconfigure(this.config);
     this.log.info(
+      { event: 'scale.done', from, to: next.pool_size },
       `${trigger}: pool_size ${from} → ${next.pool_size} (a reload returns to the config file's value)`,
     );
     return { ok: true, from, to: next.pool_size };
@@ -523,7 +535,7 @@ export class Primary {
       // prom-client's cluster messages and node's own share this channel: not ours to judge.
       if (decoded.foreign) return;
       this.log.warn(
-        { worker: worker.id, reason: decoded.reason },
+        { event: 'ipc.malformed', worker: worker.id, reason: decoded.reason },
         'ignoring a malformed worker message',
       );
       return;
@@ -547,7 +559,10 @@ export class Primary {
     this.supervisor.workerExited(worker.id);
     this.gather.workerExited(worker.id);
     if (this.state === 'running' && !this.announced && code === WORKER_SETUP_FAILED) {
-      this.log.fatal('a front worker could not start (see its log line above); shutting down');
+      this.log.fatal(
+        { event: 'worker.setup-failed' },
+        'a front worker could not start (see its log line above); shutting down',
+      );
       this.exitCode = WORKER_SETUP_FAILED;
       this.enqueue({ type: 'stop', trigger: 'startup failure' });
       return;
@@ -564,7 +579,7 @@ export class Primary {
   private bootFailed(failure: BootFailure): void {
     if (this.state !== 'running') return;
     this.log.fatal(
-      { attempts: failure.attempts, command: failure.command },
+      { event: 'service.boot-failed', attempts: failure.attempts, command: failure.command },
       `the service cannot start: ${failure.attempts} starts in a row failed before any backend was ever ready (service_boot_attempts); the last one ${failure.how}`,
     );
     const shown = failure.tail.length > 0 ? failure.tail : ['(it printed nothing)'];
@@ -589,7 +604,10 @@ export class Primary {
         .map((b) => ({ id: b.id, pid: b.pid, port: b.port, state: b.state })),
     };
     process.stdout.write(`${JSON.stringify(line)}\n`);
-    this.log.info('ready: every backend of the pool is up and the front workers listen');
+    this.log.info(
+      { event: 'ready' },
+      'ready: every backend of the pool is up and the front workers listen',
+    );
   }
 
   private beginShutdown(reason: string): void {
@@ -601,13 +619,14 @@ export class Primary {
   private async shutdown(reason: string): Promise<void> {
     this.workers.stopReplacing();
     this.log.info(
-      { shutdown_timeout_ms: this.config.shutdown_timeout_ms },
+      { event: 'shutdown.started', shutdown_timeout_ms: this.config.shutdown_timeout_ms },
       `${reason}: stopping; draining requests in flight`,
     );
     const complete = await this.drainWorkers();
     this.state = 'stopping';
     await this.supervisor.stop();
     this.log.info(
+      { event: 'shutdown.done', complete },
       complete ? 'stopped: every request in flight completed' : 'stopped: the drain was cut short',
     );
     await this.admin?.close();

@@ -104,7 +104,7 @@ export class FrontWorkers {
     this.bootFailures = lived < BOOT_GRACE_MS ? this.bootFailures + 1 : 0;
     const delay = this.bootFailures === 0 ? 0 : Math.min(10_000, 100 * 2 ** this.bootFailures);
     this.log.error(
-      { worker: worker.id, pid: worker.process.pid, code, signal },
+      { event: 'worker.died', worker: worker.id, pid: worker.process.pid, code, signal },
       `front worker died (${signal ? `killed by ${signal}` : `exit code ${code}`}); starting a replacement${delay ? ` in ${delay} ms` : ''}`,
     );
     setTimeout(() => {
@@ -223,7 +223,12 @@ export class FrontWorkers {
           }
           record.killed = true;
           this.log.warn(
-            { worker: record.worker.id, pid: record.worker.process.pid, why: phase.why },
+            {
+              event: 'worker.drain-cut',
+              worker: record.worker.id,
+              pid: record.worker.process.pid,
+              why: phase.why,
+            },
             'front worker still draining at its deadline; ending it with what it carries',
           );
           record.worker.process.kill('SIGKILL');
@@ -269,7 +274,10 @@ export class FrontWorkers {
     // A send that fails asynchronously is emitted here when it has no callback; unhandled, it
     // would take the primary down. Its exit is handled on 'exit'.
     worker.on('error', (err: Error) =>
-      this.log.debug({ worker: worker.id, err: err.message }, 'front worker channel error'),
+      this.log.debug(
+        { event: 'worker.channel-error', worker: worker.id, err: err.message },
+        'front worker channel error',
+      ),
     );
     return worker;
   }

@@ -284,6 +284,6 @@ export class BackendProcess {
     this.lines[tags.stream] += 1;
     this.tail.push(`${tags.stream}: ${text.slice(0, 500)}`);
     if (this.tail.length > TAIL_LINES) this.tail.shift();
-    this.log.info(tags, text);
+    this.log.info({ event: 'backend.output', ...tags }, text);
   }
 }

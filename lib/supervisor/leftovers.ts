@@ -69,14 +69,17 @@ export async function endLeftovers(
   if (victims.length === 0) return [];
   for (const victim of victims) {
     log.warn(
-      { pid: victim.pid, command: victim.commandLine },
+      { event: 'leftover.ending', pid: victim.pid, command: victim.commandLine },
       'ending leftover process (service_kill_pattern)',
     );
   }
   const pids = victims.map((v) => v.pid);
   const stubborn = await terminate({ ids: pids, signal: send, alive: isAlive }, graceMs);
   if (stubborn.length > 0) {
-    log.warn({ pids: stubborn }, 'leftover processes ignored SIGTERM; they got SIGKILL');
+    log.warn(
+      { event: 'leftover.killed', pids: stubborn },
+      'leftover processes ignored SIGTERM; they got SIGKILL',
+    );
   }
   return pids;
 }

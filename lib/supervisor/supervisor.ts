@@ -199,7 +199,10 @@ export class Supervisor {
 
   /** Rolling restart of every backend (SIGUSR2, or a reload that changed how backends start). */
   renew(): void {
-    this.log.info({ backends: this.pool.view().length }, 'rolling restart of every backend');
+    this.log.info(
+      { event: 'roll.started', backends: this.pool.view().length },
+      'rolling restart of every backend',
+    );
     this.apply(this.pool.renew());
   }
 
@@ -235,7 +238,7 @@ export class Supervisor {
       : { healthy: false as const, reason: 'no process' };
     if (!result.healthy) {
       this.log.warn(
-        { backend: id, pid: proc?.pid, port: proc?.spec.port },
+        { event: 'backend.unhealthy', backend: id, pid: proc?.pid, port: proc?.spec.port },
         `backend failed its health check: ${result.reason}`,
       );
     }
@@ -262,7 +265,7 @@ export class Supervisor {
     this.apply(this.pool.checkout(worker, requestId, again));
     if (this.pool.queueLength > waiting) {
       this.log.debug(
-        { worker, requestId, queue: this.pool.queueLength },
+        { event: 'request.queued', worker, requestId, queue: this.pool.queueLength },
         'request waits for a free backend',
       );
     }
@@ -376,7 +379,7 @@ export class Supervisor {
         case 'backoff':
           if (effect.streak > 1) {
             this.log.warn(
-              { streak: effect.streak, delayMs: effect.delayMs },
+              { event: 'backend.backoff', streak: effect.streak, delayMs: effect.delayMs },
               `backends keep failing (${effect.streak} in a row); next start in ${effect.delayMs} ms`,
             );
           }
@@ -384,7 +387,12 @@ export class Supervisor {
         case 'probe': {
           const proc = this.processes.get(effect.backend);
           this.log.warn(
-            { backend: effect.backend, pid: proc?.pid, port: proc?.spec.port },
+            {
+              event: 'backend.refused',
+              backend: effect.backend,
+              pid: proc?.pid,
+              port: proc?.spec.port,
+            },
             'backend refused a connection: not listening; back to starting until its port accepts (the request is served by another)',
           );
           proc?.probePort();
@@ -405,7 +413,7 @@ export class Supervisor {
           void this.checkBackendHealth(effect.backend, effect.lease);
           break;
         case 'anomaly':
-          this.log.debug(effect.message);
+          this.log.debug({ event: 'pool.anomaly' }, effect.message);
           break;
         default:
           effect satisfies never;
@@ -427,7 +435,7 @@ export class Supervisor {
     if (port === undefined) {
       const { first, last } = config.service_port_range;
       this.log.error(
-        { backend: id },
+        { event: 'backend.no-port', backend: id },
         `no free port in service_port_range ${first}..${last}: every port is held by a backend or another program`,
       );
       this.apply(this.pool.backendExited(id));
@@ -446,7 +454,10 @@ export class Supervisor {
       this.log,
       {
         onReady: () => {
-          this.log.info({ backend: id, pid: proc.pid, port }, 'backend ready');
+          this.log.info(
+            { event: 'backend.ready', backend: id, pid: proc.pid, port },
+            'backend ready',
+          );
           this.apply(this.pool.backendReady(id));
           this.noteReadiness();
         },
@@ -455,7 +466,10 @@ export class Supervisor {
     );
     this.processes.set(id, proc);
     this.backendCounts.starts += 1;
-    this.log.info({ backend: id, pid: proc.pid, port }, 'backend starting');
+    this.log.info(
+      { event: 'backend.starting', backend: id, pid: proc.pid, port },
+      'backend starting',
+    );
     if (proc.pid !== undefined) this.hooks.backendStarted(proc.pid, proc.command);
   }
 
@@ -469,7 +483,10 @@ export class Supervisor {
       this.lastFailure = { command: proc.command, how: why, tail: report.tail };
     }
     this.retiring.set(id, reason);
-    this.log[level]({ backend: id, pid: proc?.pid, reason }, `stopping backend: ${why}`);
+    this.log[level](
+      { event: 'backend.stopping', backend: id, pid: proc?.pid, reason },
+      `stopping backend: ${why}`,
+    );
     this.noteReadiness();
     // A backend still waiting for its port has no process yet; launch() sees it retiring.
     proc?.stop(reason === 'broken' ? BROKEN_GRACE_MS : 0);
@@ -502,7 +519,7 @@ export class Supervisor {
     counts.set(reason, (counts.get(reason) ?? 0) + 1);
     this.noteEnding(id, `${reason}: ${how}`);
     if (info.stopped) {
-      this.log.info(proc, `backend stopped (${how})`);
+      this.log.info({ event: 'backend.stopped', ...proc }, `backend stopped (${how})`);
     } else {
       // A retiring backend that exits before we signal it is one whose connection just broke.
       const when =
@@ -511,7 +528,10 @@ export class Supervisor {
           : before?.phase === 'busy' || before?.phase === 'retiring'
             ? 'while serving a request (crash)'
             : 'while idle (crash)';
-      this.log.error(proc, `backend ${how} ${when}`);
+      this.log.error(
+        { event: reason === 'boot-failure' ? 'backend.boot-failed' : 'backend.crashed', ...proc },
+        `backend ${how} ${when}`,
+      );
     }
     this.apply(this.pool.backendExited(id));
     this.noteReadiness();

@@ -32,7 +32,10 @@ const log = createLogger('worker', { worker: workerId });
 const config = JSON.parse(process.env[WORKER_CONFIG_ENV] ?? 'null') as Config | null;
 const bufferDir = process.env[WORKER_BUFFER_DIR_ENV];
 if (!config || !bufferDir || !process.send) {
-  log.fatal('a front worker is started by the multiplexer primary, not on its own');
+  log.fatal(
+    { event: 'worker.misused' },
+    'a front worker is started by the multiplexer primary, not on its own',
+  );
   process.exit(70);
 }
 const sendRaw = process.send.bind(process);
@@ -91,7 +94,10 @@ server.on('checkContinue', front.checkContinue);
 server.on('upgrade', front.upgrade);
 server.listen({ port: config.http_port, host: config.http_host });
 server.on('error', (err) => {
-  log.fatal({ err }, `cannot listen on ${config.http_host}:${config.http_port}`);
+  log.fatal(
+    { event: 'worker.listen-failed', err },
+    `cannot listen on ${config.http_host}:${config.http_port}`,
+  );
   process.exit(70);
 });
 
@@ -159,7 +165,10 @@ process.on('message', (raw) => {
   const decoded = decodePrimaryMessage(raw);
   if (!decoded.ok) {
     if (!decoded.foreign)
-      log.warn({ reason: decoded.reason }, 'ignoring a malformed message from the primary');
+      log.warn(
+        { event: 'ipc.malformed', reason: decoded.reason },
+        'ignoring a malformed message from the primary',
+      );
     return;
   }
   dispatch(handlers, decoded.message, undefined);

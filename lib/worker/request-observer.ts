@@ -1,6 +1,6 @@
 import type { ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { RequestMetrics } from '../metrics/request-metrics.js';
+import { isRejection, type RequestMetrics } from '../metrics/request-metrics.js';
 
 /** One request as the access log shows it. Times are performance.now() readings. */
 export interface RequestEntry {
@@ -52,7 +52,8 @@ export function requestObserver(
       const status = entry.status ?? '-';
       log.info(
         {
-          event: 'request',
+          event:
+            entry.errorCode && isRejection(entry.errorCode) ? 'request.rejected' : 'request.done',
           request_id: entry.requestId,
           method: entry.method,
           path,

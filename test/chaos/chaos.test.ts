@@ -189,19 +189,18 @@ describe('chaos', () => {
       writeFileSync(mpx.configFile, JSON.stringify(mutated));
       const seen = mpx
         .logs()
-        .filter((r) => /^SIGHUP: (reloaded|reload refused|pool and)/.test(r.msg)).length;
+        .filter((r) => /^reload\.(done|refused)$/.test(String(r.event))).length;
       mpx.proc.kill('SIGHUP');
       await waitFor(
         () =>
-          mpx.logs().filter((r) => /^SIGHUP: (reloaded|reload refused|pool and)/.test(r.msg))
-            .length > seen,
+          mpx.logs().filter((r) => /^reload\.(done|refused)$/.test(String(r.event))).length > seen,
         `${described}: the reload's outcome`,
         20_000,
       );
-      const outcome = mpx
-        .logs()
-        .filter((r) => /^SIGHUP: (reloaded|reload refused|pool and)/.test(r.msg))[seen]!;
-      if (outcome.msg === 'SIGHUP: reloaded') tally.reloaded++;
+      const outcome = mpx.logs().filter((r) => /^reload\.(done|refused)$/.test(String(r.event)))[
+        seen
+      ]!;
+      if (outcome.event === 'reload.done') tally.reloaded++;
       else tally.refused++;
       assert.ok(isAlive(mpx.pid), `${described}: the primary is alive`);
     }

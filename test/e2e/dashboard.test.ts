@@ -82,11 +82,7 @@ describe('the dashboard in a real browser (headless Chromium)', () => {
     }
     const mpx = await startWithAdmin({ pool_size: 2, workers: 2, admin_token: TOKEN });
     const load = backgroundLoad(mpx.port, 3);
-    let browser: Browser | undefined;
-    after(async () => {
-      await browser?.close();
-    });
-    browser = await chromium.launch({
+    const browser: Browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: [
         '--no-sandbox',
@@ -98,6 +94,7 @@ describe('the dashboard in a real browser (headless Chromium)', () => {
         '--disable-sync',
       ],
     });
+    after(() => browser.close());
     const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
     const errors: string[] = [];
     page.on('pageerror', (err) => errors.push(err.message));

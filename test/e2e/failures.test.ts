@@ -23,7 +23,7 @@ describe('failures, end to end', () => {
       crashed.body,
       /^502 Bad Gateway: the backend closed the connection before answering/,
     );
-    await mpx.waitForLog((r) => /crash/.test(r.msg) && r.level >= 50, 'the crash to be logged');
+    await mpx.waitForLog((r) => r.event === 'backend.crashed', 'the crash to be logged');
     const after = parseFixture(await request(mpx.port, '/after'));
     assert.ok(!before.includes(after.pid), 'a new backend process serves');
     assert.equal(servicePids(mpx).length, 1);
@@ -41,13 +41,13 @@ describe('failures, end to end', () => {
     const delays = () =>
       l
         .logs()
-        .filter((r) => r.msg.startsWith('backends keep failing'))
+        .filter((r) => r.event === 'backend.backoff')
         .map((r) => r.delayMs as number);
     await waitFor(() => delays().includes(800), 'the backoff to reach 800 ms');
     assert.deepEqual(delays().slice(0, 3), [200, 400, 800]);
     const logs = l.logs();
-    const starts = logs.filter((r) => r.msg === 'backend starting').length;
-    const failures = logs.filter((r) => /boot failure/.test(r.msg)).length;
+    const starts = logs.filter((r) => r.event === 'backend.starting').length;
+    const failures = logs.filter((r) => r.event === 'backend.boot-failed').length;
     assert.ok(failures >= 4, 'the log says why each one ended');
     assert.ok(
       starts <= failures + 1,
@@ -66,7 +66,7 @@ describe('failures, end to end', () => {
       service_start_timeout_ms: 400,
     });
     await waitFor(
-      () => l.logs().some((r) => r.msg === 'backend starting' && r.backend === 2),
+      () => l.logs().some((r) => r.event === 'backend.starting' && r.backend === 2),
       'a second start after the timeout',
     );
     const logs = l.logs();
@@ -91,8 +91,8 @@ describe('failures, end to end', () => {
       service_start_delay_ms: 300,
       service_start_process_cmd: fixtureCommand('stderr-only-service.mjs', '{marker}'),
     });
-    const starting = mpx.logs().find((r) => r.msg === 'backend starting')!;
-    const ready = mpx.logs().find((r) => r.msg === 'backend ready')!;
+    const starting = mpx.logs().find((r) => r.event === 'backend.starting')!;
+    const ready = mpx.logs().find((r) => r.event === 'backend.ready')!;
     assert.ok((ready.time as number) - (starting.time as number) >= 300);
     assert.equal((await request(mpx.port, '/')).status, 200);
     await mpx.stop();
@@ -140,7 +140,7 @@ describe('failures, end to end', () => {
     const survivor = status.workers.find((w) => w.id !== victim.id)!;
     const onVictim = holders.filter((id) => id === victim.id).length;
     process.kill(victim.pid, 'SIGKILL');
-    await mpx.waitForLog((r) => /front worker died/.test(r.msg), 'the worker death to be logged');
+    await mpx.waitForLog((r) => r.event === 'worker.died', 'the worker death to be logged');
     // The dead worker's backends come back to the pool (replaced) while any other request runs.
     const quick = await request(mpx.port, '/quick');
     assert.equal(quick.status, 200);
@@ -150,7 +150,7 @@ describe('failures, end to end', () => {
     assert.equal(failed.length, onVictim, 'exactly the requests on the killed worker failed');
     for (const r of results) if (!(r instanceof Error)) assert.equal(r.status, 200);
     await waitFor(
-      () => mpx.logs().filter((r) => /starting a replacement/.test(r.msg)).length === 1,
+      () => mpx.logs().filter((r) => r.event === 'worker.died').length === 1,
       'the replacement',
     );
     assert.ok(isAlive(survivor.pid));
@@ -167,7 +167,7 @@ describe('shutdown while a front worker starts', () => {
     const readyAt = Date.now();
     await waitFor(() => Date.now() - readyAt > 1100, 'the workers to be past their boot grace');
     process.kill(mpx.ready.workers[0]!, 'SIGKILL');
-    await mpx.waitForLog((r) => /front worker died/.test(r.msg), 'the replacement to be forked');
+    await mpx.waitForLog((r) => r.event === 'worker.died', 'the replacement to be forked');
     const t0 = Date.now();
     const exit = await mpx.stop();
     assert.equal(exit.code, 0, mpx.stderr().slice(-2000));

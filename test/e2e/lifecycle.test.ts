@@ -110,7 +110,7 @@ describe('lifecycle, end to end', () => {
     const cut = request(mpx.port, '/long?ms=8000').catch((e: Error) => e);
     await arrived(mpx, '/long');
     mpx.proc.kill('SIGINT');
-    await mpx.waitForLog((r) => /draining/.test(r.msg), 'the drain to begin');
+    await mpx.waitForLog((r) => r.event === 'shutdown.started', 'the drain to begin');
     const started = Date.now();
     mpx.proc.kill('SIGINT');
     const exit = await mpx.exited;
@@ -147,9 +147,9 @@ describe('lifecycle, end to end', () => {
         { args: ['--service-kill-pattern', pattern] },
       );
       assert.deepEqual(pidsMatching(pattern), [mpx.pid]);
-      const kills = mpx.logs().filter((r) => /leftover/.test(r.msg));
+      const kills = mpx.logs().filter((r) => String(r.event).startsWith('leftover.'));
       assert.ok(
-        kills.some((r) => /SIGKILL/.test(r.msg)),
+        kills.some((r) => r.event === 'leftover.killed'),
         'the stubborn one needed SIGKILL',
       );
       assert.equal((await mpx.stop()).code, 0);
@@ -179,7 +179,10 @@ describe('lifecycle, end to end', () => {
         { args: ['--service-kill-pattern', pattern] },
       );
       assert.ok(isAlive(foreign.pid!), "the other user's process is alive");
-      assert.ok(!mpx.logs().some((r) => /leftover/.test(r.msg)), 'nothing was ended');
+      assert.ok(
+        !mpx.logs().some((r) => String(r.event).startsWith('leftover.')),
+        'nothing was ended',
+      );
       assert.equal((await mpx.stop()).code, 0);
     } finally {
       // Its group: the shell and the sleep it started.

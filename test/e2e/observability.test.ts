@@ -65,6 +65,12 @@ describe('/metrics', () => {
     assert.equal(sumOf(samples, 'multiplexer_workers'), 2);
     assert.equal(sumOf(samples, 'multiplexer_queue_length'), 0);
     assert.equal(sumOf(samples, 'multiplexer_backend_exits_total', { reason: 'crash' }), 1);
+    // The log's event names, counted: the same crash, the same rejection.
+    const events = (event: string): number =>
+      sumOf(samples, 'multiplexer_log_events_total', { event });
+    assert.equal(events('backend.crashed'), 1);
+    assert.equal(events('request.rejected'), 1);
+    assert.equal(events('request.done'), sent - 1);
     assert.ok(
       samples.some((s) => s.name === 'multiplexer_backends' && s.labels.state === 'idle'),
       'backends by state',
@@ -93,7 +99,7 @@ describe('/metrics', () => {
       { requests: sent, status502: 2, status503: 1, status504: 0 },
     );
     // Only ours: no warning about messages on the cluster channel.
-    assert.ok(!mpx.logs().some((r) => /malformed/.test(r.msg)));
+    assert.ok(!mpx.logs().some((r) => r.event === 'ipc.malformed'));
     assert.equal((await mpx.stop()).code, 0);
   });
 });
@@ -133,7 +139,7 @@ describe('access log and X-Request-Id', () => {
     }
     assert.equal(madeIds.size, 6, 'a new id for each');
 
-    const lines = (): LogRecord[] => mpx.logs().filter((r) => r.event === 'request');
+    const lines = (): LogRecord[] => mpx.logs().filter((r) => r.event === 'request.done');
     await waitFor(() => lines().length === 12, 'twelve access log lines', 5000);
     for (const line of lines()) {
       for (const field of FIELDS) assert.ok(field in line, `${field} in ${JSON.stringify(line)}`);
@@ -165,14 +171,17 @@ describe('access log and X-Request-Id', () => {
     assert.match(String(big.headers['x-request-id']), /^[0-9a-f-]{36}$/);
     assert.equal((await request(mpx.port, '/fine')).status, 200);
     await mpx.stop();
-    assert.equal(mpx.logs().filter((r) => r.event === 'request').length, 0);
+    assert.equal(mpx.logs().filter((r) => String(r.event).startsWith('request.')).length, 0);
 
     const logged = await startWithAdmin({ pool_size: 1, workers: 1, client_max_body_bytes: 10 });
     assert.equal(
       (await request(logged.port, '/upload', { method: 'POST', body: 'x'.repeat(100) })).status,
       413,
     );
-    const line = await logged.waitForLog((r) => r.event === 'request', 'the access log line');
+    const line = await logged.waitForLog(
+      (r) => r.event === 'request.rejected',
+      'the access log line',
+    );
     assert.equal(line.status, 413);
     assert.equal(line.code, 'MPX_BODY_TOO_LARGE');
     assert.equal(line.backend, null, 'no backend was used');

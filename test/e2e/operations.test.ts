@@ -49,7 +49,7 @@ describe('operations under load', () => {
     });
     const started = Date.now();
     mpx.proc.kill('SIGHUP');
-    await mpx.waitForLog((r) => r.msg === 'SIGHUP: reloaded', 'the reload to finish', 20_000);
+    await mpx.waitForLog((r) => r.event === 'reload.done', 'the reload to finish', 20_000);
     const after = await waitFor(
       async () => {
         const s = await status(mpx);
@@ -80,7 +80,7 @@ describe('operations under load', () => {
 
     rewriteConfig(mpx, { pool_size: 'many', pool_sise: 3 });
     mpx.proc.kill('SIGHUP');
-    await mpx.waitForLog((r) => /SIGHUP: reload refused/.test(r.msg), 'the refusal');
+    await mpx.waitForLog((r) => r.event === 'reload.refused', 'the refusal');
     const logged = mpx.logs().map((r) => r.msg);
     assert.ok(
       logged.some((m) => /config problem: pool_size must be an integer ≥ 1, got "many"/.test(m)),
@@ -214,9 +214,7 @@ describe('no orphans', () => {
       { env: { MULTIPLEXER_STATE_DIR: first.stateDir } },
     );
     assert.deepEqual(pidsMatching(first.marker), [], 'the first run left nothing');
-    assert.ok(
-      second.logs().some((r) => r.msg === 'ending a backend left behind by a previous run'),
-    );
+    assert.ok(second.logs().some((r) => r.event === 'leftover.ending'));
     await second.stop();
   });
 });
@@ -262,7 +260,7 @@ describe('control CLI and admin API', () => {
     const slow = request(mpx.port, '/?ms=1500');
     await waitFor(async () => (await status(mpx)).backends[0]!.state === 'busy', 'the request');
     mpx.proc.kill('SIGTERM');
-    await mpx.waitForLog((r) => /draining/.test(r.msg), 'the drain');
+    await mpx.waitForLog((r) => r.event === 'shutdown.started', 'the drain');
     const readyz = await request(mpx.adminPort, '/readyz');
     assert.equal(readyz.status, 503);
     assert.equal((await request(mpx.adminPort, '/healthz')).status, 200);

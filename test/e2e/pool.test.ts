@@ -124,10 +124,7 @@ describe('the pool, end to end', () => {
     await arrived(mpx, '/first');
     const abort = new AbortController();
     const gone = request(mpx.port, '/gone', { signal: abort.signal }).catch((err: Error) => err);
-    await mpx.waitForLog(
-      (r) => r.msg === 'request waits for a free backend',
-      'the request to be queued',
-    );
+    await mpx.waitForLog((r) => r.event === 'request.queued', 'the request to be queued');
     abort.abort();
     assert.ok((await gone) instanceof Error);
     const firstBody = parseFixture(await first);

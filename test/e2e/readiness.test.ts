@@ -31,7 +31,7 @@ function portOpen(port: number): Promise<boolean> {
  */
 async function frontPortOpen(mpx: Launch & { port: number }): Promise<void> {
   await waitFor(
-    () => mpx.logs().some((r) => r.msg === 'starting backends and front workers'),
+    () => mpx.logs().some((r) => r.event === 'pool.starting'),
     'the front workers to be started',
   );
   await waitFor(() => portOpen(mpx.port), 'the front port to open');
@@ -57,7 +57,10 @@ describe('readiness that is true', () => {
         assert.equal((JSON.parse(a.body) as { atArrival: number }).atArrival, 1);
     }
     const logs = mpx.logs();
-    assert.ok(!logs.some((r) => /crash|broken/.test(r.msg)), 'no backend counted as failed');
+    assert.ok(
+      !logs.some((r) => r.event === 'backend.crashed' || r.event === 'backend.boot-failed'),
+      'no backend counted as failed',
+    );
     mpx.proc.kill('SIGTERM');
     assert.equal((await mpx.exited).code, 0);
   });

@@ -20,14 +20,14 @@ function lastLogLines(mpx: Running): string {
 
 /** Sends SIGHUP and resolves with the "reloaded" log record it produced. */
 async function sighup(mpx: Running): Promise<{ workersReplaced: number }> {
-  const seen = mpx.logs().filter((r) => r.msg === 'SIGHUP: reloaded').length;
+  const seen = mpx.logs().filter((r) => r.event === 'reload.done').length;
   mpx.proc.kill('SIGHUP');
   await waitFor(
-    () => mpx.logs().filter((r) => r.msg === 'SIGHUP: reloaded').length > seen,
+    () => mpx.logs().filter((r) => r.event === 'reload.done').length > seen,
     'the reload',
     20_000,
   );
-  const done = mpx.logs().filter((r) => r.msg === 'SIGHUP: reloaded')[seen]!;
+  const done = mpx.logs().filter((r) => r.event === 'reload.done')[seen]!;
   return done as unknown as { workersReplaced: number };
 }
 
