@@ -7,11 +7,13 @@ import { isIP } from 'node:net';
  *
  * A string that does not parse is kept as given, so the problem names what the operator wrote.
  */
-export interface Format {
+export interface Format<T = unknown> {
   name: string;
   expected: string;
   coerce: (text: string) => unknown;
   valid: (value: unknown) => boolean;
+  /** The type of the value in force (Config derives its types from it); a type only, never set. */
+  readonly resolved?: T;
 }
 
 const INTEGER_TEXT = /^[+-]?\d+$/;
@@ -24,7 +26,7 @@ function isInt(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value);
 }
 
-export function intAtLeast(min: number): Format {
+export function intAtLeast(min: number): Format<number> {
   return {
     name: `int-min-${min}`,
     expected: `an integer ≥ ${min}`,
@@ -40,7 +42,7 @@ export function intAtLeast(min: number): Format {
 export const MAX_TIMER_MS = 2_147_483_647;
 
 /** Milliseconds: an integer from `min` up to the longest timer Node can set (about 24.8 days). */
-export function msAtLeast(min: number): Format {
+export function msAtLeast(min: number): Format<number> {
   return {
     name: `ms-min-${min}`,
     expected: `an integer from ${min} to ${MAX_TIMER_MS} (milliseconds)`,
@@ -50,7 +52,7 @@ export function msAtLeast(min: number): Format {
 }
 
 /** An integer in [min, max]. */
-export function intBetween(min: number, max: number): Format {
+export function intBetween(min: number, max: number): Format<number> {
   return {
     name: `int-${min}-${max}`,
     expected: `an integer from ${min} to ${max}`,
@@ -59,14 +61,14 @@ export function intBetween(min: number, max: number): Format {
   };
 }
 
-export const portFormat: Format = {
+export const portFormat: Format<number> = {
   name: 'tcp-port',
   expected: 'a TCP port, an integer from 1 to 65535',
   coerce: coerceInt,
   valid: (v) => isInt(v) && v >= 1 && v <= 65535,
 };
 
-export const portOrOffFormat: Format = {
+export const portOrOffFormat: Format<number> = {
   name: 'tcp-port-or-off',
   expected: 'a TCP port from 1 to 65535, or 0 for off',
   coerce: coerceInt,
@@ -82,37 +84,37 @@ export function isLoopback(host: string): boolean {
   return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h);
 }
 
-export function oneOf(values: readonly string[]): Format {
+export function oneOf<const V extends string>(values: readonly V[]): Format<V> {
   return {
     name: `one-of-${values.join('-')}`,
     expected: `one of ${values.map((v) => JSON.stringify(v)).join(', ')}`,
     coerce: (text) => text,
-    valid: (v) => typeof v === 'string' && values.includes(v),
+    valid: (v) => typeof v === 'string' && (values as readonly string[]).includes(v),
   };
 }
 
-export const nonEmptyString: Format = {
+export const nonEmptyString: Format<string> = {
   name: 'non-empty-string',
   expected: 'a non-empty string',
   coerce: (text) => text,
   valid: (v) => typeof v === 'string' && v.trim() !== '',
 };
 
-export const anyString: Format = {
+export const anyString: Format<string> = {
   name: 'any-string',
   expected: 'a string',
   coerce: (text) => text,
   valid: (v) => typeof v === 'string',
 };
 
-export const commandFormat: Format = {
+export const commandFormat: Format<string> = {
   name: 'command-line',
   expected: 'a non-empty command line (it is required), e.g. "node index.js %PORT%"',
   coerce: (text) => text,
   valid: (v) => typeof v === 'string' && v.trim() !== '',
 };
 
-export const baseUrlFormat: Format = {
+export const baseUrlFormat: Format<string> = {
   name: 'service-base-url',
   expected: 'an http:// URL with a host and no port or path, e.g. "http://127.0.0.1"',
   coerce: (text) => text,
@@ -154,14 +156,14 @@ export function parsePortRange(value: unknown): PortRange | undefined {
   return { first: first as number, last: last as number };
 }
 
-export const portRangeFormat: Format = {
+export const portRangeFormat: Format<PortRange> = {
   name: 'port-range',
   expected: 'a port range "FIRST..LAST" or [FIRST, LAST] with 1 ≤ FIRST ≤ LAST ≤ 65535',
   coerce: (text) => text,
   valid: (v) => parsePortRange(v) !== undefined,
 };
 
-export const healthPathFormat: Format = {
+export const healthPathFormat: Format<string> = {
   name: 'health-path',
   expected: 'a path beginning with "/" (e.g. "/health"), or "" for off',
   coerce: (text) => text,
@@ -170,7 +172,7 @@ export const healthPathFormat: Format = {
 
 const READINESS_WORDS = ['wait_first_output', 'wait_port'];
 
-export const startDelayFormat: Format = {
+export const startDelayFormat: Format<number | 'wait_first_output' | 'wait_port'> = {
   name: 'start-delay',
   expected: 'an integer ≥ 0 (milliseconds), "wait_first_output" or "wait_port"',
   coerce: (text) => (READINESS_WORDS.includes(text) ? text : coerceInt(text)),
@@ -179,7 +181,7 @@ export const startDelayFormat: Format = {
     (isInt(v) && v >= 0 && v <= MAX_TIMER_MS),
 };
 
-export const booleanFormat: Format = {
+export const booleanFormat: Format<boolean> = {
   name: 'boolean',
   expected: 'true or false',
   coerce: (text) => {
@@ -206,7 +208,7 @@ export function parseAddressOrBlock(
   return { address, prefix, family: version === 4 ? 'ipv4' : 'ipv6' };
 }
 
-export const addressListFormat: Format = {
+export const addressListFormat: Format<readonly string[]> = {
   name: 'address-list',
   expected:
     'a list of IP addresses or CIDR blocks, e.g. ["10.0.0.0/8", "127.0.0.1"] (in a variable or flag: comma-separated)',
@@ -225,7 +227,7 @@ export const addressListFormat: Format = {
 const HOSTNAME =
   /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
-export const hostnameListFormat: Format = {
+export const hostnameListFormat: Format<readonly string[]> = {
   name: 'hostname-list',
   expected:
     'a list of host names in lower case, e.g. ["mpx-admin.internal"] (in a variable or flag: comma-separated)',

@@ -27,6 +27,8 @@ export interface KeySpec {
   doc: string;
   format: Format;
   default: unknown;
+  /** The default in words, where it depends on the machine (the README's table, --help). */
+  defaultText?: string;
   /**
    * What puts a new value in force on reload: the pool's decisions, how backends start (a rolling
    * restart of every backend), the front workers (replaced one by one), or only the next start.
@@ -69,7 +71,7 @@ export const schema = {
     appliesOn: ['workers'],
   },
   http_proxy_timeout: {
-    doc: 'Milliseconds a backend has to start its answer (else 504, and the backend is replaced); also the longest stall allowed while a body streams.',
+    doc: 'Milliseconds a backend has to start its answer (status line), else 504 and the backend is replaced; also the longest stall allowed while a body streams.',
     format: msAtLeast(1),
     default: 300_000,
     appliesOn: ['workers'],
@@ -111,7 +113,7 @@ export const schema = {
     appliesOn: ['workers'],
   },
   access_log: {
-    doc: 'One log line per request (event "request"): method, path, status, bytes, duration and queue wait in ms, backend id and port, error code, X-Request-Id.',
+    doc: 'One log line per request (event "request.done", or "request.rejected" when multiplexer turned it away): method, path (query cut at 1 KB), status, bytes sent, duration and queue wait in ms, backend id and port, multiplexer\'s error code, X-Request-Id.',
     format: booleanFormat,
     default: true,
     appliesOn: ['workers'],
@@ -123,19 +125,19 @@ export const schema = {
     appliesOn: ['workers'],
   },
   service_http_base_url: {
-    doc: 'Backends are reached at this URL plus ":PORT".',
+    doc: 'Backends are reached at this URL plus ":PORT" (no port or path in it).',
     format: baseUrlFormat,
     default: 'http://127.0.0.1',
     appliesOn: ['backends', 'workers'],
   },
   service_port_range: {
-    doc: 'Ports handed to backends, from a ring over this range: "10300..10350" or [10300, 10350].',
+    doc: 'Ports handed to backends, from a ring over this range; it must hold at least pool_size + pool_max_overflow ports.',
     format: portRangeFormat,
     default: '10300..10350',
     appliesOn: ['backends'],
   },
   service_start_process_cmd: {
-    doc: 'Command line that starts one backend, run by /bin/sh; every %PORT% is replaced by its port (also in $PORT).',
+    doc: 'Command line that starts one backend, run by /bin/sh -c; every %PORT% is replaced by its port (also in $PORT). Required.',
     format: commandFormat,
     default: '',
     appliesOn: ['backends'],
@@ -147,7 +149,7 @@ export const schema = {
     appliesOn: ['backends'],
   },
   service_start_timeout_ms: {
-    doc: 'A backend not ready within this many milliseconds is killed and started again.',
+    doc: 'A backend not ready within this many milliseconds is killed and started again (with the crash backoff); also the time a backend that refused a connection gets to listen again.',
     format: msAtLeast(1),
     default: 30_000,
     appliesOn: ['pool'],
@@ -195,15 +197,16 @@ export const schema = {
     appliesOn: ['backends'],
   },
   service_kill_pattern: {
-    doc: 'At start, end leftover processes whose command line contains this text ("" = off).',
+    doc: 'At start, end leftover processes of multiplexer\'s own user whose command line contains this text (SIGTERM, SIGKILL after service_stop_timeout_ms); never multiplexer itself, its ancestors or its children, never another user\'s processes ("" = off).',
     format: anyString,
     default: '',
     appliesOn: ['restart'],
   },
   workers: {
-    doc: 'Number of front worker processes (default: available CPUs).',
+    doc: 'Number of front worker processes.',
     format: intBetween(1, 256),
     default: Math.min(availableParallelism(), 256),
+    defaultText: 'the number of CPUs (at most 256)',
     appliesOn: ['workers'],
   },
   queue_timeout_ms: {
@@ -219,19 +222,19 @@ export const schema = {
     appliesOn: ['pool'],
   },
   shutdown_timeout_ms: {
-    doc: 'Bound in milliseconds on draining in-flight requests at shutdown.',
+    doc: 'Bound in milliseconds on draining in-flight requests at shutdown (a front worker replaced by a reload drains for as long as its requests may take: queue_timeout_ms + http_proxy_timeout).',
     format: msAtLeast(0),
     default: 10_000,
     appliesOn: ['workers'],
   },
   admin_host: {
-    doc: 'Interface of the admin API (health, status, reload, scale). Anything but loopback requires admin_token.',
+    doc: 'Interface of the admin API and dashboard. Anything but loopback requires admin_token.',
     format: nonEmptyString,
     default: '127.0.0.1',
     appliesOn: ['restart'],
   },
   admin_port: {
-    doc: 'Port of the admin API (0 = off).',
+    doc: 'Port of the admin API and dashboard (0 = off; conf/app.json and the Docker image use 3001).',
     format: portOrOffFormat,
     default: 0,
     appliesOn: ['restart'],
@@ -243,7 +246,7 @@ export const schema = {
     appliesOn: [],
   },
   admin_token: {
-    doc: 'Bearer token the admin API requires for /status, /reload and /scale ("" = none; required off loopback).',
+    doc: 'Bearer token the admin API and dashboard require for everything but /healthz and /readyz, which stay open for probes ("" = none, then the dashboard is read-only; required off loopback). Best given as MULTIPLEXER_ADMIN_TOKEN.',
     format: anyString,
     default: '',
     appliesOn: [],

@@ -1,0 +1,35 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { configTable, withTable } from '../../lib/config/reference.js';
+import { configKeys, schema } from '../../lib/config/schema.js';
+import { ROOT } from '../helpers/paths.js';
+
+describe('the README configuration table', () => {
+  it('is the one generated from the schema (npm run docs:config renews it)', () => {
+    const readme = readFileSync(`${ROOT}README.md`, 'utf8');
+    assert.ok(
+      readme.includes(configTable()),
+      'README.md differs from lib/config/schema.ts: run "npm run docs:config" and commit the result',
+    );
+    assert.equal(withTable(readme), readme);
+  });
+
+  it('has one row per key with its doc, and names when a reload puts it in force', () => {
+    const table = configTable();
+    for (const key of configKeys) {
+      const row = table.split('\n').find((line) => line.startsWith(`| \`${key}\` |`));
+      assert.ok(row, `a row for ${key}`);
+      assert.ok(row.includes(schema[key].doc.replace(/\|/g, '\\|')), `${key}'s doc`);
+    }
+    assert.match(
+      table,
+      /\| `service_start_process_cmd` \|[^\n]*\| required \| rolling restart of the backends \|/,
+    );
+    assert.match(
+      table,
+      /\| `workers` \|[^\n]*\| the number of CPUs \(at most 256\) \| front workers replaced \|/,
+    );
+    assert.match(table, /\| `admin_token` \|[^\n]*\| at once \|/);
+  });
+});
