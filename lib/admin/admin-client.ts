@@ -68,3 +68,70 @@ export function callAdmin(
     req.end(payload);
   });
 }
+
+/**
+ * Follows the admin API's /events stream (Server-Sent Events) of a running instance: `onEvent`
+ * gets each event's name and parsed data. Resolves when the stream ends; `stop()` ends it.
+ */
+export function followAdminEvents(
+  instance: InstanceRecord,
+  onEvent: (event: string, data: unknown) => void,
+): { done: Promise<void>; stop(): void } {
+  const admin = instance.admin;
+  if (!admin) {
+    const failed = Promise.reject(
+      new MultiplexerError(
+        'MPX_ADMIN_UNAVAILABLE',
+        `the running multiplexer (pid ${instance.pid}) has its admin API off (admin_port 0); set admin_port in its config and restart it`,
+      ),
+    );
+    return { done: failed, stop: () => undefined };
+  }
+  let req: http.ClientRequest | undefined;
+  const done = new Promise<void>((resolve, reject) => {
+    req = http.request(
+      {
+        host: connectHost(admin.host),
+        port: admin.port,
+        path: '/events',
+        agent: false,
+        headers: admin.token !== '' ? { authorization: `Bearer ${admin.token}` } : {},
+      },
+      (res) => {
+        if (res.statusCode !== 200) {
+          res.resume();
+          reject(
+            new MultiplexerError(
+              'MPX_ADMIN_UNAVAILABLE',
+              `the admin API answered ${res.statusCode} to GET /events`,
+            ),
+          );
+          return;
+        }
+        let buffer = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          buffer += chunk;
+          for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            const event = /^event: (.*)$/m.exec(block)?.[1] ?? 'message';
+            const data = /^data: (.*)$/m.exec(block)?.[1];
+            if (data !== undefined) onEvent(event, JSON.parse(data));
+          }
+        });
+        res.on('close', () => resolve());
+      },
+    );
+    req.on('error', (err) =>
+      reject(
+        new MultiplexerError(
+          'MPX_ADMIN_UNAVAILABLE',
+          `cannot reach the admin API of pid ${instance.pid} at ${admin.host}:${admin.port}: ${err.message}`,
+        ),
+      ),
+    );
+    req.end();
+  });
+  return { done, stop: () => req?.destroy() };
+}

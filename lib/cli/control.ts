@@ -3,6 +3,7 @@ import { callAdmin } from '../admin/admin-client.js';
 import { MultiplexerError } from '../errors.js';
 import { isRunning, requireRunningInstance } from '../instance/instance-file.js';
 import { resolveStateDir } from '../instance/state-dir.js';
+import { backendTable, formatStatus, type StatusBody } from './status-format.js';
 
 /**
  * The control commands: status, reload, scale, stop, against the instance started with the same
@@ -11,7 +12,7 @@ import { resolveStateDir } from '../instance/state-dir.js';
 
 type Out = (text: string) => void;
 
-function instanceFor(argv: Record<string, unknown>) {
+export function instanceFor(argv: Record<string, unknown>) {
   const stateDir = resolveStateDir({
     flag: argv['state-dir'] as string | undefined,
     configFile: String(argv.config),
@@ -33,6 +34,21 @@ export async function statusCommand(argv: Record<string, unknown>, out: Out): Pr
   if (answer.status !== 200) throw unexpected(answer.status, answer.body);
   if (argv.json) out(`${JSON.stringify(answer.body, null, 2)}\n`);
   else out(formatStatus(answer.body as StatusBody));
+  return 0;
+}
+
+export async function backendsCommand(argv: Record<string, unknown>, out: Out): Promise<number> {
+  const answer = await callAdmin(instanceFor(argv), 'GET', '/status');
+  if (answer.status !== 200) throw unexpected(answer.status, answer.body);
+  out(`${backendTable(answer.body as StatusBody)}\n`);
+  return 0;
+}
+
+export async function rollCommand(argv: Record<string, unknown>, out: Out): Promise<number> {
+  const answer = await callAdmin(instanceFor(argv), 'POST', '/roll');
+  if (answer.status !== 202) throw unexpected(answer.status, answer.body);
+  const body = answer.body as { backends: number };
+  out(`rolling restart of ${body.backends} backends started (see \`multiplexer status\`)\n`);
   return 0;
 }
 
@@ -106,69 +122,4 @@ export async function stopCommand(argv: Record<string, unknown>, out: Out): Prom
   }
   out(`stopped (pid ${instance.pid})\n`);
   return 0;
-}
-
-interface StatusBody {
-  pid: number;
-  version: string;
-  state: string;
-  uptimeMs: number;
-  config: string;
-  pool: { size: number; maxOverflow: number; strategy: string; renewing: boolean };
-  workers: { id: number; pid: number; listening: boolean }[];
-  backends: {
-    id: number;
-    pid?: number;
-    port?: number;
-    state: string;
-    ageMs: number;
-    served: number;
-    leasedBy?: number;
-    outdated: boolean;
-  }[];
-  queue: number;
-  totals: Record<string, number>;
-}
-
-function duration(ms: number): string {
-  const s = Math.floor(ms / 1000);
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, '0')}m`;
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows
-    .map((r) =>
-      r
-        .map((cell, i) => cell.padEnd(widths[i]!))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
-}
-
-function formatStatus(s: StatusBody): string {
-  const t = s.totals;
-  const backendRows = s.backends.map((b) => [
-    String(b.id),
-    String(b.pid ?? '-'),
-    String(b.port ?? '-'),
-    b.outdated ? `${b.state} (replaced)` : b.state,
-    duration(b.ageMs),
-    String(b.served),
-    b.leasedBy === undefined ? '-' : `worker ${b.leasedBy}`,
-  ]);
-  return [
-    `multiplexer ${s.version}, pid ${s.pid}, ${s.state} for ${duration(s.uptimeMs)}`,
-    `config: ${s.config}`,
-    `pool: size ${s.pool.size}, max overflow ${s.pool.maxOverflow}, ${s.pool.strategy}${s.pool.renewing ? ', rolling restart in progress' : ''}; ${s.queue} waiting`,
-    `front workers: ${s.workers.map((w) => `${w.pid}${w.listening ? '' : ' (not listening)'}`).join(', ')}`,
-    '',
-    table([['ID', 'PID', 'PORT', 'STATE', 'AGE', 'SERVED', 'LEASE'], ...backendRows]),
-    '',
-    `requests ${t.requests}, 502: ${t.status502}, 503: ${t.status503}, 504: ${t.status504}, restarts ${t.restarts}, overflow spawns ${t.overflowSpawns}`,
-    '',
-  ].join('\n');
 }

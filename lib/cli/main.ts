@@ -9,7 +9,18 @@ import { createLogger } from '../log.js';
 import { resolveStateDir } from '../instance/state-dir.js';
 import { Primary } from '../primary/primary.js';
 import { flagsFrom, withConfigOptions, withInstanceOptions } from './config-options.js';
-import { reloadCommand, scaleCommand, statusCommand, stopCommand } from './control.js';
+import { COMMANDS } from './commands.js';
+import { consoleCommand } from './console.js';
+import {
+  backendsCommand,
+  instanceFor,
+  reloadCommand,
+  rollCommand,
+  scaleCommand,
+  statusCommand,
+  stopCommand,
+} from './control.js';
+import { runTop } from './top.js';
 import { initCommand } from './init.js';
 
 const write = (text: string): void => void process.stdout.write(text);
@@ -112,16 +123,16 @@ export async function run(args: string[]): Promise<number> {
       '$0 <command> [options]\n\nRuns a pool of single-threaded HTTP services behind one port.',
     )
     .command(
-      'start',
-      'Start the server: backends, front workers, proxy',
+      COMMANDS.start.usage,
+      COMMANDS.start.describe,
       (y) => withConfigOptions(y),
       async (argv) => {
         code = await start(argv);
       },
     )
     .command(
-      'check',
-      'Validate the config and print every resolved value with where it came from',
+      COMMANDS.check.usage,
+      COMMANDS.check.describe,
       (y) =>
         withConfigOptions(y).option('explain', {
           type: 'boolean',
@@ -132,8 +143,8 @@ export async function run(args: string[]): Promise<number> {
       },
     )
     .command(
-      'init [file]',
-      'Write a starting config file: every setting at its default, and your command',
+      COMMANDS.init.usage,
+      COMMANDS.init.describe,
       (y) =>
         y
           .positional('file', {
@@ -152,8 +163,8 @@ export async function run(args: string[]): Promise<number> {
       },
     )
     .command(
-      'status',
-      'Show the running instance: front workers, backends, queue, totals (admin API)',
+      COMMANDS.status.usage,
+      COMMANDS.status.describe,
       (y) =>
         withInstanceOptions(y)
           .option('json', { type: 'boolean', describe: 'Print the raw JSON' })
@@ -163,16 +174,32 @@ export async function run(args: string[]): Promise<number> {
       },
     )
     .command(
-      'reload',
-      'Make the running instance read its config again; prints what changed, or the problems',
+      COMMANDS.backends.usage,
+      COMMANDS.backends.describe,
+      (y) => withInstanceOptions(y).strict(),
+      async (argv) => {
+        code = await backendsCommand(argv, write);
+      },
+    )
+    .command(
+      COMMANDS.reload.usage,
+      COMMANDS.reload.describe,
       (y) => withInstanceOptions(y).strict(),
       async (argv) => {
         code = await reloadCommand(argv, write);
       },
     )
     .command(
-      'scale <pool_size>',
-      "Set the running instance's pool_size (until the next reload or restart)",
+      COMMANDS.roll.usage,
+      COMMANDS.roll.describe,
+      (y) => withInstanceOptions(y).strict(),
+      async (argv) => {
+        code = await rollCommand(argv, write);
+      },
+    )
+    .command(
+      COMMANDS.scale.usage,
+      COMMANDS.scale.describe,
       (y) =>
         withInstanceOptions(y)
           .positional('pool_size', { type: 'string', describe: 'New pool_size' })
@@ -182,8 +209,34 @@ export async function run(args: string[]): Promise<number> {
       },
     )
     .command(
-      'stop',
-      'Stop the running instance gracefully; returns once it has exited',
+      COMMANDS.top.usage,
+      COMMANDS.top.describe,
+      (y) =>
+        withInstanceOptions(y)
+          .option('frames', {
+            type: 'number',
+            describe: 'Stop after this many screens (off a terminal, each is printed in turn)',
+          })
+          .strict(),
+      async (argv) => {
+        const interactive = process.stdout.isTTY === true && argv.frames === undefined;
+        code = await runTop(instanceFor(argv), write, {
+          interactive,
+          ...(argv.frames !== undefined && { frames: argv.frames }),
+        });
+      },
+    )
+    .command(
+      COMMANDS.console.usage,
+      COMMANDS.console.describe,
+      (y) => withInstanceOptions(y).strict(),
+      async (argv) => {
+        code = await consoleCommand(argv, write);
+      },
+    )
+    .command(
+      COMMANDS.stop.usage,
+      COMMANDS.stop.describe,
       (y) =>
         withInstanceOptions(y)
           .option('timeout', {
@@ -196,7 +249,7 @@ export async function run(args: string[]): Promise<number> {
         code = await stopCommand(argv, write);
       },
     )
-    .demandCommand(1, 'Name a command: start, check, init, status, reload, scale or stop.')
+    .demandCommand(1, `Name a command: ${Object.keys(COMMANDS).join(', ')}.`)
     .strict()
     .version(version)
     .help()

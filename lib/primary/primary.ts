@@ -475,11 +475,9 @@ export class Primary {
       };
     },
     roll: () => {
+      const backends = this.supervisor.status().length;
       this.enqueue({ type: 'roll', trigger: 'POST /roll' });
-      return Promise.resolve({
-        status: 202,
-        body: { rolling: true, backends: this.supervisor.status().length },
-      });
+      return Promise.resolve({ status: 202, body: { rolling: true, backends } });
     },
     hostnames: () => this.config.admin_hostnames,
     reload: async () => {

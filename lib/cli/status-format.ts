@@ -1,0 +1,73 @@
+/** What GET /status answers, as the CLI reads it. */
+export interface StatusBody {
+  pid: number;
+  version: string;
+  state: string;
+  uptimeMs: number;
+  config: string;
+  pool: { size: number; maxOverflow: number; strategy: string; renewing: boolean };
+  workers: { id: number; pid: number; listening: boolean; phase?: string }[];
+  endings?: { backend: number; ending: string }[];
+  backends: {
+    id: number;
+    pid?: number;
+    port?: number;
+    state: string;
+    ageMs: number;
+    served: number;
+    leasedBy?: number;
+    outdated: boolean;
+    rssBytes?: number;
+  }[];
+  queue: number;
+  totals: Record<string, number>;
+}
+
+export function duration(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, '0')}m`;
+}
+
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows
+    .map((r) =>
+      r
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+/** One row per backend: id, pid, port, state, age, requests served, RSS, the worker leasing it. */
+export function backendTable(s: StatusBody): string {
+  const rows = s.backends.map((b) => [
+    String(b.id),
+    String(b.pid ?? '-'),
+    String(b.port ?? '-'),
+    b.outdated ? `${b.state} (replaced)` : b.state,
+    duration(b.ageMs),
+    String(b.served),
+    b.rssBytes === undefined ? '-' : `${(b.rssBytes / 1048576).toFixed(1)} MB`,
+    b.leasedBy === undefined ? '-' : `worker ${b.leasedBy}`,
+  ]);
+  return table([['ID', 'PID', 'PORT', 'STATE', 'AGE', 'SERVED', 'RSS', 'LEASE'], ...rows]);
+}
+
+export function formatStatus(s: StatusBody): string {
+  const t = s.totals;
+  return [
+    `multiplexer ${s.version}, pid ${s.pid}, ${s.state} for ${duration(s.uptimeMs)}`,
+    `config: ${s.config}`,
+    `pool: size ${s.pool.size}, max overflow ${s.pool.maxOverflow}, ${s.pool.strategy}${s.pool.renewing ? ', rolling restart in progress' : ''}; ${s.queue} waiting`,
+    `front workers: ${s.workers.map((w) => `${w.pid}${w.listening ? '' : ' (not listening)'}`).join(', ')}`,
+    '',
+    backendTable(s),
+    '',
+    `requests ${t.requests}, 502: ${t.status502}, 503: ${t.status503}, 504: ${t.status504}, restarts ${t.restarts}, overflow spawns ${t.overflowSpawns}`,
+    '',
+  ].join('\n');
+}
