@@ -5,7 +5,7 @@
  * other core to the load generator and the backends); so does multiplexer's front (workers: 1).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -19,7 +19,15 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(here, here.includes('/dist/') ? '../..' : '..');
 export const FIXTURE = join(ROOT, 'bench/fixture.mjs');
 
-export type ContestantName = 'multiplexer' | 'haproxy' | 'nginx-rr' | 'nginx-lc' | 'direct';
+export type ContestantName =
+  | 'multiplexer'
+  | 'haproxy'
+  | 'nginx-rr'
+  | 'nginx-lc'
+  | 'direct'
+  /** multiplexer with access_log off, and with access_log and metrics off: their cost. */
+  | 'mpx-no-access-log'
+  | 'mpx-no-observability';
 export const PEERS: readonly ContestantName[] = ['haproxy', 'nginx-rr', 'nginx-lc'];
 
 export interface Running {
@@ -203,6 +211,10 @@ export interface MultiplexerOptions {
   readonly workers?: number;
   readonly adminPort?: number;
   readonly queueTimeoutMs?: number;
+  /** Config keys on top of the benchmark's (access_log, metrics). */
+  readonly config?: Record<string, unknown>;
+  /** Its name in the results (default "multiplexer"). */
+  readonly name?: ContestantName;
 }
 
 export interface RunningMultiplexer extends Running {
@@ -232,31 +244,43 @@ export async function startMultiplexer(options: MultiplexerOptions): Promise<Run
     queue_max: 100_000,
     shutdown_timeout_ms: 5000,
     admin_port: options.adminPort ?? 0,
+    ...options.config,
   };
   writeFileSync(join(dir, 'app.json'), JSON.stringify(config));
+  // Logs (an access log line per request) go to a file, as in production, not through a pipe
+  // that this process, sharing the machine with the load generator, would have to read.
+  const logFile = join(dir, 'stderr.log');
+  const stderr = openSync(logFile, 'w');
   const started = performance.now();
   const child = spawn(
     process.execPath,
     [join(ROOT, 'bin/multiplexer.js'), 'start', '--config', join(dir, 'app.json')],
     {
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', 'pipe', stderr],
       env: { ...process.env, MULTIPLEXER_STATE_DIR: join(dir, 'state') },
     },
   );
+  closeSync(stderr);
+  const logTail = (): string => {
+    try {
+      return readFileSync(logFile, 'utf8').slice(-2000);
+    } catch {
+      return '';
+    }
+  };
   let output = '';
   let readyMs = 0;
-  // Logs are JSON lines on stderr; only the last part is kept, for an error message.
+  // stdout carries only the ready line.
   const read = (d: Buffer): void => {
     output = (output + d.toString()).slice(-20_000);
     if (!readyMs && output.includes('"event":"ready"')) readyMs = performance.now() - started;
   };
-  child.stdout.on('data', read);
-  child.stderr.on('data', read);
+  child.stdout!.on('data', read);
   let firstServedMs = 0;
   try {
     await waitFor(
       async () => {
-        if (child.exitCode !== null) throw new Error(`multiplexer exited: ${output.slice(-2000)}`);
+        if (child.exitCode !== null) throw new Error(`multiplexer exited: ${logTail()}`);
         if (!firstServedMs && (await get(port)) === 200) {
           firstServedMs = performance.now() - started;
         }
@@ -273,7 +297,7 @@ export async function startMultiplexer(options: MultiplexerOptions): Promise<Run
   const workers = (): number[] =>
     childrenOf(child.pid!).filter((pid) => commandLine(pid).includes('worker/main.js'));
   return {
-    name: 'multiplexer',
+    name: options.name ?? 'multiplexer',
     port,
     primary: child.pid!,
     readyMs,

@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: every scenario against every contestant, then docs/BENCHMARKS.md, the chart and
  * the raw JSON. Options: --runs N (default 3), --seconds S per run (default 5),
- * --only a,b (scenarios: blocking, mixed, scale, trivial, slow-clients, burst, startup, ipc); --report-only
+ * --only a,b (scenarios: blocking, mixed, scale, trivial, slow-clients, observability, burst, startup,
+ * ipc); --report-only
  * writes docs/BENCHMARKS.md and the chart again from docs/benchmarks.json, measuring nothing.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -18,6 +19,7 @@ const SCENARIOS = [
   'scale',
   'trivial',
   'slow-clients',
+  'observability',
   'burst',
   'startup',
   'ipc',
@@ -81,6 +83,10 @@ if (wanted('mixed')) results.variants.push(...(await scenarios.single('mixed', s
 if (wanted('scale')) results.variants.push(...(await scenarios.scale(settings)));
 if (wanted('trivial')) results.variants.push(...(await scenarios.single('trivial', settings)));
 if (wanted('slow-clients')) results.variants.push(...(await scenarios.slowClients(settings)));
+if (wanted('observability')) {
+  results.variants.push(...(await scenarios.observability(settings)));
+  results.scrapeMs = await scenarios.scrapeUnderLoad(settings);
+}
 if (wanted('burst')) results.burst = await scenarios.burst(settings);
 if (wanted('startup')) results.startup = await scenarios.startup(settings);
 if (wanted('ipc')) {

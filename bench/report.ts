@@ -23,15 +23,27 @@ export interface BenchResults {
   burst: BurstRun[];
   startup: StartupRun[];
   ipc: IpcResult[];
+  /** Milliseconds per GET /metrics under load (observability scenario). */
+  scrapeMs?: number[];
 }
 
-const ORDER: ContestantName[] = ['multiplexer', 'haproxy', 'nginx-rr', 'nginx-lc', 'direct'];
+const ORDER: ContestantName[] = [
+  'multiplexer',
+  'haproxy',
+  'nginx-rr',
+  'nginx-lc',
+  'direct',
+  'mpx-no-access-log',
+  'mpx-no-observability',
+];
 const LABEL: Record<ContestantName, string> = {
   multiplexer: 'multiplexer',
   haproxy: 'HAProxy (maxconn 1, queue)',
   'nginx-rr': 'nginx round-robin',
   'nginx-lc': 'nginx least_conn',
   direct: 'direct (one backend)',
+  'mpx-no-access-log': 'multiplexer, access_log off',
+  'mpx-no-observability': 'multiplexer, access_log and metrics off',
 };
 
 function of(v: VariantResult, who: ContestantName, pick: (s: LoadSample) => number): Spread {
@@ -233,6 +245,8 @@ function chart(r: BenchResults): string {
     'nginx-rr': '#2ca02c',
     'nginx-lc': '#9467bd',
     direct: '#7f7f7f',
+    'mpx-no-access-log': '#ff9896',
+    'mpx-no-observability': '#ffbb78',
   };
   const parts: string[] = [];
   const text = (x: number, y: number, s: string, extra = ''): void => {
@@ -433,6 +447,44 @@ export function writeReport(r: BenchResults, docs: string): void {
   for (const v of variant(r, 'trivial'))
     out.push(`## trivial: ${v.variant}`, '', loadTable(v, ['rps', 'lat', 'cpu']), '');
   for (const v of variant(r, 'slow-clients')) out.push(...slowClientsSection(v));
+  const observed = variant(r, 'observability');
+  if (observed.length || r.scrapeMs?.length) {
+    out.push(
+      '## observability: the cost of the access log and of the metrics',
+      '',
+      'multiplexer as configured by default (access log and metrics on) beside itself with the ' +
+        'access log off, and with both off (`metrics: false`); the access log is written to a file, ' +
+        'as in production. Ratios run by run against both off.',
+      '',
+    );
+    for (const v of observed) {
+      const rows = (['multiplexer', 'mpx-no-access-log'] as const).map((c) => [
+        LABEL[c],
+        fmtSpread(
+          pairedRatio(v, c, 'mpx-no-observability', (s) => s.rps),
+          3,
+        ),
+        fmtSpread(
+          pairedRatio(v, c, 'mpx-no-observability', (s) => s.cpuPerRequestUs),
+          3,
+        ),
+      ]);
+      out.push(
+        `### ${v.variant}`,
+        '',
+        loadTable(v, ['rps', 'lat', 'cpu']),
+        '',
+        table(['against both off', 'throughput ratio', 'CPU per request ratio'], rows),
+        '',
+      );
+    }
+    if (r.scrapeMs?.length) {
+      out.push(
+        `GET /metrics while 32 clients load 4 backends through 2 front workers: median ${fmtSpread(spread(r.scrapeMs), 1)} ms over ${r.scrapeMs.length} scrapes.`,
+        '',
+      );
+    }
+  }
   if (r.burst.length) {
     const b = (pick: (x: BurstRun) => number, d = 0): string =>
       fmtSpread(spread(r.burst.map(pick)), d);

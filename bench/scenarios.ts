@@ -85,11 +85,19 @@ async function startContestant(
       return startNginx(peers, 'least_conn');
     case 'direct':
       return direct(peers);
+    case 'mpx-no-access-log':
+      return startMultiplexer({ poolSize: backends, name, config: { access_log: false } });
+    case 'mpx-no-observability':
+      return startMultiplexer({
+        poolSize: backends,
+        name,
+        config: { access_log: false, metrics: false },
+      });
   }
 }
 
 function memoryOf(running: Running): MemorySample | undefined {
-  if (running.name !== 'multiplexer') return undefined;
+  if (running.name !== 'multiplexer') return undefined; // the default configuration's only
   const mpx = running as RunningMultiplexer;
   return { primaryMB: rssMB(mpx.primary), workersMB: mpx.workers().map(rssMB) };
 }
@@ -167,6 +175,63 @@ const SINGLE: Record<'blocking' | 'mixed' | 'trivial', Omit<Variant, 'scenario'>
     contestants: ALL,
   },
 };
+
+/**
+ * What the access log and the metrics cost: multiplexer as configured by default (both on) beside
+ * itself with the access log off, and with both off, on the trivial and the blocking loads.
+ */
+export async function observability(s: Settings): Promise<VariantResult[]> {
+  const contestants = ['multiplexer', 'mpx-no-access-log', 'mpx-no-observability'] as const;
+  return [
+    await measureVariant(
+      {
+        scenario: 'observability',
+        ...SINGLE.trivial,
+        variant: `trivial: ${SINGLE.trivial.variant}`,
+        contestants,
+      },
+      s,
+    ),
+    await measureVariant(
+      {
+        scenario: 'observability',
+        ...SINGLE.blocking,
+        variant: `blocking: ${SINGLE.blocking.variant}`,
+        contestants,
+      },
+      s,
+    ),
+  ];
+}
+
+/** How long one GET /metrics takes while 32 clients load 4 backends (2 front workers). */
+export async function scrapeUnderLoad(s: Settings): Promise<number[]> {
+  const adminPort = await freePort();
+  const mpx = await startMultiplexer({ poolSize: 4, workers: 2, adminPort });
+  const times: number[] = [];
+  try {
+    const load = runLoad(mpx.port, 32, s.seconds * s.runs, { '/': 1 });
+    await sleep(500);
+    for (let i = 0; i < 10 * s.runs; i++) {
+      const started = performance.now();
+      await new Promise<void>((done, fail) => {
+        http
+          .get({ host: '127.0.0.1', port: adminPort, path: '/metrics', agent: false }, (res) => {
+            res.resume();
+            res.on('end', done);
+          })
+          .on('error', fail);
+      });
+      times.push(performance.now() - started);
+      await sleep(Math.max(0, (s.seconds * 1000) / 10 - (performance.now() - started)));
+    }
+    await load;
+    s.log(`scrape under load: ${times.map((t) => t.toFixed(1)).join(' ')} ms`);
+  } finally {
+    await mpx.stop();
+  }
+  return times;
+}
 
 export async function single(scenario: keyof typeof SINGLE, s: Settings): Promise<VariantResult[]> {
   return [await measureVariant({ scenario, ...SINGLE[scenario] }, s)];

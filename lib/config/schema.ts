@@ -118,6 +118,12 @@ export const schema = {
     default: true,
     appliesOn: ['workers'],
   },
+  metrics: {
+    doc: "Count requests in the front workers (requests by status, latency, queue wait and service histograms) for /metrics, /status's totals and the dashboard; false saves that cost per request, and those figures then stay at 0.",
+    format: booleanFormat,
+    default: true,
+    appliesOn: ['workers'],
+  },
   trusted_proxies: {
     doc: 'Peers (addresses or CIDR blocks) whose X-Forwarded-* and Forwarded headers are kept and extended; from anyone else they are replaced.',
     format: addressListFormat,

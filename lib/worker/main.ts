@@ -77,7 +77,7 @@ const front = createHandlers({
     if (draining) finishDrainIfIdle();
   },
   isDraining: () => draining,
-  observer: requestObserver(metrics, log, config.access_log),
+  observer: requestObserver(config.metrics ? metrics : undefined, log, config.access_log),
 });
 
 const server = http.createServer(

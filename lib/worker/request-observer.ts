@@ -38,15 +38,15 @@ function loggedTarget(target: string): string {
 const ms = (from: number, to: number): number => Math.round((to - from) * 100) / 100;
 
 export function requestObserver(
-  metrics: RequestMetrics,
+  metrics: RequestMetrics | undefined,
   log: Logger,
   accessLog: boolean,
 ): RequestObserver {
   return {
-    leased: (waitMs) => metrics.leased(waitMs),
-    returned: (heldMs) => metrics.returned(heldMs),
+    leased: (waitMs) => metrics?.leased(waitMs),
+    returned: (heldMs) => metrics?.returned(heldMs),
     answered: (entry) => {
-      metrics.answered(entry);
+      metrics?.answered(entry);
       if (!accessLog) return;
       const path = loggedTarget(entry.target);
       const status = entry.status ?? '-';

@@ -28,6 +28,7 @@ async function config(overrides: Partial<Config>, marker: string): Promise<Confi
     client_timeout_ms: 60_000,
     websocket: true,
     access_log: true,
+    metrics: true,
     admin_hostnames: [],
     trusted_proxies: [],
     service_http_base_url: 'http://127.0.0.1',
