@@ -29,6 +29,8 @@ import type { Tunnel } from './upgrade.js';
 // The worker's logs and metrics carry its cluster id, as /status lists workers by it.
 const workerId = cluster.worker?.id ?? 0;
 const log = createLogger('worker', { worker: workerId });
+/** The access log's own logger: buffered, where the rest is written line by line. */
+const accessLog = createLogger('worker', { worker: workerId }, undefined, { buffered: true });
 const config = JSON.parse(process.env[WORKER_CONFIG_ENV] ?? 'null') as Config | null;
 const bufferDir = process.env[WORKER_BUFFER_DIR_ENV];
 if (!config || !bufferDir || !process.send) {
@@ -77,7 +79,7 @@ const front = createHandlers({
     if (draining) finishDrainIfIdle();
   },
   isDraining: () => draining,
-  observer: requestObserver(config.metrics ? metrics : undefined, log, config.access_log),
+  observer: requestObserver(config.metrics ? metrics : undefined, accessLog, config.access_log),
 });
 
 const server = http.createServer(
