@@ -104,6 +104,20 @@ describe('/metrics', () => {
   });
 });
 
+describe('metrics: false', () => {
+  it('the front workers count nothing; the pool is still measured', async () => {
+    const mpx = await startWithAdmin({ pool_size: 1, workers: 1, metrics: false });
+    for (let i = 0; i < 3; i++) assert.equal((await request(mpx.port, '/')).status, 200);
+    const samples = parsePrometheus((await request(mpx.adminPort, '/metrics')).body);
+    assert.equal(sumOf(samples, 'multiplexer_requests_total'), 0);
+    assert.equal(sumOf(samples, 'multiplexer_request_duration_seconds_count'), 0);
+    assert.equal(sumOf(samples, 'multiplexer_backends', { state: 'idle' }), 1);
+    assert.equal(sumOf(samples, 'multiplexer_workers'), 1);
+    assert.equal((await mpx.status()).totals.requests, 0);
+    assert.equal((await mpx.stop()).code, 0);
+  });
+});
+
 describe('access log and X-Request-Id', () => {
   const FIELDS = ['time', 'worker', 'method', 'path', 'status', 'bytes', 'ms', 'queue_ms'];
 
