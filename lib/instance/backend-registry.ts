@@ -91,7 +91,7 @@ export async function endRecordedBackends(
   const survivors = readRecordedBackends(file).filter(isSameProcess);
   for (const entry of survivors) {
     log.warn(
-      { event: 'leftover.ending', pid: entry.pid, command: entry.command },
+      { event: 'leftover.ending', leftover_pid: entry.pid, command: entry.command },
       'ending a backend left behind by a previous run',
     );
   }

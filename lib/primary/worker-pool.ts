@@ -104,7 +104,7 @@ export class FrontWorkers {
     this.bootFailures = lived < BOOT_GRACE_MS ? this.bootFailures + 1 : 0;
     const delay = this.bootFailures === 0 ? 0 : Math.min(10_000, 100 * 2 ** this.bootFailures);
     this.log.error(
-      { event: 'worker.died', worker: worker.id, pid: worker.process.pid, code, signal },
+      { event: 'worker.died', worker: worker.id, worker_pid: worker.process.pid, code, signal },
       `front worker died (${signal ? `killed by ${signal}` : `exit code ${code}`}); starting a replacement${delay ? ` in ${delay} ms` : ''}`,
     );
     setTimeout(() => {
@@ -226,7 +226,7 @@ export class FrontWorkers {
             {
               event: 'worker.drain-cut',
               worker: record.worker.id,
-              pid: record.worker.process.pid,
+              worker_pid: record.worker.process.pid,
               why: phase.why,
             },
             'front worker still draining at its deadline; ending it with what it carries',

@@ -69,7 +69,7 @@ export async function endLeftovers(
   if (victims.length === 0) return [];
   for (const victim of victims) {
     log.warn(
-      { event: 'leftover.ending', pid: victim.pid, command: victim.commandLine },
+      { event: 'leftover.ending', leftover_pid: victim.pid, command: victim.commandLine },
       'ending leftover process (service_kill_pattern)',
     );
   }

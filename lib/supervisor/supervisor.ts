@@ -238,7 +238,7 @@ export class Supervisor {
       : { healthy: false as const, reason: 'no process' };
     if (!result.healthy) {
       this.log.warn(
-        { event: 'backend.unhealthy', backend: id, pid: proc?.pid, port: proc?.spec.port },
+        { event: 'backend.unhealthy', backend: id, backend_pid: proc?.pid, port: proc?.spec.port },
         `backend failed its health check: ${result.reason}`,
       );
     }
@@ -390,7 +390,7 @@ export class Supervisor {
             {
               event: 'backend.refused',
               backend: effect.backend,
-              pid: proc?.pid,
+              backend_pid: proc?.pid,
               port: proc?.spec.port,
             },
             'backend refused a connection: not listening; back to starting until its port accepts (the request is served by another)',
@@ -455,7 +455,7 @@ export class Supervisor {
       {
         onReady: () => {
           this.log.info(
-            { event: 'backend.ready', backend: id, pid: proc.pid, port },
+            { event: 'backend.ready', backend: id, backend_pid: proc.pid, port },
             'backend ready',
           );
           this.apply(this.pool.backendReady(id));
@@ -467,7 +467,7 @@ export class Supervisor {
     this.processes.set(id, proc);
     this.backendCounts.starts += 1;
     this.log.info(
-      { event: 'backend.starting', backend: id, pid: proc.pid, port },
+      { event: 'backend.starting', backend: id, backend_pid: proc.pid, port },
       'backend starting',
     );
     if (proc.pid !== undefined) this.hooks.backendStarted(proc.pid, proc.command);
@@ -484,7 +484,7 @@ export class Supervisor {
     }
     this.retiring.set(id, reason);
     this.log[level](
-      { event: 'backend.stopping', backend: id, pid: proc?.pid, reason },
+      { event: 'backend.stopping', backend: id, backend_pid: proc?.pid, reason },
       `stopping backend: ${why}`,
     );
     this.noteReadiness();

@@ -100,6 +100,19 @@ describe('/metrics', () => {
     );
     // Only ours: no warning about messages on the cluster channel.
     assert.ok(!mpx.logs().some((r) => r.event === 'ipc.malformed'));
+    // Every JSON line names each key once (a backend's pid is backend_pid, not a second "pid").
+    for (const line of mpx
+      .stderr()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))) {
+      const count = (v: unknown): number =>
+        typeof v === 'object' && v !== null
+          ? Object.entries(v).reduce((n, [, inner]) => n + 1 + count(inner), 0) -
+            (Array.isArray(v) ? v.length : 0)
+          : 0;
+      const written = [...line.matchAll(/"(\w+)":/g)].length;
+      assert.equal(written, count(JSON.parse(line)), `a key written twice: ${line.slice(0, 160)}`);
+    }
     assert.equal((await mpx.stop()).code, 0);
   });
 });
