@@ -82,6 +82,7 @@ describe('the npm package', () => {
     );
     const marker = `mpxpkg-${process.pid}`;
     const port = await freePort();
+    const adminPort = await freePort();
     const range = await freePortRange(4);
     const config = join(dir, 'app.json');
     writeFileSync(
@@ -93,6 +94,7 @@ describe('the npm package', () => {
         http_port: port,
         service_port_range: [range.first, range.last],
         service_start_process_cmd: `exec node ${example} %PORT% ${marker}`,
+        admin_port: adminPort,
       }),
     );
     const proc = spawn(bin, ['start', '--config', config], {
@@ -127,6 +129,11 @@ describe('the npm package', () => {
     const answer = await request(port, '/from-the-package');
     assert.equal(answer.status, 200);
     assert.match(answer.body, /^hello from pid \d+ on port \d+: GET \/from-the-package/);
+    // The dashboard's page ships in the package and is served from there.
+    const page = await request(adminPort, '/');
+    assert.equal(page.status, 200);
+    assert.match(page.body, /<script src="dashboard\.js">/);
+    assert.equal((await request(adminPort, '/dashboard.js')).status, 200);
 
     proc.kill('SIGTERM');
     assert.equal(await exited, 0);
