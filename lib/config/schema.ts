@@ -52,6 +52,12 @@ export const schema = {
     default: 0,
     appliesOn: ['pool'],
   },
+  pool_overflow_idle_ms: {
+    doc: 'A backend beyond pool_size retires only once it has been idle this many milliseconds (0 = as soon as no request waits, as the original tool does).',
+    format: msAtLeast(0),
+    default: 0,
+    appliesOn: ['pool'],
+  },
   pool_strategy: {
     doc: 'Which backend retires when the pool shrinks: fifo = the one started longest ago (keeps the freshest processes, good for leaky services), lifo = the one started last.',
     format: oneOf(['fifo', 'lifo']),

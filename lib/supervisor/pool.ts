@@ -33,6 +33,12 @@ export interface PoolSettings {
   /** Failed health checks in a row after which an idle backend is replaced. */
   readonly healthFailures: number;
   readonly restart: RestartPolicy;
+  /**
+   * A backend beyond pool_size retires only once it has been idle this long (0 = at once, as the
+   * original tool does). Closed-loop clients send their next request a moment after each answer,
+   * so at 0 a load near pool_size + overflow starts and stops processes continuously.
+   */
+  readonly idleRetireMs: number;
 }
 
 export interface PoolClock {
@@ -119,6 +125,8 @@ interface BackendRecord {
   recycle: 'max-requests' | 'max-rss' | undefined;
   /** Health checks failed in a row. */
   unhealthy: number;
+  /** Since when it has been idle (undefined while it is not). */
+  idleSince: number | undefined;
 }
 
 /**
@@ -380,7 +388,7 @@ export class Pool {
         this.retire(backend, 'start-timeout');
       }
     }
-    this.reconcile({ shrink: false });
+    this.reconcile({ shrink: this.settings.idleRetireMs > 0 });
     return this.flush();
   }
 
@@ -406,6 +414,17 @@ export class Pool {
       }
     }
     if (this.spawnBlockedUntil > this.clock.now()) wake = Math.min(wake, this.spawnBlockedUntil);
+    const grace = this.settings.idleRetireMs;
+    if (grace > 0 && this.waiters.length === 0) {
+      let live = 0;
+      for (const b of this.backends.values()) if (isLive(b)) live++;
+      if (live > this.settings.size) {
+        for (const b of this.backends.values()) {
+          if (b.state.phase === 'idle' && b.idleSince !== undefined)
+            wake = Math.min(wake, b.idleSince + grace);
+        }
+      }
+    }
     return Number.isFinite(wake) ? wake : undefined;
   }
 
@@ -588,6 +607,7 @@ export class Pool {
         requestLimit: this.requestLimit(),
         recycle: undefined,
         unhealthy: 0,
+        idleSince: undefined,
       });
       if (!surge && active + i >= this.settings.size) this.totals.overflowSpawns += 1;
       this.emit({ type: 'spawn', backend: id });
@@ -601,9 +621,23 @@ export class Pool {
    */
   private shrink(): void {
     if (this.waiters.length > 0) return;
+    const grace = this.settings.idleRetireMs;
     for (;;) {
       const live = [...this.backends.values()].filter(isLive);
       if (live.length <= this.settings.size) return;
+      if (grace > 0) {
+        // Only backends idle for the whole grace may go; busy ones are never marked for it.
+        const now = this.clock.now();
+        const idleLong = live.filter(
+          (b) =>
+            b.state.phase === 'idle' && b.idleSince !== undefined && now - b.idleSince >= grace,
+        );
+        if (idleLong.length === 0) return;
+        const ids = idleLong.map((b) => b.id);
+        const id = this.settings.strategy === 'fifo' ? Math.min(...ids) : Math.max(...ids);
+        this.retire(this.backends.get(id)!, 'shrink');
+        continue;
+      }
       // Ids grow with each start, so the smallest id is the backend started longest ago.
       const ids = live.map((b) => b.id);
       const victimId = this.settings.strategy === 'fifo' ? Math.min(...ids) : Math.max(...ids);
@@ -655,6 +689,8 @@ export class Pool {
     }
     const before = backend.state;
     backend.state = next;
+    if (next.phase === 'idle' && before.phase !== 'idle') backend.idleSince = this.clock.now();
+    else if (next.phase !== 'idle') backend.idleSince = undefined;
     if (
       next.phase === 'busy' &&
       next.use === 'upgraded' &&

@@ -177,6 +177,7 @@ export class Supervisor {
       maxRssBytes: config.service_max_rss_mb * 1024 * 1024,
       healthFailures: HEALTH_FAILURES,
       restart: this.restart,
+      idleRetireMs: config.pool_overflow_idle_ms,
     };
   }
 

@@ -66,6 +66,30 @@ describe('the pool, end to end', () => {
     });
   }
 
+  it('pool_overflow_idle_ms: clients that come straight back keep the overflow backends; idle, they go', async () => {
+    const mpx = await startMultiplexer({
+      pool_size: 1,
+      pool_max_overflow: 2,
+      workers: 1,
+      pool_overflow_idle_ms: 1500,
+    });
+    // Three clients, each sending its next request as soon as it has the last answer, for 1.2 s.
+    const until = Date.now() + 1200;
+    await Promise.all(
+      Array.from({ length: 3 }, async (_, c) => {
+        for (let i = 0; Date.now() < until; i++) {
+          assert.equal((await request(mpx.port, `/?ms=20&c=${c}&i=${i}`)).status, 200);
+        }
+      }),
+    );
+    const starts = (): number => mpx.logs().filter((r) => r.event === 'backend.starting').length;
+    assert.equal(starts(), 3, 'one start per backend: none retired and started again meanwhile');
+    // Idle for the grace, the two beyond pool_size retire.
+    await waitFor(() => servicePids(mpx).length === 1, 'the pool back at pool_size');
+    assert.equal(mpx.logs().filter((r) => r.event === 'backend.stopping').length, 2);
+    assert.equal((await mpx.stop()).code, 0);
+  });
+
   it('a request waiting longer than queue_timeout_ms gets 503 with Retry-After', async () => {
     const mpx = await startMultiplexer({
       pool_size: 1,

@@ -18,6 +18,7 @@ async function config(overrides: Partial<Config>, marker: string): Promise<Confi
     pool_size: 2,
     pool_max_overflow: 1,
     pool_strategy: 'fifo',
+    pool_overflow_idle_ms: 0,
     http_port: 1,
     http_host: '127.0.0.1',
     http_proxy_timeout: 5000,

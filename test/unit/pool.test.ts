@@ -19,6 +19,7 @@ function setup(overrides: Partial<PoolSettings> = {}, seed = 1) {
     maxRequests: 0,
     maxRequestsJitter: 0,
     maxRssBytes: 0,
+    idleRetireMs: 0,
     healthFailures: 3,
     restart: { baseDelayMs: 100, maxDelayMs: 1000, stableAfterMs: 10_000 },
     ...overrides,
@@ -157,6 +158,31 @@ describe('pool decisions', () => {
       assert.deepEqual(stopped(handover), []);
       assert.equal(grant(handover)?.backend, 1);
       assert.ok(c);
+    });
+
+    it('with pool_overflow_idle_ms, a backend beyond pool_size retires only after that long idle', () => {
+      const { pool, clock } = setup({ size: 1, maxOverflow: 1, idleRetireMs: 1000 });
+      const [original] = startReady(pool);
+      const t0 = clock.now();
+      const first = grant(pool.checkout(W1, 1))!;
+      const [overflow] = spawned(pool.checkout(W1, 2));
+      const second = grant(pool.backendReady(overflow!))!;
+      // Both returned with nobody waiting: no retirement yet, and none marked while busy.
+      assert.deepEqual(stopped(pool.checkin(W1, first.lease, 'ok')), []);
+      assert.deepEqual(stopped(pool.checkin(W1, second.lease, 'ok')), []);
+      // A request a moment later finds a backend at once: no start, no wait.
+      clock.advance(400);
+      const third = grant(pool.checkout(W1, 3))!;
+      assert.ok(third);
+      clock.advance(400);
+      assert.deepEqual(stopped(pool.checkin(W1, third.lease, 'ok')), []);
+      // The one idle since the first checkin reaches the grace first, and the wake retires it.
+      const idleLongest = third.backend === original ? overflow : original;
+      const wake = pool.nextWakeAt()!;
+      assert.equal(wake, t0 + 1000);
+      clock.advance(wake - clock.now());
+      assert.deepEqual(stopped(pool.tick()), [idleLongest]);
+      assert.equal(pool.nextWakeAt(), undefined, 'back at pool_size: nothing more to wake for');
     });
 
     it('never starts more than pool_size + pool_max_overflow backends', () => {
@@ -360,6 +386,7 @@ describe('pool changes at runtime', () => {
     maxRequests: 0,
     maxRequestsJitter: 0,
     maxRssBytes: 0,
+    idleRetireMs: 0,
     healthFailures: 3,
     restart: { baseDelayMs: 100, maxDelayMs: 1000, stableAfterMs: 10_000 },
   });
