@@ -61,17 +61,17 @@ export function formatLine(r: LogLine, color = false): string {
 
 /**
  * Logs go to stderr (stdout carries only the machine-readable ready line): JSON lines by default,
- * one readable line per event when stderr is a terminal. Both are written synchronously, so no
- * worker thread is started in every front worker and nothing is lost at exit.
+ * one readable line per event when stderr is a terminal. Written synchronously, so no worker
+ * thread is started in every front worker and nothing is lost at exit; `buffered` (the access
+ * log) writes JSON lines in blocks instead.
  */
 export function createLogger(
   role: string,
   fields: Record<string, unknown> = {},
-  level = process.env.MULTIPLEXER_LOG_LEVEL ?? 'info',
-  options_: { buffered?: boolean } = {},
+  { buffered = false }: { buffered?: boolean } = {},
 ): Logger {
   const options: LoggerOptions = {
-    level,
+    level: process.env.MULTIPLEXER_LOG_LEVEL ?? 'info',
     base: { role, pid: process.pid, ...fields },
     hooks: {
       logMethod(args, method) {
@@ -92,7 +92,7 @@ export function createLogger(
       },
     });
   }
-  if (!options_.buffered) return pino(options, pino.destination({ dest: 2, sync: true }));
+  if (!buffered) return pino(options, pino.destination({ dest: 2, sync: true }));
   // The access log: a line per request, written in blocks of 8 KiB or every 200 ms, whichever
   // comes first, rather than one write(2) each; pino writes what is left when the process exits.
   const destination = pino.destination({ dest: 2, sync: false, minLength: 8 * 1024 });

@@ -29,17 +29,21 @@ const MAX_BODY = 64 * 1024;
 /** The dashboard's files: served as they are, no build step, nothing from a CDN. */
 const PUBLIC = fileURLToPath(new URL('../../../lib/admin/public/', import.meta.url));
 
-/** Every endpoint, for the 404 answer. */
+/** Each endpoint's method: the 405 answer and the 404's list come from here. */
+const ROUTES: Readonly<Record<string, 'GET' | 'POST'>> = {
+  '/healthz': 'GET',
+  '/readyz': 'GET',
+  '/status': 'GET',
+  '/metrics': 'GET',
+  '/events': 'GET',
+  '/dashboard.json': 'GET',
+  '/reload': 'POST',
+  '/scale': 'POST',
+  '/roll': 'POST',
+};
 const ENDPOINTS = [
-  'GET /healthz',
-  'GET /readyz',
-  'GET /status',
-  'GET /metrics',
-  'GET /events',
+  ...Object.entries(ROUTES).map(([path, method]) => `${method} ${path}`),
   'GET / (dashboard)',
-  'POST /reload',
-  'POST /scale',
-  'POST /roll',
 ];
 
 /**
@@ -117,18 +121,8 @@ export class AdminServer {
     app.post('/roll', ...action(() => actions.roll()));
     app.post('/scale', ...action((req) => actions.scale(req.body ?? {})));
 
-    const methods: Record<string, string> = {
-      '/healthz': 'GET',
-      '/readyz': 'GET',
-      '/status': 'GET',
-      '/metrics': 'GET',
-      '/events': 'GET',
-      '/reload': 'POST',
-      '/roll': 'POST',
-      '/scale': 'POST',
-    };
     app.use((req, res) => {
-      const allowed = methods[req.path];
+      const allowed = ROUTES[req.path];
       if (allowed) {
         res.setHeader('allow', allowed);
         res.status(405).json({ error: `${req.path} takes ${allowed}, not ${req.method}` });

@@ -13,6 +13,14 @@ import { runTop } from './top.js';
 
 type Out = (text: string) => void;
 
+/** The console commands that are the CLI's own, run as they are. */
+const CONTROL: Record<string, (argv: Record<string, unknown>, out: Out) => Promise<number>> = {
+  status: statusCommand,
+  backends: backendsCommand,
+  reload: reloadCommand,
+  roll: rollCommand,
+};
+
 /**
  * `multiplexer console`: a prompt on the running instance, as HAProxy's runtime API or a
  * service's own console offers. Each line is one command of the shared table; a failing command
@@ -41,18 +49,6 @@ export async function consoleCommand(argv: Record<string, unknown>, out: Out): P
             : undefined);
         return out(spec ? `${spec.usage}: ${spec.describe}\n` : `no command "${topic}"\n`);
       }
-      case 'status':
-        await statusCommand(argv, out);
-        return;
-      case 'backends':
-        await backendsCommand(argv, out);
-        return;
-      case 'reload':
-        await reloadCommand(argv, out);
-        return;
-      case 'roll':
-        await rollCommand(argv, out);
-        return;
       case 'scale':
         if (args.length !== 1) return out(`usage: ${COMMANDS.scale.usage}\n`);
         await scaleCommand({ ...argv, pool_size: args[0] }, out);
@@ -64,8 +60,11 @@ export async function consoleCommand(argv: Record<string, unknown>, out: Out): P
           interactive ? { interactive: true } : { interactive: false, frames: 1 },
         );
         return;
-      default:
-        out(`no command "${name}"; "help" lists them\n`);
+      default: {
+        const control = CONTROL[name];
+        if (control) await control(argv, out);
+        else out(`no command "${name}"; "help" lists them\n`);
+      }
     }
   };
 

@@ -1,12 +1,12 @@
 import { asWritten } from './formats.js';
-import { configKeys, schema, type KeySpec } from './schema.js';
+import { configKeys, schema, type KeySpec, type Scope } from './schema.js';
 
 /** Where the generated table sits in the README. */
 export const TABLE_START =
   '<!-- config table: generated from lib/config/schema.ts by `npm run docs:config` -->';
 export const TABLE_END = '<!-- end of config table -->';
 
-const WHEN: Record<string, string> = {
+const WHEN: Record<Scope, string> = {
   pool: 'at once',
   backends: 'rolling restart of the backends',
   workers: 'front workers replaced',
@@ -20,19 +20,15 @@ function cell(text: string): string {
 /** When a reload puts a new value in force, in words, from the key's appliesOn. */
 export function appliesText(spec: KeySpec): string {
   if (spec.appliesOn.length === 0) return 'at once';
-  return spec.appliesOn.map((scope) => WHEN[scope] ?? scope).join(', ');
+  return spec.appliesOn.map((scope) => WHEN[scope]).join(', ');
 }
 
 /** The README's configuration table: every key, its type, default, reload rule and meaning. */
 export function configTable(): string {
   const rows = configKeys.map((key) => {
     const spec: KeySpec = schema[key];
-    const fallback =
-      spec.defaultText ??
-      (key === 'service_start_process_cmd'
-        ? 'required'
-        : `\`${JSON.stringify(asWritten(spec.default))}\``);
-    return `| \`${key}\` | ${cell(spec.format.expected)} | ${cell(fallback)} | ${appliesText(spec)} | ${cell(spec.doc)} |`;
+    const shown = spec.defaultText ?? `\`${JSON.stringify(asWritten(spec.default))}\``;
+    return `| \`${key}\` | ${cell(spec.format.expected)} | ${cell(shown)} | ${appliesText(spec)} | ${cell(spec.doc)} |`;
   });
   return [
     TABLE_START,

@@ -152,6 +152,7 @@ export const schema = {
     doc: 'Command line that starts one backend, run by /bin/sh -c; every %PORT% is replaced by its port (also in $PORT). Required.',
     format: commandFormat,
     default: '',
+    defaultText: 'required',
     appliesOn: ['backends'],
   },
   service_start_delay_ms: {

@@ -28,11 +28,11 @@ export function isRejection(code: ErrorCode): boolean {
 /** What one request did, as the access log and the metrics see it. Times from performance.now(). */
 export interface RequestOutcome {
   /** The status sent to the client, or undefined when it left before any answer. */
-  status: number | undefined;
-  errorCode: ErrorCode | undefined;
-  startedAt: number;
-  endedAt: number;
-  leasedAt: number | undefined;
+  readonly status: number | undefined;
+  readonly errorCode: ErrorCode | undefined;
+  readonly startedAt: number;
+  readonly endedAt: number;
+  readonly leasedAt: number | undefined;
 }
 
 /**
@@ -42,30 +42,26 @@ export interface RequestOutcome {
  */
 export class RequestMetrics {
   readonly registry = new Registry();
+  private readonly histogram = (name: string, help: string): Histogram =>
+    new Histogram({ name, help, buckets: BUCKETS, registers: [this.registry] });
   private readonly requests = new Counter({
     name: 'multiplexer_requests_total',
     help: 'Requests answered, by the status code sent to the client ("none": the client left before any answer).',
     labelNames: ['code'] as const,
     registers: [this.registry],
   });
-  private readonly duration = new Histogram({
-    name: 'multiplexer_request_duration_seconds',
-    help: 'From the request head arriving to the last byte of the answer sent (or the client leaving).',
-    buckets: BUCKETS,
-    registers: [this.registry],
-  });
-  private readonly queueWait = new Histogram({
-    name: 'multiplexer_queue_wait_seconds',
-    help: 'From the request head arriving to a backend leased for it (body read included when buffered).',
-    buckets: BUCKETS,
-    registers: [this.registry],
-  });
-  private readonly service = new Histogram({
-    name: 'multiplexer_backend_service_seconds',
-    help: 'From a backend leased to it returned: the time the backend was held for one request.',
-    buckets: BUCKETS,
-    registers: [this.registry],
-  });
+  private readonly duration = this.histogram(
+    'multiplexer_request_duration_seconds',
+    'From the request head arriving to the last byte of the answer sent (or the client leaving).',
+  );
+  private readonly queueWait = this.histogram(
+    'multiplexer_queue_wait_seconds',
+    'From the request head arriving to a backend leased for it (body read included when buffered).',
+  );
+  private readonly service = this.histogram(
+    'multiplexer_backend_service_seconds',
+    'From a backend leased to it returned: the time the backend was held for one request.',
+  );
   private readonly rejections = new Counter({
     name: 'multiplexer_rejections_total',
     help: 'Requests multiplexer answered itself before any backend had them, by reason.',

@@ -467,9 +467,10 @@ export class Primary {
     },
     sample: async () => {
       const registry = await this.metrics();
+      const byCode = await countsByCode(registry);
       return {
-        status: await this.status(registry),
-        byCode: await countsByCode(registry),
+        status: await this.status(byCode),
+        byCode,
         duration: await bucketsOf(registry, 'multiplexer_request_duration_seconds'),
         queueWait: await bucketsOf(registry, 'multiplexer_queue_wait_seconds'),
       };
@@ -492,8 +493,9 @@ export class Primary {
     token: () => this.config.admin_token,
   };
 
-  async status(registry?: Registry): Promise<object> {
-    const byCode = await countsByCode(registry ?? (await this.metrics()));
+  /** `byCode`: the request counters, when the caller has just read them. */
+  async status(byCode?: Record<string, number>): Promise<object> {
+    byCode ??= await countsByCode(await this.metrics());
     const totals = {
       requests: Object.values(byCode).reduce((a, b) => a + b, 0),
       status502: byCode['502'] ?? 0,

@@ -633,18 +633,21 @@ export class Pool {
             b.state.phase === 'idle' && b.idleSince !== undefined && now - b.idleSince >= grace,
         );
         if (idleLong.length === 0) return;
-        const ids = idleLong.map((b) => b.id);
-        const id = this.settings.strategy === 'fifo' ? Math.min(...ids) : Math.max(...ids);
-        this.retire(this.backends.get(id)!, 'shrink');
+        this.retire(this.byStrategy(idleLong), 'shrink');
         continue;
       }
-      // Ids grow with each start, so the smallest id is the backend started longest ago.
-      const ids = live.map((b) => b.id);
-      const victimId = this.settings.strategy === 'fifo' ? Math.min(...ids) : Math.max(...ids);
-      const victim = this.backends.get(victimId)!;
+      const victim = this.byStrategy(live);
       if (victim.state.phase === 'idle') this.retire(victim, 'shrink');
       else this.move(victim, { type: 'mark-for-retirement' });
     }
+  }
+
+  /** The one pool_strategy picks: fifo the backend started longest ago, lifo the one started last. */
+  private byStrategy(among: readonly BackendRecord[]): BackendRecord {
+    // Ids grow with each start, so the smallest id is the backend started longest ago.
+    const ids = among.map((b) => b.id);
+    const id = this.settings.strategy === 'fifo' ? Math.min(...ids) : Math.max(...ids);
+    return this.backends.get(id)!;
   }
 
   /** max_requests plus a jitter drawn per backend, so a pool started together does not recycle together. */

@@ -134,9 +134,7 @@ const RETIRE_WHY: Record<RetireReason, string> = {
 export class Supervisor {
   private readonly pool: Pool;
   readonly backendCounts: BackendCounts = { starts: 0, exits: new Map() };
-  /** Why each backend was told to stop, until it has exited. */
-  private readonly retiring = new Map<number, RetireReason>();
-  /** Why each backend id ended (the last ones), for status: a tile says why its backend went. */
+  /** Why the last backends ended, by id, for status and the dashboard's list of exits. */
   private readonly endings = new Map<number, string>();
   private readonly processes = new Map<number, BackendProcess>();
   /** Backend id → the front worker that last held its lease (and may keep a connection to it). */
@@ -483,7 +481,6 @@ export class Supervisor {
       why = `${why}: ${describeStart(report, this.config)}`;
       this.lastFailure = { command: proc.command, how: why, tail: report.tail };
     }
-    this.retiring.set(id, reason);
     this.log[level](
       { event: 'backend.stopping', backend: id, backend_pid: proc?.pid, reason },
       `stopping backend: ${why}`,
@@ -510,12 +507,14 @@ export class Supervisor {
     if (!info.stopped && ended) {
       this.lastFailure = { command: ended.command, how, tail: ended.startReport().tail };
     }
+    // A stopped backend was retired, and the pool's state still says why.
     const reason = info.stopped
-      ? (this.retiring.get(id) ?? 'stopped')
+      ? before?.phase === 'retiring'
+        ? before.reason
+        : 'stopped'
       : before?.phase === 'starting'
         ? 'boot-failure'
         : 'crash';
-    this.retiring.delete(id);
     const counts = this.backendCounts.exits;
     counts.set(reason, (counts.get(reason) ?? 0) + 1);
     this.noteEnding(id, `${reason}: ${how}`);

@@ -36,6 +36,12 @@ interface LeaseRecord {
   port: number | undefined;
 }
 
+const NO_LEASE: Readonly<LeaseRecord> = {
+  leasedAt: undefined,
+  backend: undefined,
+  port: undefined,
+};
+
 export interface FrontHandlers {
   readonly request: (req: IncomingMessage, res: ServerResponse) => void;
   /** A request with "Expect: 100-continue": answered 100 only once it will be accepted. */
@@ -69,6 +75,24 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
   const trusted = new TrustedProxies(config.trusted_proxies);
   const limit = config.client_max_body_bytes;
   const tooLarge = `the request body is larger than client_max_body_bytes (${limit} bytes)`;
+  /** Tells the metrics and the access log how a request ended. */
+  const report = (
+    req: IncomingMessage,
+    requestId: string,
+    startedAt: number,
+    lease: Readonly<LeaseRecord>,
+    answer: { status: number | undefined; bytes: number; errorCode: ErrorCode | undefined },
+  ): void =>
+    observer.answered({
+      requestId,
+      method: req.method ?? 'GET',
+      target: req.url ?? '/',
+      startedAt,
+      endedAt: performance.now(),
+      ...lease,
+      ...answer,
+    });
+
   /** The answer in progress on each client connection: a pipelined request waits for it. */
   const answering = new WeakMap<object, ServerResponse>();
 
@@ -137,21 +161,15 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
       if (--open === 0) deps.onSettled();
     };
     const socket = req.socket;
-    const record: LeaseRecord = { leasedAt: undefined, backend: undefined, port: undefined };
+    const record: LeaseRecord = { ...NO_LEASE };
     const requestId = requestIdOf(req);
     // What this answer wrote on the connection (head included): counted from when it begins.
     let bytesBefore = socket.bytesWritten;
     res.once('close', () => {
       if (answering.get(socket) === res) answering.delete(socket);
-      observer.answered({
-        requestId,
-        method: req.method ?? 'GET',
-        target: req.url ?? '/',
+      report(req, requestId, startedAt, record, {
         status: res.headersSent ? res.statusCode : undefined,
         bytes: socket.bytesWritten - bytesBefore,
-        startedAt,
-        endedAt: performance.now(),
-        ...record,
         errorCode: errorCodeOf(res),
       });
       settle();
@@ -254,17 +272,9 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
       const startedAt = performance.now();
       const refuse = (code: ErrorCode, message: string): void => {
         writeErrorTo(socket, code, message);
-        observer.answered({
-          requestId: requestIdOf(req),
-          method: req.method ?? 'GET',
-          target: req.url ?? '/',
+        report(req, requestIdOf(req), startedAt, NO_LEASE, {
           status: httpStatusFor[code],
           bytes: (socket as Socket).bytesWritten,
-          startedAt,
-          endedAt: performance.now(),
-          leasedAt: undefined,
-          backend: undefined,
-          port: undefined,
           errorCode: code,
         });
       };
@@ -281,20 +291,14 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
       const settle = (): void => {
         if (--open === 0) deps.onSettled();
       };
-      const record: LeaseRecord = { leasedAt: undefined, backend: undefined, port: undefined };
+      const record: LeaseRecord = { ...NO_LEASE };
       const requestId = requestIdOf(req);
       let status: number | undefined;
       socket.once('close', () => {
         const errorCode = errorCodeOf(socket);
-        observer.answered({
-          requestId,
-          method: req.method ?? 'GET',
-          target: req.url ?? '/',
+        report(req, requestId, startedAt, record, {
           status: errorCode ? httpStatusFor[errorCode] : status,
           bytes: (socket as Socket).bytesWritten,
-          startedAt,
-          endedAt: performance.now(),
-          ...record,
           errorCode,
         });
         settle();

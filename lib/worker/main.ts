@@ -30,7 +30,7 @@ import type { Tunnel } from './upgrade.js';
 const workerId = cluster.worker?.id ?? 0;
 const log = createLogger('worker', { worker: workerId });
 /** The access log's own logger: buffered, where the rest is written line by line. */
-const accessLog = createLogger('worker', { worker: workerId }, undefined, { buffered: true });
+const accessLog = createLogger('worker', { worker: workerId }, { buffered: true });
 const config = JSON.parse(process.env[WORKER_CONFIG_ENV] ?? 'null') as Config | null;
 const bufferDir = process.env[WORKER_BUFFER_DIR_ENV];
 if (!config || !bufferDir || !process.send) {

@@ -1,22 +1,19 @@
-import type { ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
-import { isRejection, type RequestMetrics } from '../metrics/request-metrics.js';
+import {
+  isRejection,
+  type RequestMetrics,
+  type RequestOutcome,
+} from '../metrics/request-metrics.js';
 
-/** One request as the access log shows it. Times are performance.now() readings. */
-export interface RequestEntry {
+/** One request as the access log shows it: what the metrics count, and more. */
+export interface RequestEntry extends RequestOutcome {
   readonly requestId: string;
   readonly method: string;
   /** The request target as received: path and query. */
   readonly target: string;
-  /** The status sent, or undefined when the client left before any answer. */
-  readonly status: number | undefined;
   readonly bytes: number;
-  readonly startedAt: number;
-  readonly endedAt: number;
-  readonly leasedAt: number | undefined;
   readonly backend: number | undefined;
   readonly port: number | undefined;
-  readonly errorCode: ErrorCode | undefined;
 }
 
 /** What the request path tells the outside: the metrics always, the access log when on. */

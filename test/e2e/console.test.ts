@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { completeConsole, consoleHelp, COMMANDS } from '../../lib/cli/commands.js';
 import { BIN, ROOT } from '../helpers/paths.js';
 import { startWithAdmin, type Running } from '../helpers/multiplexer.js';
@@ -71,6 +71,8 @@ describe('console and top', () => {
         env: { ...process.env, MULTIPLEXER_STATE_DIR: mpx.stateDir, TERM: 'xterm' },
         stdio: ['pipe', 'pipe', 'pipe'],
       });
+      // If the test fails before q: the pseudo-terminal and top go with it.
+      after(() => void tty.kill('SIGKILL'));
       let screen = '';
       tty.stdout.setEncoding('utf8').on('data', (c: string) => (screen += c));
       const exited = new Promise<number | null>((resolve) => tty.once('exit', resolve));

@@ -82,6 +82,7 @@ describe('the dashboard in a real browser (headless Chromium)', () => {
     }
     const mpx = await startWithAdmin({ pool_size: 2, workers: 2, admin_token: TOKEN });
     const load = backgroundLoad(mpx.port, 3);
+    after(() => load.stop());
     const browser: Browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: [
