@@ -64,10 +64,11 @@ export async function measureIpc(
           const reply: PrimaryMessage = {
             ns: NAMESPACE,
             type: 'granted',
-            id: m.id,
+            ack: m.seq,
             lease: ++lease,
             port: 10300,
             backend: 1,
+            upTo: 0,
           };
           worker.send(reply);
         }

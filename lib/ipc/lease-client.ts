@@ -13,18 +13,34 @@ export type CheckoutResult =
   | { readonly status: 'cancelled' };
 
 export interface Checkout {
-  readonly id: number;
+  readonly seq: number;
   readonly result: Promise<CheckoutResult>;
 }
 
+interface Waiting {
+  readonly resolve: (result: CheckoutResult) => void;
+  /** Asked again after a refusal: the primary serves it first; never the target of a pass. */
+  readonly again: boolean;
+}
+
+/** A lease this worker holds, and how far it may pass it on (see protocol.ts, "Sticky leases"). */
+interface Held {
+  readonly port: number;
+  readonly backend: number;
+  upTo: number;
+}
+
 /**
- * The front worker's side of the lease protocol: numbered checkout requests, replies matched by id.
+ * The front worker's side of the lease protocol: numbered checkouts, replies matched by `ack`.
  * A checkout cancelled before its reply arrives is forgotten here; the supervisor returns the
- * lease itself if it had already granted it, so a late `granted` is simply ignored.
+ * lease itself if it had already granted it, so a late `granted` is simply ignored. So is a grant
+ * that crossed a pass to the same checkout: the supervisor takes it back when the pass arrives.
  */
 export class LeaseClient {
-  private nextId = 1;
-  private readonly pending = new Map<number, (result: CheckoutResult) => void>();
+  private nextSeq = 1;
+  /** In the order asked, which is the order of `seq`: the first is the oldest. */
+  private readonly waiting = new Map<number, Waiting>();
+  private readonly held = new Map<number, Held>();
 
   constructor(private readonly send: (message: WorkerMessage) => void) {}
 
@@ -33,21 +49,40 @@ export class LeaseClient {
    * request), so it asks to be first in the queue rather than last.
    */
   checkout(again = false): Checkout {
-    const id = this.nextId++;
-    const result = new Promise<CheckoutResult>((resolve) => this.pending.set(id, resolve));
-    this.send({ ns: NAMESPACE, type: again ? 'checkout-again' : 'checkout', id });
-    return { id, result };
+    const seq = this.nextSeq++;
+    const result = new Promise<CheckoutResult>((resolve) =>
+      this.waiting.set(seq, { resolve, again }),
+    );
+    this.send({ ns: NAMESPACE, type: again ? 'checkout-again' : 'checkout', seq });
+    return { seq, result };
   }
 
-  cancel(id: number): void {
-    const resolve = this.pending.get(id);
-    if (!resolve) return;
-    this.pending.delete(id);
-    this.send({ ns: NAMESPACE, type: 'cancel', id });
-    resolve({ status: 'cancelled' });
+  cancel(seq: number): void {
+    const waiting = this.waiting.get(seq);
+    if (!waiting) return;
+    this.waiting.delete(seq);
+    this.send({ ns: NAMESPACE, type: 'cancel', seq });
+    waiting.resolve({ status: 'cancelled' });
   }
 
+  /**
+   * The request on `lease` is over. After one that ended well, the backend goes on to this
+   * worker's oldest waiting checkout when the lease's bound allows (a pass: no round trip through
+   * the primary); otherwise it goes back to the primary.
+   */
   checkin(lease: number, outcome: CheckinOutcome): void {
+    const held = this.held.get(lease);
+    if (held && outcome === 'ok') {
+      for (const [seq, waiting] of this.waiting) {
+        if (waiting.again) continue;
+        if (seq > held.upTo) break;
+        this.waiting.delete(seq);
+        this.send({ ns: NAMESPACE, type: 'pass', lease, to: seq });
+        waiting.resolve({ status: 'granted', lease, port: held.port, backend: held.backend });
+        return;
+      }
+    }
+    this.held.delete(lease);
     this.send({ ns: NAMESPACE, type: 'checkin', lease, outcome });
   }
 
@@ -56,16 +91,25 @@ export class LeaseClient {
     this.send({ ns: NAMESPACE, type: 'upgraded', lease });
   }
 
-  /** Handles a reply from the primary; returns false for a reply to nothing pending. */
+  /** Lowers the bound of the leases named (those still held), and confirms. */
+  revoke(message: Extract<PrimaryMessage, { type: 'revoke' }>): void {
+    for (const lease of message.leases) {
+      const held = this.held.get(lease);
+      if (held) held.upTo = Math.min(held.upTo, message.upTo);
+    }
+    this.send({ ns: NAMESPACE, type: 'revoked', ack: message.seq });
+  }
+
+  /** Handles a reply from the primary; returns false for a reply to nothing waiting. */
   settle(message: Extract<PrimaryMessage, { type: 'granted' | 'rejected' }>): boolean {
-    const resolve = this.pending.get(message.id);
-    if (!resolve) return false;
-    this.pending.delete(message.id);
-    resolve(
-      message.type === 'granted'
-        ? { status: 'granted', lease: message.lease, port: message.port, backend: message.backend }
-        : { status: 'rejected', code: message.code, message: message.message },
-    );
+    const waiting = this.waiting.get(message.ack);
+    if (!waiting) return false;
+    this.waiting.delete(message.ack);
+    if (message.type === 'granted') {
+      const { lease, port, backend, upTo } = message;
+      this.held.set(lease, { port, backend, upTo });
+      waiting.resolve({ status: 'granted', lease, port, backend });
+    } else waiting.resolve({ status: 'rejected', code: message.code, message: message.message });
     return true;
   }
 }

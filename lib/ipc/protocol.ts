@@ -1,7 +1,27 @@
 /**
  * The messages between the primary (supervisor) and the front workers: the one source of truth.
  * Plain JSON objects with a namespace field (Node reserves `cmd: 'NODE_*'` for its own cluster
- * messages); requests carry an `id` that the reply echoes. Both sides validate what they receive.
+ * messages). As in node's cluster internals, either side may ask: a request carries `seq`, numbered
+ * by its sender, and the reply carries the same number as `ack`. Both sides validate what they
+ * receive.
+ *
+ * The lease protocol, per request:
+ *   worker: checkout{seq}   ─▶ primary: granted{ack: seq, lease, upTo} or rejected{ack: seq}
+ *   worker: checkin{lease}  ─▶ primary         (the backend is free again), or
+ *   worker: pass{lease, to} ─▶ primary         (handed on to this worker's own checkout `to`)
+ *
+ * Sticky leases. A worker that is done with a backend while it has checkouts of its own waiting
+ * keeps the backend for the oldest of them and tells the primary so (`pass`): the next request
+ * reaches the backend without a round trip through the primary, which learns of it after the
+ * fact. What keeps one global first-come-first-served order across workers is `upTo`: a worker may
+ * pass a lease only to its checkouts numbered ≤ upTo, which the primary chooses so that they all
+ * came before any other worker's waiting request (unbounded while no other worker has one). When a
+ * request of another worker starts waiting, or the backend is to retire, the primary lowers the
+ * bound with revoke{seq, leases, upTo}, and the worker confirms with revoked{ack: seq}. Until that
+ * confirmation a pass beyond the new bound may still be under way (it crossed the revoke), so the
+ * order holds to within one request per backend; after it, a pass beyond the bound is a bug.
+ * A checkout the worker passed a backend to may meanwhile have been granted another one; the
+ * primary takes that one back when the pass arrives, and the worker ignores the late grant.
  */
 import type { ErrorCode } from '../errors.js';
 
@@ -11,34 +31,51 @@ export const NAMESPACE = 'mpx';
 export type CheckinOutcome = 'ok' | 'stuck' | 'broken' | 'refused' | 'bad-response' | 'abandoned';
 const OUTCOMES = ['ok', 'stuck', 'broken', 'refused', 'bad-response', 'abandoned'] as const;
 
+/**
+ * `upTo` for a lease that may be passed to any later checkout of the worker (JSON has no
+ * Infinity). Sequence numbers stay far below it.
+ */
+export const UNBOUNDED = Number.MAX_SAFE_INTEGER;
+
 /** Front worker → primary. */
 export type WorkerMessage =
-  | { ns: typeof NAMESPACE; type: 'checkout'; id: number }
+  | { ns: typeof NAMESPACE; type: 'checkout'; seq: number }
   /**
    * A checkout for a request whose granted backend refused the connection (so never saw it):
-   * it goes to the head of the queue, not the end.
+   * it goes to the head of the queue, not the end. Never the target of a pass.
    */
-  | { ns: typeof NAMESPACE; type: 'checkout-again'; id: number }
-  | { ns: typeof NAMESPACE; type: 'cancel'; id: number }
+  | { ns: typeof NAMESPACE; type: 'checkout-again'; seq: number }
+  /** Gives up the checkout `seq` (its client left). */
+  | { ns: typeof NAMESPACE; type: 'cancel'; seq: number }
   | { ns: typeof NAMESPACE; type: 'checkin'; lease: number; outcome: CheckinOutcome }
+  /** The request on `lease` ended well and the backend now serves this worker's checkout `to`. */
+  | { ns: typeof NAMESPACE; type: 'pass'; lease: number; to: number }
+  /** The reply to revoke `ack`: the new bounds are in force. */
+  | { ns: typeof NAMESPACE; type: 'revoked'; ack: number }
   /** The request on `lease` became an upgraded connection (101): held until it closes. */
   | { ns: typeof NAMESPACE; type: 'upgraded'; lease: number }
   | { ns: typeof NAMESPACE; type: 'drained'; complete: boolean }
-  /** The reply to metrics-request `id`: this worker's prom-client registry as JSON. */
-  | { ns: typeof NAMESPACE; type: 'metrics'; id: number; metrics: unknown[] };
+  /** The reply to metrics-request `ack`: this worker's prom-client registry as JSON. */
+  | { ns: typeof NAMESPACE; type: 'metrics'; ack: number; metrics: unknown[] };
 
 /** Primary → front worker. */
 export type PrimaryMessage =
-  /** `backend` is the backend's id, for the access log; `port` is where to reach it. */
+  /**
+   * `backend` is the backend's id, for the access log; `port` is where to reach it; `upTo` bounds
+   * the checkouts it may be passed to (UNBOUNDED: any).
+   */
   | {
       ns: typeof NAMESPACE;
       type: 'granted';
-      id: number;
+      ack: number;
       lease: number;
       port: number;
       backend: number;
+      upTo: number;
     }
-  | { ns: typeof NAMESPACE; type: 'rejected'; id: number; code: ErrorCode; message: string }
+  | { ns: typeof NAMESPACE; type: 'rejected'; ack: number; code: ErrorCode; message: string }
+  /** From now on, `leases` may be passed only to checkouts numbered ≤ upTo (0: to none). */
+  | { ns: typeof NAMESPACE; type: 'revoke'; seq: number; leases: number[]; upTo: number }
   | { ns: typeof NAMESPACE; type: 'drain' }
   /**
    * The backend on `port` was leased to another worker: close any idle keep-alive connection to it,
@@ -50,28 +87,31 @@ export type PrimaryMessage =
    * worker closes that connection after shutdown_timeout_ms.
    */
   | { ns: typeof NAMESPACE; type: 'close-upgraded'; lease: number }
-  /** A scrape of /metrics or /status: the worker answers with a 'metrics' message, same id. */
-  | { ns: typeof NAMESPACE; type: 'metrics-request'; id: number };
+  /** A scrape of /metrics or /status: the worker answers with a 'metrics' message. */
+  | { ns: typeof NAMESPACE; type: 'metrics-request'; seq: number };
 
 type Shape = Record<string, 'number' | 'string' | 'boolean' | 'array' | readonly string[]>;
 
 const workerShapes: Record<WorkerMessage['type'], Shape> = {
-  checkout: { id: 'number' },
-  'checkout-again': { id: 'number' },
-  cancel: { id: 'number' },
+  checkout: { seq: 'number' },
+  'checkout-again': { seq: 'number' },
+  cancel: { seq: 'number' },
   checkin: { lease: 'number', outcome: OUTCOMES },
+  pass: { lease: 'number', to: 'number' },
+  revoked: { ack: 'number' },
   upgraded: { lease: 'number' },
   drained: { complete: 'boolean' },
-  metrics: { id: 'number', metrics: 'array' },
+  metrics: { ack: 'number', metrics: 'array' },
 };
 
 const primaryShapes: Record<PrimaryMessage['type'], Shape> = {
-  granted: { id: 'number', lease: 'number', port: 'number', backend: 'number' },
-  rejected: { id: 'number', code: 'string', message: 'string' },
+  granted: { ack: 'number', lease: 'number', port: 'number', backend: 'number', upTo: 'number' },
+  rejected: { ack: 'number', code: 'string', message: 'string' },
+  revoke: { seq: 'number', leases: 'array', upTo: 'number' },
   drain: {},
   release: { port: 'number' },
   'close-upgraded': { lease: 'number' },
-  'metrics-request': { id: 'number' },
+  'metrics-request': { seq: 'number' },
 };
 
 /**

@@ -33,7 +33,7 @@ export class MetricsGather {
       };
       this.pending.set(id, entry);
       for (const w of live)
-        w.send({ ns: NAMESPACE, type: 'metrics-request', id }, undefined, () => undefined);
+        w.send({ ns: NAMESPACE, type: 'metrics-request', seq: id }, undefined, () => undefined);
     });
   }
 

@@ -13,6 +13,7 @@ import {
   decodeWorkerMessage,
   dispatch,
   NAMESPACE,
+  UNBOUNDED,
   type Handlers,
   type WorkerMessage,
 } from '../ipc/protocol.js';
@@ -128,13 +129,29 @@ export class Primary {
   ) {
     this.registry = new BackendRegistry(join(options.stateDir, 'backends'));
     this.supervisor = new Supervisor(config, log, {
-      grant: (worker, id, lease, port, backend) =>
-        this.workers.send(worker, { ns: NAMESPACE, type: 'granted', id, lease, port, backend }),
-      reject: (worker, id, code) =>
+      grant: (worker, ack, lease, port, backend, upTo) =>
+        this.workers.send(worker, {
+          ns: NAMESPACE,
+          type: 'granted',
+          ack,
+          lease,
+          port,
+          backend,
+          upTo: Math.min(upTo, UNBOUNDED),
+        }),
+      revoke: (worker, seq, leases, upTo) =>
+        this.workers.send(worker, {
+          ns: NAMESPACE,
+          type: 'revoke',
+          seq,
+          leases: [...leases],
+          upTo,
+        }),
+      reject: (worker, ack, code) =>
         this.workers.send(worker, {
           ns: NAMESPACE,
           type: 'rejected',
-          id,
+          ack,
           code,
           message: REJECTION[code],
         }),
@@ -545,13 +562,15 @@ export class Primary {
 
   /** One table for every message on the per-request path; the sending worker's id is the context. */
   private readonly handlers: Handlers<WorkerMessage, number> = {
-    checkout: (m, worker) => this.supervisor.checkout(worker, m.id),
-    'checkout-again': (m, worker) => this.supervisor.checkout(worker, m.id, true),
-    cancel: (m, worker) => this.supervisor.cancel(worker, m.id),
+    checkout: (m, worker) => this.supervisor.checkout(worker, m.seq),
+    'checkout-again': (m, worker) => this.supervisor.checkout(worker, m.seq, true),
+    cancel: (m, worker) => this.supervisor.cancel(worker, m.seq),
     checkin: (m, worker) => this.supervisor.checkin(worker, m.lease, m.outcome),
+    pass: (m, worker) => this.supervisor.pass(worker, m.lease, m.to),
+    revoked: (m, worker) => this.supervisor.revoked(worker, m.ack),
     upgraded: (m, worker) => this.supervisor.upgraded(worker, m.lease),
     drained: (_m, worker) => this.drained.add(worker),
-    metrics: (m, worker) => this.gather.reply(worker, m.id, m.metrics),
+    metrics: (m, worker) => this.gather.reply(worker, m.ack, m.metrics),
   };
 
   private onWorkerExit(worker: Worker, code: number | null, signal: string | null): void {

@@ -12,6 +12,15 @@
  *
  *   busy ──unready──▶ starting   (it refused a connection: not listening after all)
  *   busy ──upgrade──▶ busy (use 'upgraded': held by a WebSocket or other Upgrade tunnel)
+ *   busy ──pass──▶ busy    (its worker handed it to another request of its own: a sticky lease)
+ *
+ * A busy backend's lease has a state of its own, what its worker may do with it when the request
+ * ends (see lib/ipc/protocol.ts, "Sticky leases"):
+ *
+ *   open ──revoke──▶ revoking ──revoke-confirmed──▶ bounded
+ *                      ▲  │                            │
+ *                      │  └──revoke (a lower bound)───┘│
+ *                      └────────── revoke ─────────────┘
  */
 export type RetireReason =
   | 'shrink'
@@ -25,6 +34,22 @@ export type RetireReason =
   | 'abandoned-stream'
   | 'owner-died'
   | 'shutdown';
+
+/**
+ * Where the worker holding a lease may pass it: 'open', to any later checkout of its own (no other
+ * worker has a request waiting); 'bounded', only to its checkouts numbered ≤ upTo (0: to none,
+ * it is returned at the end of the request); 'revoking', bounded by upTo from the revoke `seq`
+ * on, which the worker has not confirmed yet: a pass beyond upTo may still arrive.
+ */
+export type PassRight =
+  | { readonly kind: 'open' }
+  | { readonly kind: 'bounded'; readonly upTo: number }
+  | { readonly kind: 'revoking'; readonly upTo: number; readonly seq: number };
+
+/** The highest checkout number the lease may be passed to as the pool sees it. */
+export function passLimit(right: PassRight): number {
+  return right.kind === 'open' ? Infinity : right.upTo;
+}
 
 export type BackendState =
   | { readonly phase: 'starting' }
@@ -42,6 +67,7 @@ export type BackendState =
       readonly use: 'request' | 'upgraded';
       /** Chosen to retire (pool shrinks, or a rolling restart replaced it); it goes when returned. */
       readonly retireOnReturn: boolean;
+      readonly pass: PassRight;
     }
   | { readonly phase: 'retiring'; readonly reason: RetireReason }
   | { readonly phase: 'exited'; readonly planned: boolean };
@@ -55,7 +81,12 @@ export type BackendEvent =
       readonly lease: number;
       readonly worker: number;
       readonly requestId: number;
+      readonly pass: PassRight;
     }
+  /** Its worker handed it on to its own request `requestId`. */
+  | { readonly type: 'pass'; readonly requestId: number }
+  | { readonly type: 'revoke'; readonly seq: number; readonly upTo: number }
+  | { readonly type: 'revoke-confirmed'; readonly seq: number }
   | { readonly type: 'mark-for-retirement' }
   | { readonly type: 'release' }
   | { readonly type: 'upgrade' }
@@ -90,7 +121,25 @@ export function transition(
           requestId: event.requestId,
           use: 'request',
           retireOnReturn: false,
+          pass: event.pass,
         };
+      }
+      break;
+    case 'pass':
+      // Taken as a fact even beyond the bound: the request is on the backend already (the pool
+      // reports a pass beyond a confirmed bound as an anomaly).
+      if (state.phase === 'busy' && state.use === 'request')
+        return { ...state, requestId: event.requestId };
+      break;
+    case 'revoke':
+      if (state.phase === 'busy')
+        return { ...state, pass: { kind: 'revoking', upTo: event.upTo, seq: event.seq } };
+      break;
+    case 'revoke-confirmed':
+      // A confirmation of an earlier revoke, when a later one is pending, changes nothing.
+      if (state.phase === 'busy' && state.pass.kind === 'revoking') {
+        if (state.pass.seq !== event.seq) return state;
+        return { ...state, pass: { kind: 'bounded', upTo: state.pass.upTo } };
       }
       break;
     case 'mark-for-retirement':

@@ -1,8 +1,10 @@
 import {
   isInvalid,
+  passLimit,
   transition,
   type BackendEvent,
   type BackendState,
+  type PassRight,
   type Phase,
   type RetireReason,
 } from './backend-state.js';
@@ -67,6 +69,19 @@ export type PoolEffect =
       readonly requestId: number;
       readonly lease: number;
       readonly backend: number;
+      /** The highest of the worker's checkout numbers it may pass the lease to (Infinity: any). */
+      readonly upTo: number;
+    }
+  /**
+   * The worker may pass these leases only to its checkouts numbered ≤ upTo from now on; it
+   * answers with revoked(seq).
+   */
+  | {
+      readonly type: 'revoke';
+      readonly worker: number;
+      readonly seq: number;
+      readonly leases: readonly number[];
+      readonly upTo: number;
     }
   | {
       readonly type: 'reject';
@@ -143,6 +158,8 @@ interface Waiter {
   readonly worker: number;
   readonly requestId: number;
   readonly deadline: number;
+  /** Asked again after a refusal: at the head of the queue, and never the target of a pass. */
+  readonly again: boolean;
 }
 
 /** Retirements after which the backend's end counts as a failure for the restart backoff. */
@@ -167,6 +184,7 @@ export class Pool {
   private readonly waiters: Waiter[] = [];
   private nextBackendId = 1;
   private nextLease = 1;
+  private nextRevoke = 1;
   private failureStreak = 0;
   private lastFailureAt = -Infinity;
   private spawnBlockedUntil = -Infinity;
@@ -244,8 +262,10 @@ export class Pool {
     } else {
       const timeout = this.settings.queueTimeoutMs;
       const deadline = timeout > 0 ? this.clock.now() + timeout : Infinity;
-      if (first) this.waiters.unshift({ worker, requestId, deadline });
-      else this.waiters.push({ worker, requestId, deadline });
+      const waiter = { worker, requestId, deadline, again: first };
+      if (first) this.waiters.unshift(waiter);
+      else this.waiters.push(waiter);
+      this.limitPasses(first ? 0 : this.waiters.length - 1);
       this.reconcile({ shrink: false });
     }
     return this.flush();
@@ -298,6 +318,59 @@ export class Pool {
       this.takeBack(backend);
     }
     this.reconcile({ shrink: true });
+    return this.flush();
+  }
+
+  /**
+   * The worker's request on `lease` ended well and the worker handed the backend to its own
+   * checkout `to` (a sticky lease): a checkin and a grant in one, decided by the worker. The
+   * request is on the backend already, so this is taken as a fact; whatever the pool still kept
+   * for `to` (its place in the queue, or a grant crossing the pass) is let go.
+   */
+  pass(worker: number, lease: number, to: number): PoolEffect[] {
+    const index = this.waiters.findIndex((w) => w.worker === worker && w.requestId === to);
+    if (index >= 0) this.waiters.splice(index, 1);
+    else {
+      const crossed = this.find(
+        (b) =>
+          b.state.phase === 'busy' &&
+          b.state.worker === worker &&
+          b.state.requestId === to &&
+          b.state.lease !== lease,
+      );
+      // Granted while the pass was on its way: the worker ignores that grant.
+      if (crossed) this.takeBack(crossed);
+    }
+    const backend = this.find(
+      (b) => b.state.phase === 'busy' && b.state.lease === lease && b.state.worker === worker,
+    );
+    if (!backend || backend.state.phase !== 'busy') {
+      // The backend died or was taken back meanwhile: the worker will find that out itself.
+      this.emit({
+        type: 'anomaly',
+        message: `pass of unknown lease ${lease} from worker ${worker}`,
+      });
+    } else {
+      if (backend.state.pass.kind === 'bounded' && to > backend.state.pass.upTo) {
+        this.emit({
+          type: 'anomaly',
+          message: `worker ${worker} passed lease ${lease} to request ${to}, beyond its confirmed bound ${backend.state.pass.upTo}`,
+        });
+      }
+      backend.served += 1;
+      if (backend.served >= backend.requestLimit) backend.recycle ??= 'max-requests';
+      this.move(backend, { type: 'pass', requestId: to });
+    }
+    this.reconcile({ shrink: true });
+    return this.flush();
+  }
+
+  /** The worker confirmed the revoke `seq`: its bounds are in force. */
+  revoked(worker: number, seq: number): PoolEffect[] {
+    for (const b of this.backends.values()) {
+      if (b.state.phase === 'busy' && b.state.worker === worker && b.state.pass.kind === 'revoking')
+        this.move(b, { type: 'revoke-confirmed', seq });
+    }
     return this.flush();
   }
 
@@ -486,7 +559,7 @@ export class Pool {
     for (const victim of victims) {
       if (current + outdated <= this.settings.size) return;
       if (victim.state.phase === 'idle') this.retire(victim, victim.recycle ?? 'replaced');
-      else this.move(victim, { type: 'mark-for-retirement' });
+      else this.markForRetirement(victim);
       outdated--;
     }
   }
@@ -523,7 +596,8 @@ export class Pool {
     for (const backend of this.backends.values()) {
       if (backend.state.phase !== 'idle') continue;
       const lease = this.nextLease++;
-      this.move(backend, { type: 'lease', lease, worker: HEALTH_CHECKER, requestId: 0 });
+      const pass = { kind: 'bounded', upTo: 0 } as const;
+      this.move(backend, { type: 'lease', lease, worker: HEALTH_CHECKER, requestId: 0, pass });
       this.emit({ type: 'health-check', backend: backend.id, lease });
     }
     return this.flush();
@@ -638,7 +712,7 @@ export class Pool {
       }
       const victim = this.byStrategy(live);
       if (victim.state.phase === 'idle') this.retire(victim, 'shrink');
-      else this.move(victim, { type: 'mark-for-retirement' });
+      else this.markForRetirement(victim);
     }
   }
 
@@ -675,8 +749,77 @@ export class Pool {
 
   private grant(backend: BackendRecord, worker: number, requestId: number): void {
     const lease = this.nextLease++;
-    this.move(backend, { type: 'lease', lease, worker, requestId });
-    this.emit({ type: 'grant', worker, requestId, lease, backend: backend.id });
+    const pass = this.passRightFor(worker);
+    this.move(backend, { type: 'lease', lease, worker, requestId, pass });
+    const upTo = passLimit(pass);
+    this.emit({ type: 'grant', worker, requestId, lease, backend: backend.id, upTo });
+  }
+
+  /**
+   * A new lease of `worker` may be passed to its waiting checkouts ahead of every other worker's
+   * waiting request; to any later one of its own while no other worker has a request waiting.
+   */
+  private passRightFor(worker: number): PassRight {
+    let upTo = 0;
+    for (const w of this.waiters) {
+      if (w.worker !== worker) return { kind: 'bounded', upTo };
+      if (!w.again) upTo = Math.max(upTo, w.requestId);
+    }
+    return { kind: 'open' };
+  }
+
+  /**
+   * The waiter at `index` just joined the queue: no other worker may pass a backend on to a
+   * checkout of its own that is behind it. Each worker whose leases allow more is told its new
+   * bound, once for all its leases.
+   */
+  private limitPasses(index: number): void {
+    const newcomer = this.waiters[index]!;
+    let held: BackendRecord[] | undefined;
+    for (const b of this.backends.values()) {
+      if (
+        b.state.phase === 'busy' &&
+        b.state.worker !== newcomer.worker &&
+        b.state.worker !== HEALTH_CHECKER &&
+        passLimit(b.state.pass) > 0
+      )
+        (held ??= []).push(b);
+    }
+    if (!held) return;
+    const ahead = new Map<number, number>();
+    for (let i = 0; i < index; i++) {
+      const w = this.waiters[i]!;
+      if (!w.again) ahead.set(w.worker, Math.max(ahead.get(w.worker) ?? 0, w.requestId));
+    }
+    const byWorker = new Map<number, BackendRecord[]>();
+    for (const b of held) {
+      if (b.state.phase !== 'busy') continue;
+      if (passLimit(b.state.pass) <= (ahead.get(b.state.worker) ?? 0)) continue;
+      const list = byWorker.get(b.state.worker) ?? [];
+      list.push(b);
+      byWorker.set(b.state.worker, list);
+    }
+    for (const [worker, backends] of byWorker)
+      this.revoke(worker, backends, ahead.get(worker) ?? 0);
+  }
+
+  private revoke(worker: number, backends: readonly BackendRecord[], upTo: number): void {
+    const seq = this.nextRevoke++;
+    const leases: number[] = [];
+    for (const b of backends) {
+      if (b.state.phase !== 'busy') continue;
+      leases.push(b.state.lease);
+      this.move(b, { type: 'revoke', seq, upTo });
+    }
+    this.emit({ type: 'revoke', worker, seq, leases, upTo });
+  }
+
+  /** A busy backend goes when returned: its worker must not pass it on any more. */
+  private markForRetirement(backend: BackendRecord): void {
+    this.move(backend, { type: 'mark-for-retirement' });
+    const state = backend.state;
+    if (state.phase === 'busy' && state.worker !== HEALTH_CHECKER && passLimit(state.pass) > 0)
+      this.revoke(state.worker, [backend], 0);
   }
 
   private retire(backend: BackendRecord, reason: RetireReason): void {

@@ -19,7 +19,17 @@ import { defaultRestartPolicy, type RestartPolicy } from './restart-policy.js';
 
 /** What the supervisor tells the outside world; the primary turns these into IPC messages. */
 export interface SupervisorHooks {
-  grant(worker: number, requestId: number, lease: number, port: number, backend: number): void;
+  /** `upTo`: the highest of the worker's checkouts it may pass the lease to (Infinity: any). */
+  grant(
+    worker: number,
+    requestId: number,
+    lease: number,
+    port: number,
+    backend: number,
+    upTo: number,
+  ): void;
+  /** The worker may pass `leases` only to its checkouts numbered ≤ upTo; it confirms `seq`. */
+  revoke(worker: number, seq: number, leases: readonly number[], upTo: number): void;
   reject(worker: number, requestId: number, code: RejectCode): void;
   poolReady(): void;
   /** `worker` may hold an idle connection to the backend on `port`, now leased to another worker. */
@@ -278,6 +288,14 @@ export class Supervisor {
     this.apply(this.pool.checkin(worker, lease, outcome));
   }
 
+  pass(worker: number, lease: number, to: number): void {
+    this.apply(this.pool.pass(worker, lease, to));
+  }
+
+  revoked(worker: number, seq: number): void {
+    this.apply(this.pool.revoked(worker, seq));
+  }
+
   upgraded(worker: number, lease: number): void {
     this.apply(this.pool.upgraded(worker, lease));
   }
@@ -363,11 +381,21 @@ export class Supervisor {
           if (previous !== undefined && previous !== effect.worker)
             this.hooks.release(previous, port);
           this.lastWorker.set(effect.backend, effect.worker);
-          this.hooks.grant(effect.worker, effect.requestId, effect.lease, port, effect.backend);
+          this.hooks.grant(
+            effect.worker,
+            effect.requestId,
+            effect.lease,
+            port,
+            effect.backend,
+            effect.upTo,
+          );
           break;
         }
         case 'reject':
           this.hooks.reject(effect.worker, effect.requestId, effect.code);
+          break;
+        case 'revoke':
+          this.hooks.revoke(effect.worker, effect.seq, effect.leases, effect.upTo);
           break;
         case 'close-upgraded':
           this.hooks.closeUpgraded(effect.worker, effect.lease);

@@ -122,7 +122,7 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
     let refusals = 0;
     const attempt = (again: boolean): void => {
       const checkout = leases.checkout(again);
-      const leave = (): void => leases.cancel(checkout.id);
+      const leave = (): void => leases.cancel(checkout.seq);
       client.once('close', leave);
       void checkout.result.then((result) => {
         client.off('close', leave);

@@ -151,6 +151,7 @@ function drain(): void {
 const handlers: Handlers<PrimaryMessage> = {
   granted: (m) => leases.settle(m),
   rejected: (m) => leases.settle(m),
+  revoke: (m) => leases.revoke(m),
   drain: () => drain(),
   release: (m) => releaseIdle(backend, m.port),
   'close-upgraded': (m) => {
@@ -158,7 +159,7 @@ const handlers: Handlers<PrimaryMessage> = {
   },
   'metrics-request': (m) => {
     void metrics.registry.getMetricsAsJSON().then((json) => {
-      send({ ns: NAMESPACE, type: 'metrics', id: m.id, metrics: json });
+      send({ ns: NAMESPACE, type: 'metrics', ack: m.seq, metrics: json });
     });
   },
 };

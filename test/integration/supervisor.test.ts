@@ -66,6 +66,7 @@ describe('the supervisor with real backends', () => {
     const { log } = captureLog();
     const sup = new Supervisor(await config({}, marker), log, {
       grant: (worker, id, lease, port) => grants.push({ worker, id, lease, port }),
+      revoke: () => undefined,
       reject: () => assert.fail('nothing should be rejected'),
       release: (worker, port) => releases.push({ worker, port }),
       closeUpgraded: () => undefined,

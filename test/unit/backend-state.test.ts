@@ -11,14 +11,25 @@ import {
 const states: Record<Phase, BackendState> = {
   starting: { phase: 'starting' },
   idle: { phase: 'idle' },
-  busy: { phase: 'busy', lease: 7, worker: 1, requestId: 3, use: 'request', retireOnReturn: false },
+  busy: {
+    phase: 'busy',
+    lease: 7,
+    worker: 1,
+    requestId: 3,
+    use: 'request',
+    retireOnReturn: false,
+    pass: { kind: 'open' },
+  },
   retiring: { phase: 'retiring', reason: 'shrink' },
   exited: { phase: 'exited', planned: true },
 };
 
 const events: Record<BackendEvent['type'], BackendEvent> = {
   ready: { type: 'ready' },
-  lease: { type: 'lease', lease: 9, worker: 2, requestId: 5 },
+  lease: { type: 'lease', lease: 9, worker: 2, requestId: 5, pass: { kind: 'open' } },
+  pass: { type: 'pass', requestId: 6 },
+  revoke: { type: 'revoke', seq: 1, upTo: 4 },
+  'revoke-confirmed': { type: 'revoke-confirmed', seq: 1 },
   'mark-for-retirement': { type: 'mark-for-retirement' },
   release: { type: 'release' },
   unready: { type: 'unready' },
@@ -30,6 +41,9 @@ const events: Record<BackendEvent['type'], BackendEvent> = {
 /** The whole table: every (state, event) pair and the phase it leads to, or null where it is invalid. */
 const table: Record<Phase, Record<BackendEvent['type'], Phase | null>> = {
   starting: {
+    pass: null,
+    revoke: null,
+    'revoke-confirmed': null,
     ready: 'idle',
     lease: null,
     'mark-for-retirement': null,
@@ -40,6 +54,9 @@ const table: Record<Phase, Record<BackendEvent['type'], Phase | null>> = {
     exit: 'exited',
   },
   idle: {
+    pass: null,
+    revoke: null,
+    'revoke-confirmed': null,
     ready: null,
     lease: 'busy',
     'mark-for-retirement': null,
@@ -50,6 +67,9 @@ const table: Record<Phase, Record<BackendEvent['type'], Phase | null>> = {
     exit: 'exited',
   },
   busy: {
+    pass: 'busy',
+    revoke: 'busy',
+    'revoke-confirmed': null,
     ready: null,
     lease: null,
     'mark-for-retirement': 'busy',
@@ -60,6 +80,9 @@ const table: Record<Phase, Record<BackendEvent['type'], Phase | null>> = {
     exit: 'exited',
   },
   retiring: {
+    pass: null,
+    revoke: null,
+    'revoke-confirmed': null,
     ready: null,
     lease: null,
     'mark-for-retirement': null,
@@ -70,6 +93,9 @@ const table: Record<Phase, Record<BackendEvent['type'], Phase | null>> = {
     exit: 'exited',
   },
   exited: {
+    pass: null,
+    revoke: null,
+    'revoke-confirmed': null,
     ready: null,
     lease: null,
     'mark-for-retirement': null,
@@ -118,6 +144,7 @@ describe('backend state machine', () => {
       requestId: 5,
       use: 'request',
       retireOnReturn: false,
+      pass: { kind: 'open' },
     });
     assert.deepEqual(transition(busy as BackendState, events['mark-for-retirement']), {
       phase: 'busy',
@@ -126,6 +153,29 @@ describe('backend state machine', () => {
       requestId: 5,
       use: 'request',
       retireOnReturn: true,
+      pass: { kind: 'open' },
     });
+  });
+
+  it('a sticky lease is passed on, bounded by a revoke, and the bound holds once confirmed', () => {
+    const open = transition(states.idle, events.lease) as BackendState;
+    const passed = transition(open, { type: 'pass', requestId: 8 });
+    assert.ok(!isInvalid(passed) && passed.phase === 'busy');
+    assert.equal(passed.requestId, 8, 'the pass moves the lease to the next request');
+    assert.equal(passed.lease, 9, 'and keeps the lease');
+    const revoking = transition(passed, { type: 'revoke', seq: 3, upTo: 10 });
+    assert.ok(!isInvalid(revoking) && revoking.phase === 'busy');
+    assert.deepEqual(revoking.pass, { kind: 'revoking', upTo: 10, seq: 3 });
+    // A second revoke before the first is confirmed: the first confirmation changes nothing.
+    const lower = transition(revoking, { type: 'revoke', seq: 4, upTo: 0 }) as BackendState;
+    assert.deepEqual(transition(lower, { type: 'revoke-confirmed', seq: 3 }), lower);
+    const bounded = transition(lower, { type: 'revoke-confirmed', seq: 4 });
+    assert.ok(!isInvalid(bounded) && bounded.phase === 'busy');
+    assert.deepEqual(bounded.pass, { kind: 'bounded', upTo: 0 });
+    const upgraded = transition(bounded, events.upgrade) as BackendState;
+    assert.ok(
+      isInvalid(transition(upgraded, { type: 'pass', requestId: 9 })),
+      'an upgraded lease is not passed',
+    );
   });
 });

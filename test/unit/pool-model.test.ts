@@ -4,9 +4,11 @@ import { Pool, type PoolEffect, type PoolSettings } from '../../lib/supervisor/p
 import { FakeClock } from '../helpers/fake-clock.js';
 
 /**
- * A seeded random walk through every event the pool can see (checkout, checkin, cancel, backend
- * ready / dies / finishes stopping, worker dies, time passes, rolling restart, pool_size change),
- * checked after every step against a tiny reference model of what the outside world was told.
+ * A seeded random walk through every event the pool can see (checkout, checkin, cancel, a worker
+ * passing its lease on, a revoke reaching its worker, backend ready / dies / finishes stopping,
+ * worker dies, time passes, rolling restart, pool_size change), checked after every step against
+ * a tiny reference model of what the outside world was told. The model's workers pass leases as
+ * the real ones do, by what they know: a revoke reaches them only when the walk delivers it.
  */
 interface Model {
   /** lease → backend, for every grant not yet returned or voided. */
@@ -22,6 +24,18 @@ interface Model {
   queuedOrder: string[];
   /** leases whose connection was upgraded (a WebSocket): held until checked in. */
   upgraded: Set<number>;
+  /** What each worker knows of its leases' bounds (Infinity: open), as granted and revoked. */
+  bounds: Map<number, number>;
+  /** Revokes sent and not yet delivered, in the order sent (each worker's channel is ordered). */
+  undelivered: { worker: number; seq: number; leases: readonly number[]; upTo: number }[];
+  /**
+   * Each request's place in the one global queue order: increasing as asked; a request asked
+   * again after a refusal goes to the head (negative, the later the further ahead).
+   */
+  order: Map<string, number>;
+  again: Set<string>;
+  /** Grants the worker has not acted on yet: one may cross a pass to the same request. */
+  fresh: Set<number>;
 }
 
 const key = (worker: number, requestId: number) => `${worker}:${requestId}`;
@@ -41,6 +55,31 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     ready: new Set(),
     queuedOrder: [],
     upgraded: new Set(),
+    bounds: new Map(),
+    undelivered: [],
+    order: new Map(),
+    again: new Set(),
+    fresh: new Set(),
+  };
+  let arrivals = 0;
+  const ask = (worker: number, requestId: number, again: boolean): void => {
+    model.asked.push({ worker, requestId });
+    const k = key(worker, requestId);
+    arrivals++;
+    model.order.set(k, again ? -arrivals : arrivals);
+    if (again) model.again.add(k);
+  };
+  /** No request of another worker that waits came before `k` in the global order. */
+  const assertNoneOvertaken = (k: string, worker: number, step: string): void => {
+    const mine = model.order.get(k)!;
+    for (const a of model.asked) {
+      if (a.worker === worker) continue;
+      const theirs = model.order.get(key(a.worker, a.requestId))!;
+      assert.ok(
+        theirs > mine,
+        `${step}: request ${k} was served before ${key(a.worker, a.requestId)}, which waited longer`,
+      );
+    }
   };
   let nextRequest = 1;
   const workers = [1, 2, 3];
@@ -60,6 +99,19 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
           for (const [lease, l] of model.leases)
             if (l.backend === e.backend) model.leases.delete(lease);
           break;
+        case 'revoke':
+          for (const lease of e.leases) {
+            assert.equal(
+              model.leases.get(lease)?.worker,
+              e.worker,
+              `${step}: revoke of lease ${lease}, not one of worker ${e.worker}`,
+            );
+          }
+          model.undelivered.push(e);
+          break;
+        case 'anomaly':
+          assert.doesNotMatch(e.message, /beyond its confirmed bound/, step);
+          break;
         case 'grant': {
           const k = key(e.worker, e.requestId);
           assert.ok(!model.answered.has(k), `${step}: request ${k} answered twice`);
@@ -77,7 +129,10 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
             worker: e.worker,
             requestId: e.requestId,
           });
+          if (model.order.has(k)) assertNoneOvertaken(k, e.worker, step);
           model.asked = model.asked.filter((a) => key(a.worker, a.requestId) !== k);
+          model.bounds.set(e.lease, e.upTo);
+          model.fresh.add(e.lease);
           break;
         }
         case 'health-check':
@@ -141,13 +196,14 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     if (roll < 0.3) {
       const worker = pick(workers)!;
       const requestId = nextRequest++;
-      model.asked.push({ worker, requestId });
+      ask(worker, requestId, false);
       apply(pool.checkout(worker, requestId), `checkout ${worker}:${requestId}`);
     } else if (roll < 0.55) {
       const lease = pick([...model.leases.keys()]);
       if (lease === undefined) continue;
       const l = model.leases.get(lease)!;
       model.leases.delete(lease);
+      model.fresh.delete(lease);
       if (l.worker === 0) {
         const healthy = rand.random() < 0.6;
         apply(pool.healthChecked(lease, healthy), `health ${lease} ${healthy}`);
@@ -172,7 +228,7 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       apply(pool.checkin(l.worker, lease, outcome), `checkin ${lease} ${outcome}`);
       if (outcome === 'refused') {
         const requestId = nextRequest++;
-        model.asked.push({ worker: l.worker, requestId });
+        ask(l.worker, requestId, true);
         apply(pool.checkout(l.worker, requestId, true), `checkout again ${l.worker}:${requestId}`);
       }
     } else if (roll < 0.58) {
@@ -181,8 +237,72 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       )?.[0];
       if (lease === undefined) continue;
       model.upgraded.add(lease);
+      model.fresh.delete(lease);
       apply(pool.upgraded(model.leases.get(lease)!.worker, lease), `upgraded ${lease}`);
-    } else if (roll < 0.62) {
+    } else if (roll < 0.63) {
+      // A worker whose request ended well passes the backend to its oldest waiting checkout that
+      // its bound allows, as the lease client does; or, now and then, to a checkout whose grant
+      // of another backend is still on its way (the two cross).
+      const lease = pick(
+        [...model.leases].filter(([id, l]) => l.worker !== 0 && !model.upgraded.has(id)),
+      )?.[0];
+      if (lease === undefined) continue;
+      const l = model.leases.get(lease)!;
+      const bound = model.bounds.get(lease) ?? 0;
+      const crossing = rand.random() < 0.2;
+      let to: number | undefined;
+      let crossed: number | undefined;
+      if (crossing) {
+        crossed = pick(
+          [...model.fresh].filter((id) => {
+            const other = model.leases.get(id);
+            return id !== lease && other?.worker === l.worker && other.requestId <= bound;
+          }),
+        );
+        if (crossed === undefined) continue;
+        to = model.leases.get(crossed)!.requestId;
+      } else {
+        to = model.asked
+          .filter((a) => a.worker === l.worker && !model.again.has(key(a.worker, a.requestId)))
+          .map((a) => a.requestId)
+          .sort((a, b) => a - b)[0];
+        if (to === undefined || to > bound) continue;
+        const current = !model.undelivered.some((r) => r.worker === l.worker);
+        if (current) assertNoneOvertaken(key(l.worker, to), l.worker, `pass ${lease} → ${to}`);
+      }
+      const k = key(l.worker, to);
+      model.asked = model.asked.filter((a) => key(a.worker, a.requestId) !== k);
+      model.answered.add(k);
+      model.fresh.delete(lease);
+      if (crossed !== undefined) {
+        // The pool takes the crossing grant back; the worker will ignore it.
+        model.leases.delete(crossed);
+        model.fresh.delete(crossed);
+      }
+      l.requestId = to;
+      apply(pool.pass(l.worker, lease, to), `pass ${lease} → ${k}`);
+      if (crossed !== undefined) {
+        const backend = pool
+          .view()
+          .find((v) => v.state.phase === 'busy' && v.state.lease === crossed);
+        assert.equal(
+          backend,
+          undefined,
+          `pass ${lease} → ${k}: the crossing lease ${crossed} is still out`,
+        );
+      }
+    } else if (roll < 0.66) {
+      // A revoke reaches its worker (each worker's messages in order), which confirms it.
+      const first = pick(model.undelivered);
+      if (!first) continue;
+      const index = model.undelivered.findIndex((r) => r.worker === first.worker);
+      const [revoke] = model.undelivered.splice(index, 1);
+      for (const lease of revoke!.leases) {
+        const known = model.bounds.get(lease);
+        if (known !== undefined) model.bounds.set(lease, Math.min(known, revoke!.upTo));
+      }
+      apply(pool.revoked(revoke!.worker, revoke!.seq), `revoked ${revoke!.worker}#${revoke!.seq}`);
+    } else if (roll < 0.69) {
       const waiting = pick(model.asked);
       if (!waiting) continue;
       model.asked = model.asked.filter((a) => a !== waiting);
@@ -215,6 +335,7 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       const worker = pick(workers)!;
       for (const [lease, l] of model.leases) if (l.worker === worker) model.leases.delete(lease);
       model.asked = model.asked.filter((a) => a.worker !== worker);
+      model.undelivered = model.undelivered.filter((r) => r.worker !== worker);
       apply(pool.workerExited(worker), `worker ${worker} dies`);
     } else if (roll < 0.94) {
       renewed = true;
@@ -238,6 +359,8 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
 
   // Quiesce: return every lease, let every stop finish and every start succeed, let time pass.
   for (let round = 0; round < 50; round++) {
+    for (const revoke of model.undelivered.splice(0))
+      apply(pool.revoked(revoke.worker, revoke.seq), 'final revoked');
     for (const [lease, l] of [...model.leases]) {
       model.leases.delete(lease);
       if (l.worker === 0) apply(pool.healthChecked(lease, true), 'final health');

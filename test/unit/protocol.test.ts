@@ -5,14 +5,24 @@ import { exitCodeFor, httpStatusFor } from '../../lib/errors.js';
 
 describe('IPC protocol', () => {
   it('accepts well-formed messages both ways', () => {
-    assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'checkout', id: 1 }).ok);
+    assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'checkout', seq: 1 }).ok);
     assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'checkin', lease: 4, outcome: 'stuck' }).ok);
     assert.ok(
-      decodePrimaryMessage({ ns: 'mpx', type: 'granted', id: 1, lease: 2, port: 10300, backend: 3 })
-        .ok,
+      decodePrimaryMessage({
+        ns: 'mpx',
+        type: 'granted',
+        ack: 1,
+        lease: 2,
+        port: 10300,
+        backend: 3,
+        upTo: 9,
+      }).ok,
     );
+    assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'pass', lease: 2, to: 5 }).ok);
+    assert.ok(decodePrimaryMessage({ ns: 'mpx', type: 'revoke', seq: 3, leases: [2], upTo: 4 }).ok);
+    assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'revoked', ack: 3 }).ok);
     assert.ok(decodePrimaryMessage({ ns: 'mpx', type: 'drain' }).ok);
-    assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'metrics', id: 7, metrics: [] }).ok);
+    assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'metrics', ack: 7, metrics: [] }).ok);
   });
 
   it('marks another namespace as foreign (ignored quietly), and only that', () => {
@@ -24,7 +34,7 @@ describe('IPC protocol', () => {
     assert.ok(!prom.ok && prom.foreign);
     const ours = decodeWorkerMessage({ ns: 'mpx', type: 'steal' });
     assert.ok(!ours.ok && !ours.foreign);
-    const metrics = decodeWorkerMessage({ ns: 'mpx', type: 'metrics', id: 7, metrics: 'all' });
+    const metrics = decodeWorkerMessage({ ns: 'mpx', type: 'metrics', ack: 7, metrics: 'all' });
     assert.ok(!metrics.ok && /metrics.metrics must be array/.test(metrics.reason));
   });
 
@@ -36,8 +46,13 @@ describe('IPC protocol', () => {
       /not a multiplexer message/,
     ],
     ['an unknown type', { ns: 'mpx', type: 'steal', id: 1 }, /unknown message type "steal"/],
-    ['a missing id', { ns: 'mpx', type: 'checkout' }, /checkout.id must be number, got undefined/],
-    ['a fractional id', { ns: 'mpx', type: 'cancel', id: 1.5 }, /cancel.id must be number/],
+    [
+      'a missing seq',
+      { ns: 'mpx', type: 'checkout' },
+      /checkout.seq must be number, got undefined/,
+    ],
+    ['a fractional seq', { ns: 'mpx', type: 'cancel', seq: 1.5 }, /cancel.seq must be number/],
+    ['a pass without its target', { ns: 'mpx', type: 'pass', lease: 1 }, /pass.to must be number/],
     [
       'an unknown outcome',
       { ns: 'mpx', type: 'checkin', lease: 1, outcome: 'meh' },
@@ -53,9 +68,7 @@ describe('IPC protocol', () => {
   }
 
   it('a primary-only message is not accepted from a worker', () => {
-    assert.ok(
-      !decodeWorkerMessage({ ns: 'mpx', type: 'granted', id: 1, lease: 2, port: 3, backend: 1 }).ok,
-    );
+    assert.ok(!decodeWorkerMessage({ ns: 'mpx', type: 'revoke', seq: 1, leases: [2], upTo: 0 }).ok);
   });
 });
 
