@@ -642,3 +642,102 @@ describe('health checks in the pool', () => {
     assert.equal(spawned(pool.backendExited(a!)).length, 1, 'a replacement starts');
   });
 });
+
+describe('sticky leases', () => {
+  function revokes(effects: PoolEffect[]) {
+    return effects.flatMap((e) => (e.type === 'revoke' ? [e] : []));
+  }
+
+  it('a lease granted while no other worker waits is open; a pass moves it on without a grant', () => {
+    const { pool } = setup({ size: 1 });
+    startReady(pool);
+    const first = grant(pool.checkout(W1, 1))!;
+    assert.equal(first.upTo, Infinity);
+    assert.deepEqual(pool.checkout(W1, 2), []);
+    const passed = pool.pass(W1, first.lease, 2);
+    assert.equal(grant(passed), undefined, 'no grant: the worker decided');
+    assert.equal(pool.queueLength, 0);
+    const [busy] = pool.view();
+    assert.ok(busy?.state.phase === 'busy');
+    assert.equal(busy.state.requestId, 2);
+    assert.equal(busy.state.lease, first.lease);
+    assert.equal(busy.served, 1, 'the request before the pass counts as served');
+  });
+
+  it("another worker's waiting request bounds the lease to the checkouts that came before it", () => {
+    const { pool } = setup({ size: 1 });
+    startReady(pool);
+    const first = grant(pool.checkout(W1, 1))!;
+    pool.checkout(W1, 2);
+    const effects = pool.checkout(W2, 1);
+    assert.deepEqual(revokes(effects), [
+      { type: 'revoke', worker: W1, seq: 1, leases: [first.lease], upTo: 2 },
+    ]);
+    pool.checkout(W1, 3);
+    // W1 passes to 2 (before W2's request), then must return it: W2's request is next.
+    assert.deepEqual(pool.pass(W1, first.lease, 2), []);
+    const next = grant(pool.checkin(W1, first.lease, 'ok'))!;
+    assert.equal(next.worker, W2);
+    assert.equal(next.upTo, 0, "W1's request 3 waits behind, so W2 may pass to nothing");
+  });
+
+  it('a grant bounds the lease by the queue: own checkouts up to the first of another worker', () => {
+    const { pool } = setup({ size: 1 });
+    startReady(pool);
+    const held = grant(pool.checkout(W2, 1))!;
+    for (const [worker, id] of [
+      [W1, 1],
+      [W1, 2],
+      [W1, 3],
+      [W2, 2],
+      [W1, 4],
+    ] as const)
+      pool.checkout(worker, id);
+    const next = grant(pool.checkin(W2, held.lease, 'ok'))!;
+    assert.deepEqual([next.worker, next.requestId, next.upTo], [W1, 1, 3]);
+  });
+
+  it('a pass beyond a bound the worker had not confirmed is accepted; beyond a confirmed one it is an anomaly', () => {
+    const { pool } = setup({ size: 1 });
+    startReady(pool);
+    const first = grant(pool.checkout(W1, 1))!;
+    pool.checkout(W2, 1);
+    pool.checkout(W1, 2);
+    const crossed = pool.pass(W1, first.lease, 2);
+    assert.ok(!crossed.some((e) => e.type === 'anomaly'), 'the pass crossed the revoke');
+    pool.revoked(W1, 1);
+    pool.checkout(W1, 3);
+    const beyond = pool.pass(W1, first.lease, 3);
+    assert.ok(beyond.some((e) => e.type === 'anomaly' && /confirmed bound 0/.test(e.message)));
+  });
+
+  it('a grant that crossed a pass to the same request is taken back and serves the next', () => {
+    const { pool } = setup({ size: 2 });
+    startReady(pool);
+    const first = grant(pool.checkout(W1, 1))!;
+    const second = grant(pool.checkout(W1, 2))!;
+    // The worker passed backend 1 to request 2 before the grant of the other reached it.
+    pool.checkout(W1, 3);
+    pool.pass(W1, first.lease, 2);
+    const other = pool.view().find((b) => b.id === second.backend)!;
+    assert.equal(other.state.phase, 'busy', 'it went straight to request 3');
+    assert.ok(other.state.phase === 'busy' && other.state.requestId === 3);
+  });
+
+  it('a busy backend chosen to retire is revoked to nothing, so its worker returns it', () => {
+    const { pool } = setup({ size: 2, maxOverflow: 1 });
+    startReady(pool);
+    const leases = [1, 2].map((id) => grant(pool.checkout(W1, id))!);
+    const overflow = spawned(pool.checkout(W1, 3))[0]!;
+    const ready = pool.backendReady(overflow);
+    assert.ok(grant(ready), 'the overflow backend serves the waiting request');
+    // Nobody waits now and 3 backends are live: fifo retires backend 1, busy, when returned.
+    const oldest = leases.find((l) => l.backend === 1)!;
+    assert.deepEqual(revokes(ready), [
+      { type: 'revoke', worker: W1, seq: 1, leases: [oldest.lease], upTo: 0 },
+    ]);
+    const marked = pool.view().find((b) => b.id === 1)!;
+    assert.ok(marked.state.phase === 'busy' && marked.state.retireOnReturn);
+    assert.deepEqual(stopped(pool.checkin(W1, oldest.lease, 'ok')), [1]);
+  });
+});
