@@ -8,6 +8,7 @@ export interface PoolReadings {
   workers(): number;
   backendStarts(): number;
   backendExits(): ReadonlyMap<string, number>;
+  ipcMessages(): Iterable<{ direction: string; type: string; count: number }>;
 }
 
 /** Every state a backend can be in, so each has a series (at 0) before it first happens. */
@@ -71,6 +72,17 @@ export class PoolMetrics {
       collect() {
         this.reset();
         this.inc(read.backendStarts());
+      },
+    });
+    new Counter({
+      name: 'multiplexer_ipc_messages_total',
+      help: 'Messages between the primary and the front workers, by direction (in: to the primary) and type.',
+      labelNames: ['direction', 'type'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const { direction, type, count } of read.ipcMessages())
+          this.inc({ direction, type }, count);
       },
     });
     new Counter({

@@ -1,5 +1,5 @@
 import type { Worker } from 'node:cluster';
-import { NAMESPACE } from '../ipc/protocol.js';
+import { NAMESPACE, type PrimaryMessage } from '../ipc/protocol.js';
 
 interface Pending {
   waiting: Set<number>;
@@ -9,7 +9,7 @@ interface Pending {
 }
 
 /**
- * Asks every front worker for its metrics (IPC metrics-request / metrics, matched by id) and
+ * Asks every front worker for its metrics (IPC metrics-request / metrics, matched by seq and ack) and
  * resolves with the replies. A worker that exits meanwhile is not waited for, and none is waited
  * for longer than `timeoutMs`: a scrape answers with what it has rather than hang. prom-client's
  * own clusterMetrics() would wait 5 s for a dead worker, then fail the whole scrape.
@@ -18,7 +18,10 @@ export class MetricsGather {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
 
-  constructor(private readonly timeoutMs = 1000) {}
+  constructor(
+    private readonly send: (worker: number, message: PrimaryMessage) => void,
+    private readonly timeoutMs = 1000,
+  ) {}
 
   collect(workers: readonly Worker[]): Promise<unknown[][]> {
     const id = this.nextId++;
@@ -32,8 +35,7 @@ export class MetricsGather {
         resolve,
       };
       this.pending.set(id, entry);
-      for (const w of live)
-        w.send({ ns: NAMESPACE, type: 'metrics-request', seq: id }, undefined, () => undefined);
+      for (const w of live) this.send(w.id, { ns: NAMESPACE, type: 'metrics-request', seq: id });
     });
   }
 

@@ -9,6 +9,7 @@ import { AdminServer } from '../admin/admin-server.js';
 import type { Config } from '../config/config.js';
 import { crossKeyProblems } from '../config/load.js';
 import { schema } from '../config/schema.js';
+import { MessageCounts } from '../ipc/message-counts.js';
 import {
   decodeWorkerMessage,
   dispatch,
@@ -112,6 +113,7 @@ export class Primary {
   private stepping = false;
   private readonly listening = new Set<number>();
   private readonly drained = new Set<number>();
+  private readonly ipcCounts = new MessageCounts();
   private poolReady = false;
   /** Set when the server stops because of a failure, whatever the drain does. */
   private exitCode: number | undefined;
@@ -167,18 +169,20 @@ export class Primary {
       bootFailed: (failure) => this.bootFailed(failure),
       backendEnded: (pid) => this.registry.forget(pid),
     });
-    this.workers = new FrontWorkers(config, log, bufferDirOf(options.stateDir));
+    this.workers = new FrontWorkers(config, log, bufferDirOf(options.stateDir), this.ipcCounts);
+    this.gather = new MetricsGather((worker, message) => this.workers.send(worker, message));
     this.poolMetrics = new PoolMetrics({
       backends: () => this.supervisor.status(),
       queueLength: () => this.supervisor.queueLength,
       workers: () => this.workers.list().filter((w) => !w.isDead()).length,
       backendStarts: () => this.supervisor.backendCounts.starts,
       backendExits: () => this.supervisor.backendCounts.exits,
+      ipcMessages: () => this.ipcCounts.entries(),
     });
   }
 
   private readonly poolMetrics: PoolMetrics;
-  private readonly gather = new MetricsGather();
+  private readonly gather: MetricsGather;
 
   /** The primary's and every front worker's metrics in one registry (one scrape, one truth). */
   private async metrics(): Promise<Registry> {
@@ -557,6 +561,7 @@ export class Primary {
       );
       return;
     }
+    this.ipcCounts.count('in', decoded.message.type);
     dispatch(this.handlers, decoded.message, worker.id);
   }
 

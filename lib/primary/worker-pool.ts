@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/config.js';
+import type { MessageCounts } from '../ipc/message-counts.js';
 import {
   NAMESPACE,
   WORKER_BUFFER_DIR_ENV,
@@ -67,6 +68,7 @@ export class FrontWorkers {
     private readonly log: Logger,
     /** Where workers spill bodies that outgrow memory (see lib/worker/buffer-store.ts). */
     private readonly bufferDir: string,
+    private readonly counts: MessageCounts,
   ) {
     // The kernel hands connections to the workers, not the primary. With round-robin (Node's
     // default), the primary accepts each connection and passes it to a worker over IPC; if that
@@ -114,7 +116,7 @@ export class FrontWorkers {
 
   send(workerId: number, message: PrimaryMessage): void {
     const worker = cluster.workers?.[workerId];
-    if (worker) sendTo(worker, message);
+    if (worker) this.sendTo(worker, message);
   }
 
   /** Every worker drains (shutdown); those left at `deadline` are killed. */
@@ -189,10 +191,10 @@ export class FrontWorkers {
     // (cluster's worker object already listens, so Node does not keep it): a worker still
     // booting gets its drain once it listens, which is after its handler is in place.
     if (current.phase === 'serving') {
-      if (record.listening) sendTo(record.worker, { ns: NAMESPACE, type: 'drain' });
+      if (record.listening) this.sendTo(record.worker, { ns: NAMESPACE, type: 'drain' });
       else
         record.worker.once('listening', () =>
-          sendTo(record.worker, { ns: NAMESPACE, type: 'drain' }),
+          this.sendTo(record.worker, { ns: NAMESPACE, type: 'drain' }),
         );
     }
     this.scheduleDeadline();
@@ -281,15 +283,16 @@ export class FrontWorkers {
     );
     return worker;
   }
-}
 
-/**
- * Every message to a worker goes through here. `isConnected()` can still be true while the
- * worker's end of the channel is closing (it just exited): the write then fails with EPIPE,
- * reported to the callback. A message to a worker that is gone concerns nothing that still
- * exists (its leases are taken back on its exit), so the failure is dropped.
- */
-function sendTo(worker: Worker, message: PrimaryMessage): void {
-  if (!worker.isConnected()) return;
-  worker.send(message, undefined, () => undefined);
+  /**
+   * Every message to a worker goes through here. `isConnected()` can still be true while the
+   * worker's end of the channel is closing (it just exited): the write then fails with EPIPE,
+   * reported to the callback. A message to a worker that is gone concerns nothing that still
+   * exists (its leases are taken back on its exit), so the failure is dropped.
+   */
+  private sendTo(worker: Worker, message: PrimaryMessage): void {
+    if (!worker.isConnected()) return;
+    this.counts.count('out', message.type);
+    worker.send(message, undefined, () => undefined);
+  }
 }
