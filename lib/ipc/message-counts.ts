@@ -1,7 +1,8 @@
 import type { PrimaryMessage, WorkerMessage } from './protocol.js';
 
 type Direction = 'in' | 'out';
-type MessageType = WorkerMessage['type'] | PrimaryMessage['type'];
+/** 'batch': a write that carried several messages (each is counted too). */
+type MessageType = WorkerMessage['type'] | PrimaryMessage['type'] | 'batch';
 
 /**
  * The primary's count of lease-protocol messages by direction and type, for /metrics: what a

@@ -9,6 +9,7 @@ import { AdminServer } from '../admin/admin-server.js';
 import type { Config } from '../config/config.js';
 import { crossKeyProblems } from '../config/load.js';
 import { schema } from '../config/schema.js';
+import { unbatch } from '../ipc/batch.js';
 import { MessageCounts } from '../ipc/message-counts.js';
 import {
   decodeWorkerMessage,
@@ -551,18 +552,22 @@ export class Primary {
   }
 
   private onWorkerMessage(worker: Worker, raw: unknown): void {
-    const decoded = decodeWorkerMessage(raw);
-    if (!decoded.ok) {
-      // prom-client's cluster messages and node's own share this channel: not ours to judge.
-      if (decoded.foreign) return;
-      this.log.warn(
-        { event: 'ipc.malformed', worker: worker.id, reason: decoded.reason },
-        'ignoring a malformed worker message',
-      );
-      return;
+    const messages = unbatch(raw);
+    if (messages.length > 1) this.ipcCounts.count('in', 'batch');
+    for (const one of messages) {
+      const decoded = decodeWorkerMessage(one);
+      if (!decoded.ok) {
+        // prom-client's cluster messages and node's own share this channel: not ours to judge.
+        if (decoded.foreign) continue;
+        this.log.warn(
+          { event: 'ipc.malformed', worker: worker.id, reason: decoded.reason },
+          'ignoring a malformed worker message',
+        );
+        continue;
+      }
+      this.ipcCounts.count('in', decoded.message.type);
+      dispatch(this.handlers, decoded.message, worker.id);
     }
-    this.ipcCounts.count('in', decoded.message.type);
-    dispatch(this.handlers, decoded.message, worker.id);
   }
 
   /** One table for every message on the per-request path; the sending worker's id is the context. */

@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/config.js';
+import { Batcher } from '../ipc/batch.js';
 import type { MessageCounts } from '../ipc/message-counts.js';
 import {
   NAMESPACE,
@@ -59,6 +60,8 @@ export function replacedDrainMs(config: Config): number {
  */
 export class FrontWorkers {
   private readonly records = new Map<number, WorkerRecord>();
+  /** Each worker's outgoing messages, written once per turn of the event loop. */
+  private readonly channels = new Map<number, Batcher<PrimaryMessage>>();
   private bootFailures = 0;
   private replacing = true;
   private deadlineTimer: NodeJS.Timeout | undefined;
@@ -99,6 +102,7 @@ export class FrontWorkers {
 
   /** Called for every worker exit; forks a replacement for a serving worker while the server runs. */
   exited(worker: Worker, code: number | null, signal: string | null): void {
+    this.channels.delete(worker.id);
     const record = this.records.get(worker.id);
     this.records.delete(worker.id);
     if (!record || record.phase.phase === 'draining' || !this.replacing) return;
@@ -293,6 +297,15 @@ export class FrontWorkers {
   private sendTo(worker: Worker, message: PrimaryMessage): void {
     if (!worker.isConnected()) return;
     this.counts.count('out', message.type);
-    worker.send(message, undefined, () => undefined);
+    let channel = this.channels.get(worker.id);
+    if (!channel) {
+      channel = new Batcher((m) => {
+        if (!worker.isConnected()) return;
+        if (m.type === 'batch') this.counts.count('out', 'batch');
+        worker.send(m, undefined, () => undefined);
+      });
+      this.channels.set(worker.id, channel);
+    }
+    channel.send(message);
   }
 }

@@ -2,6 +2,7 @@ import cluster from 'node:cluster';
 import http from 'node:http';
 import net from 'node:net';
 import { backendHost, type Config } from '../config/config.js';
+import { Batcher, unbatch } from '../ipc/batch.js';
 import { LeaseClient } from '../ipc/lease-client.js';
 import {
   decodePrimaryMessage,
@@ -13,7 +14,7 @@ import {
   type PrimaryMessage,
   type WorkerMessage,
 } from '../ipc/protocol.js';
-import { createLogger } from '../log.js';
+import { createAccessLog, createLogger } from '../log.js';
 import { RequestMetrics } from '../metrics/request-metrics.js';
 import { createHandlers } from './app.js';
 import { ClientConnections } from './client-connections.js';
@@ -29,8 +30,8 @@ import type { Tunnel } from './upgrade.js';
 // The worker's logs and metrics carry its cluster id, as /status lists workers by it.
 const workerId = cluster.worker?.id ?? 0;
 const log = createLogger('worker', { worker: workerId });
-/** The access log's own logger: buffered, where the rest is written line by line. */
-const accessLog = createLogger('worker', { worker: workerId }, { buffered: true });
+/** The access log's own writer: buffered, where the rest is written line by line. */
+const accessLog = createAccessLog('worker', { worker: workerId });
 const config = JSON.parse(process.env[WORKER_CONFIG_ENV] ?? 'null') as Config | null;
 const bufferDir = process.env[WORKER_BUFFER_DIR_ENV];
 if (!config || !bufferDir || !process.send) {
@@ -45,9 +46,10 @@ const sendRaw = process.send.bind(process);
  * Every message to the primary. When the primary is gone the send fails; without a callback the
  * failure would be an unhandled 'error' event. The 'disconnect' handler ends this worker then.
  */
-const send = (message: WorkerMessage, done?: () => void): void => {
-  sendRaw(message, undefined, {}, () => done?.());
-};
+const channel = new Batcher<WorkerMessage>((message, done) =>
+  sendRaw(message, undefined, {}, () => done?.()),
+);
+const send = (message: WorkerMessage, done?: () => void): void => channel.send(message, done);
 const backend = backendHost(config.service_http_base_url);
 const shutdownMs = config.shutdown_timeout_ms;
 
@@ -165,16 +167,18 @@ const handlers: Handlers<PrimaryMessage> = {
 };
 
 process.on('message', (raw) => {
-  const decoded = decodePrimaryMessage(raw);
-  if (!decoded.ok) {
-    if (!decoded.foreign)
-      log.warn(
-        { event: 'ipc.malformed', reason: decoded.reason },
-        'ignoring a malformed message from the primary',
-      );
-    return;
+  for (const one of unbatch(raw)) {
+    const decoded = decodePrimaryMessage(one);
+    if (!decoded.ok) {
+      if (!decoded.foreign)
+        log.warn(
+          { event: 'ipc.malformed', reason: decoded.reason },
+          'ignoring a malformed message from the primary',
+        );
+      continue;
+    }
+    dispatch(handlers, decoded.message, undefined);
   }
-  dispatch(handlers, decoded.message, undefined);
 });
 
 // The primary coordinates shutdown. A Ctrl-C at the terminal reaches the whole foreground process

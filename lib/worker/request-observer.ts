@@ -1,4 +1,4 @@
-import type { Logger } from '../log.js';
+import type { LineLog } from '../log.js';
 import {
   isRejection,
   type RequestMetrics,
@@ -36,7 +36,7 @@ const ms = (from: number, to: number): number => Math.round((to - from) * 100) /
 
 export function requestObserver(
   metrics: RequestMetrics | undefined,
-  log: Logger,
+  log: LineLog,
   accessLog: boolean,
 ): RequestObserver {
   return {
