@@ -254,7 +254,13 @@ export async function startMultiplexer(options: MultiplexerOptions): Promise<Run
   const started = performance.now();
   const child = spawn(
     process.execPath,
-    [join(ROOT, 'bin/multiplexer.js'), 'start', '--config', join(dir, 'app.json')],
+    [
+      '--max-semi-space-size=2',
+      join(ROOT, 'bin/multiplexer.js'),
+      'start',
+      '--config',
+      join(dir, 'app.json'),
+    ],
     {
       stdio: ['ignore', 'pipe', stderr],
       env: { ...process.env, MULTIPLEXER_STATE_DIR: join(dir, 'state') },

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { decodePrimaryMessage, decodeWorkerMessage } from '../../lib/ipc/protocol.js';
 import { exitCodeFor, httpStatusFor } from '../../lib/errors.js';
+import { Batcher, unbatch } from '../../lib/ipc/batch.js';
 
 describe('IPC protocol', () => {
   it('accepts well-formed messages both ways', () => {
@@ -81,5 +82,32 @@ describe('error codes', () => {
     assert.equal(httpStatusFor.MPX_BACKEND_TIMEOUT, 504);
     assert.equal(exitCodeFor.MPX_CONFIG_INVALID, 78);
     assert.equal(exitCodeFor.MPX_USAGE, 64);
+  });
+});
+
+describe('IPC batching', () => {
+  it('messages sent in one turn are written once, in order; one with a callback flushes those before it', async () => {
+    const writes: unknown[] = [];
+    const batcher = new Batcher<{ n: number }>((m, done) => {
+      writes.push(m);
+      done?.();
+    });
+    batcher.send({ n: 1 });
+    batcher.send({ n: 2 });
+    batcher.send({ n: 3 });
+    assert.deepEqual(writes, [], 'nothing written within the turn');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(writes.length, 1);
+    assert.deepEqual(unbatch(writes[0]), [{ n: 1 }, { n: 2 }, { n: 3 }]);
+    batcher.send({ n: 4 });
+    let written = false;
+    batcher.send({ n: 5 }, () => (written = true));
+    assert.ok(written);
+    assert.deepEqual(writes.slice(1), [{ n: 4 }, { n: 5 }], 'alone, a message is not wrapped');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(writes.length, 3, 'nothing left to flush');
+    assert.deepEqual(unbatch({ ns: 'other', type: 'batch', messages: [1] }), [
+      { ns: 'other', type: 'batch', messages: [1] },
+    ]);
   });
 });
