@@ -167,6 +167,13 @@ export const schema = {
     default: 30_000,
     appliesOn: ['pool'],
   },
+  service_start_concurrency: {
+    doc: 'Most backends starting at once (0 = no limit); more start as these become ready. Starts compete for the CPU: 6 at once on 2 cores each took 190-200 ms where one alone took 72, so the first overflow backend served later than if they had started two at a time.',
+    format: intBetween(0, 1024),
+    default: Math.min(availableParallelism(), 1024),
+    defaultText: 'the number of CPUs',
+    appliesOn: ['pool'],
+  },
   service_health_path: {
     doc: 'When set (e.g. "/health"), a backend is ready only once GET of this path answers 2xx or 3xx (after its port accepts), and idle backends are checked so every service_health_interval_ms; one failing 3 times in a row is replaced ("" = off).',
     format: healthPathFormat,

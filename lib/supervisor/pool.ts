@@ -25,6 +25,8 @@ export interface PoolSettings {
   /** 0 = no request may wait. */
   readonly queueMax: number;
   readonly startTimeoutMs: number;
+  /** Most backends starting at once (0 = no limit). */
+  readonly startConcurrency: number;
   /** Failed starts in a row, before any backend was ever ready, after which the pool gives up. */
   readonly bootAttempts: number;
   /** A backend that served this many requests (plus up to maxRequestsJitter) is recycled; 0 = off. */
@@ -668,6 +670,8 @@ export class Pool {
     const surge = wanted <= 0 && starting === 0 && this.replacing && total < cap + 1;
     if (surge) wanted = 1;
     if (this.inBackoff(now)) wanted = Math.min(wanted, starting === 0 ? 1 : 0);
+    const concurrency = this.settings.startConcurrency;
+    if (concurrency > 0) wanted = Math.min(wanted, concurrency - starting);
     for (let i = 0; i < wanted; i++) {
       const id = this.nextBackendId++;
       this.backends.set(id, {

@@ -179,6 +179,7 @@ export class Supervisor {
       queueTimeoutMs: config.queue_timeout_ms,
       queueMax: config.queue_max,
       startTimeoutMs: config.service_start_timeout_ms,
+      startConcurrency: config.service_start_concurrency,
       bootAttempts: config.service_boot_attempts,
       maxRequests: config.service_max_requests,
       maxRequestsJitter: config.service_max_requests_jitter,

@@ -37,6 +37,7 @@ async function config(overrides: Partial<Config>, marker: string): Promise<Confi
     service_start_process_cmd: `node ${fixture('counting-service.mjs')} %PORT% ${marker}`,
     service_start_delay_ms: 'wait_first_output',
     service_start_timeout_ms: 5000,
+    service_start_concurrency: 0,
     service_boot_attempts: 5,
     service_max_requests: 0,
     service_max_requests_jitter: 0,

@@ -169,7 +169,14 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     // Processes are only ever added up to the cap (one more during a rolling restart); after a
     // smaller pool_size, retiring ones may stay above it until they exit.
     const cap = current.size + current.maxOverflow + (renewed ? 1 : 0);
-    if (effects.some((e) => e.type === 'spawn')) {
+    const spawns = effects.filter((e) => e.type === 'spawn').length;
+    if (current.startConcurrency > 0) {
+      assert.ok(
+        spawns <= current.startConcurrency,
+        `${step}: ${spawns} starts at once, service_start_concurrency ${current.startConcurrency}`,
+      );
+    }
+    if (spawns > 0) {
       assert.ok(model.alive.size <= cap, `${step}: ${model.alive.size} backends alive, cap ${cap}`);
     }
     const views = pool.view();
@@ -397,6 +404,7 @@ describe('pool model test', () => {
       queueTimeoutMs: 500,
       queueMax: 5,
       startTimeoutMs: 800,
+      startConcurrency: 0,
       // Giving up at boot is tested on its own; here failures must keep the pool trying.
       bootAttempts: Number.MAX_SAFE_INTEGER,
       maxRequests: 0,
@@ -413,6 +421,7 @@ describe('pool model test', () => {
       queueTimeoutMs: 0,
       queueMax: 50,
       startTimeoutMs: 2000,
+      startConcurrency: 1,
       bootAttempts: Number.MAX_SAFE_INTEGER,
       maxRequests: 0,
       maxRequestsJitter: 0,
@@ -428,6 +437,7 @@ describe('pool model test', () => {
       queueTimeoutMs: 300,
       queueMax: 0,
       startTimeoutMs: 500,
+      startConcurrency: 2,
       bootAttempts: Number.MAX_SAFE_INTEGER,
       maxRequests: 0,
       maxRequestsJitter: 0,
@@ -443,6 +453,7 @@ describe('pool model test', () => {
       queueTimeoutMs: 500,
       queueMax: 10,
       startTimeoutMs: 800,
+      startConcurrency: 0,
       bootAttempts: Number.MAX_SAFE_INTEGER,
       // Recycling: after 3 to 5 requests, or over 1000 bytes.
       maxRequests: 3,

@@ -15,6 +15,7 @@ function setup(overrides: Partial<PoolSettings> = {}, seed = 1) {
     queueTimeoutMs: 1000,
     queueMax: 100,
     startTimeoutMs: 5000,
+    startConcurrency: 0,
     bootAttempts: 5,
     maxRequests: 0,
     maxRequestsJitter: 0,
@@ -382,6 +383,7 @@ describe('pool changes at runtime', () => {
     queueTimeoutMs: 1000,
     queueMax: 100,
     startTimeoutMs: 5000,
+    startConcurrency: 0,
     bootAttempts: 5,
     maxRequests: 0,
     maxRequestsJitter: 0,
@@ -739,5 +741,27 @@ describe('sticky leases', () => {
     const marked = pool.view().find((b) => b.id === 1)!;
     assert.ok(marked.state.phase === 'busy' && marked.state.retireOnReturn);
     assert.deepEqual(stopped(pool.checkin(W1, oldest.lease, 'ok')), [1]);
+  });
+});
+
+describe('service_start_concurrency', () => {
+  it('starts at most that many backends at once; each one ready lets the next start', () => {
+    const { pool } = setup({ size: 3, startConcurrency: 1 });
+    assert.deepEqual(spawned(pool.start()), [1]);
+    assert.deepEqual(spawned(pool.backendReady(1)), [2]);
+    assert.deepEqual(
+      spawned(pool.checkout(W1, 1)),
+      [],
+      'a waiting request does not go past the limit',
+    );
+    assert.deepEqual(spawned(pool.backendReady(2)), [3]);
+  });
+
+  it('a start that fails frees its place for the next', () => {
+    const { pool, clock } = setup({ size: 2, startConcurrency: 1 });
+    assert.deepEqual(spawned(pool.start()), [1]);
+    pool.backendExited(1);
+    clock.advance(1000);
+    assert.deepEqual(spawned(pool.tick()), [2], 'after the backoff');
   });
 });
