@@ -2,15 +2,18 @@
  * `npm run bench`: every scenario against every contestant, then docs/BENCHMARKS.md, the chart and
  * the raw JSON. Options: --runs N (default 3), --seconds S per run (default 5),
  * --only a,b (scenarios: blocking, mixed, scale, trivial, slow-clients, observability, burst, startup,
- * ipc); --report-only
+ * ipc; and soak, never run unless named); --report-only
  * writes docs/BENCHMARKS.md and the chart again from docs/benchmarks.json, measuring nothing.
+ * `--only soak` runs the 10-minute soak (--soak-seconds N to change that) and adds it to the
+ * results already in docs/benchmarks.json; a full run keeps the last soak result.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from './contestants.js';
 import { measureIpc, type IpcResult } from './ipc-roundtrip.js';
 import { writeReport, type BenchResults } from './report.js';
 import * as scenarios from './scenarios.js';
+import { soak } from './soak.js';
 import { ensureTools, machineInfo } from './system.js';
 
 const SCENARIOS = [
@@ -23,6 +26,7 @@ const SCENARIOS = [
   'burst',
   'startup',
   'ipc',
+  'soak',
 ] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
@@ -51,7 +55,7 @@ if (process.argv.includes('--report-only')) {
 
 const runs = positiveInt('runs', 3);
 const seconds = positiveInt('seconds', 5);
-const only = option('only', SCENARIOS.join(',')).split(',');
+const only = option('only', SCENARIOS.filter((s) => s !== 'soak').join(',')).split(',');
 for (const name of only) {
   if (!SCENARIOS.includes(name as Scenario)) {
     console.error(`--only: unknown scenario "${name}"; expected some of ${SCENARIOS.join(', ')}`);
@@ -60,6 +64,22 @@ for (const name of only) {
 }
 const wanted = (name: Scenario): boolean => only.includes(name);
 const log = (line: string): void => console.log(`[bench] ${line}`);
+
+const resultsFile = join(docs, 'benchmarks.json');
+const previous = existsSync(resultsFile)
+  ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as BenchResults)
+  : undefined;
+if (only.length === 1 && only[0] === 'soak') {
+  if (!previous) {
+    console.error('--only soak adds to docs/benchmarks.json: run npm run bench first');
+    process.exit(64);
+  }
+  previous.soak = await soak(positiveInt('soak-seconds', 600), log);
+  writeFileSync(resultsFile, `${JSON.stringify(previous, null, 1)}\n`);
+  writeReport(previous, docs);
+  log('soak added to docs/benchmarks.json and docs/BENCHMARKS.md');
+  process.exit(0);
+}
 
 ensureTools(log);
 const started = Date.now();
@@ -76,6 +96,7 @@ const results: BenchResults = {
   burst: [],
   startup: [],
   ipc: [],
+  ...(previous?.soak ? { soak: previous.soak } : {}),
 };
 const settings = { runs, seconds, log };
 if (wanted('blocking')) results.variants.push(...(await scenarios.single('blocking', settings)));
@@ -89,6 +110,7 @@ if (wanted('observability')) {
 }
 if (wanted('burst')) results.burst = await scenarios.burst(settings);
 if (wanted('startup')) results.startup = await scenarios.startup(settings);
+if (wanted('soak')) results.soak = await soak(positiveInt('soak-seconds', 600), log);
 if (wanted('ipc')) {
   const ipc: IpcResult[] = [];
   for (let run = 0; run < runs; run++) {
@@ -106,7 +128,7 @@ if (wanted('ipc')) {
 }
 
 mkdirSync(docs, { recursive: true });
-writeFileSync(join(docs, 'benchmarks.json'), `${JSON.stringify(results, null, 1)}\n`);
+writeFileSync(resultsFile, `${JSON.stringify(results, null, 1)}\n`);
 writeReport(results, docs);
 log(
   `done in ${Math.round((Date.now() - started) / 1000)} s: docs/BENCHMARKS.md, docs/benchmarks.svg, docs/benchmarks.json`,

@@ -1,0 +1,116 @@
+import http from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startMultiplexer } from './contestants.js';
+import { rssMB } from './system.js';
+
+/**
+ * The opt-in soak (`npm run bench -- --only soak`): multiplexer alone, 8 backends answering after
+ * 10 ms (800 requests/s at most), at half of that for 10 minutes, by paced clients (each sends its
+ * next request on a fixed beat, not as soon as it has an answer). What it checks: memory that
+ * stays flat (no leak) and no request far slower than the rest (no stall, no GC pause that
+ * matters).
+ */
+export interface SoakResult {
+  readonly date: string;
+  readonly seconds: number;
+  readonly targetRps: number;
+  readonly capacityRps: number;
+  readonly requests: number;
+  readonly errors: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
+  /** RSS every 10 s, from the first minute's end (after warm-up). */
+  readonly samples: readonly {
+    readonly atS: number;
+    readonly primaryMB: number;
+    readonly workerMB: number;
+  }[];
+}
+
+const BACKENDS = 8;
+const MS = 10;
+const CLIENTS = 16;
+const WARMUP_S = 60;
+const SAMPLE_EVERY_S = 10;
+
+export async function soak(seconds: number, log: (line: string) => void): Promise<SoakResult> {
+  const capacityRps = (BACKENDS * 1000) / MS;
+  const targetRps = capacityRps / 2;
+  const beatMs = (CLIENTS * 1000) / targetRps;
+  const mpx = await startMultiplexer({ poolSize: BACKENDS });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: CLIENTS });
+  const latencies: number[] = [];
+  let errors = 0;
+  const started = performance.now();
+  const elapsedS = (): number => (performance.now() - started) / 1000;
+  const samples: { atS: number; primaryMB: number; workerMB: number }[] = [];
+  try {
+    const client = async (offsetMs: number): Promise<void> => {
+      await sleep(offsetMs);
+      for (let next = performance.now(); elapsedS() < seconds;) {
+        const sent = performance.now();
+        const ok = await new Promise<boolean>((resolve) => {
+          const req = http.get(
+            { host: '127.0.0.1', port: mpx.port, path: `/?ms=${MS}`, agent },
+            (res) => {
+              res.resume();
+              res.on('end', () => resolve(res.statusCode === 200));
+            },
+          );
+          req.on('error', () => resolve(false));
+        });
+        if (ok) {
+          if (elapsedS() >= WARMUP_S || seconds <= WARMUP_S)
+            latencies.push(performance.now() - sent);
+        } else errors++;
+        next += beatMs;
+        const wait = next - performance.now();
+        if (wait > 0) await sleep(wait);
+        else next = performance.now();
+      }
+    };
+    const sampler = async (): Promise<void> => {
+      let nextAt = Math.min(WARMUP_S, seconds / 2);
+      while (elapsedS() < seconds) {
+        await sleep(Math.max(0, (nextAt - elapsedS()) * 1000));
+        const [worker] = mpx.workers();
+        samples.push({
+          atS: Math.round(elapsedS()),
+          primaryMB: Math.round(rssMB(mpx.primary) * 10) / 10,
+          workerMB: worker === undefined ? NaN : Math.round(rssMB(worker) * 10) / 10,
+        });
+        log(
+          `soak: ${samples.at(-1)!.atS} s, RSS primary ${samples.at(-1)!.primaryMB} MB, worker ${samples.at(-1)!.workerMB} MB`,
+        );
+        nextAt += SAMPLE_EVERY_S;
+      }
+    };
+    await Promise.all([
+      ...Array.from({ length: CLIENTS }, (_, i) => client((i * beatMs) / CLIENTS)),
+      sampler(),
+    ]);
+  } finally {
+    agent.destroy();
+    await mpx.stop();
+  }
+  const sorted = latencies.sort((a, b) => a - b);
+  const at = (q: number): number =>
+    sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+  const result: SoakResult = {
+    date: new Date().toISOString(),
+    seconds,
+    targetRps,
+    capacityRps,
+    requests: sorted.length,
+    errors,
+    p50Ms: at(0.5),
+    p99Ms: at(0.99),
+    maxMs: sorted.at(-1) ?? NaN,
+    samples,
+  };
+  log(
+    `soak: ${result.requests} requests, ${errors} errors, p50 ${result.p50Ms.toFixed(1)} p99 ${result.p99Ms.toFixed(1)} max ${result.maxMs.toFixed(1)} ms`,
+  );
+  return result;
+}
