@@ -281,7 +281,7 @@ function targets(r: BenchResults): Target[] {
       growth((x) => x.workerMB),
     );
     out.push({
-      what: `soak (${Math.round(r.soak.seconds / 60)} min at half capacity): RSS flat within 10%`,
+      what: `soak (${r.soak.seconds} s at half capacity): RSS flat within 10%`,
       measured: `largest spread ${fmt(flat * 100, 1)}% (primary ${fmt(Math.min(...samples.map((x) => x.primaryMB)))}–${fmt(Math.max(...samples.map((x) => x.primaryMB)))} MB, worker ${fmt(Math.min(...samples.map((x) => x.workerMB)))}–${fmt(Math.max(...samples.map((x) => x.workerMB)))} MB)`,
       met: flat <= 0.1,
     });
@@ -596,9 +596,9 @@ export function writeReport(r: BenchResults, docs: string): void {
     const k = r.soak;
     const every = Math.max(1, Math.ceil(k.samples.length / 8));
     out.push(
-      `## soak: 8 backends, ms=10, paced clients at ${k.targetRps} requests/s (half of ${k.capacityRps}) for ${Math.round(k.seconds / 60)} minutes`,
+      `## soak: 8 backends, ms=10, paced clients at ${k.targetRps} requests/s (half of ${k.capacityRps}) for ${k.seconds} s`,
       '',
-      `Run on ${k.date.slice(0, 10)} by \`npm run bench -- --only soak\`. ${k.requests} requests after the first minute, ` +
+      `Run on ${k.date.slice(0, 10)} by \`npm run bench -- --only soak\`. ${k.requests} requests${k.seconds > 60 ? ' after the first minute' : ''}, ` +
         `${k.errors} errors; latency p50 ${fmt(k.p50Ms, 1)} ms, p99 ${fmt(k.p99Ms, 1)} ms, max ${fmt(k.maxMs, 1)} ms.`,
       '',
       table(

@@ -74,6 +74,7 @@ export async function soak(seconds: number, log: (line: string) => void): Promis
       let nextAt = Math.min(WARMUP_S, seconds / 2);
       while (elapsedS() < seconds) {
         await sleep(Math.max(0, (nextAt - elapsedS()) * 1000));
+        if (elapsedS() >= seconds) break;
         const [worker] = mpx.workers();
         samples.push({
           atS: Math.round(elapsedS()),
