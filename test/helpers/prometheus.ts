@@ -47,9 +47,18 @@ export function parsePrometheus(text: string): Sample[] {
       if (!l) throw new Error(`bad labels at ${where}`);
       labels[l[1]!] = l[2]!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
     }
+    // As Prometheus reads values (Go's strconv.ParseFloat): NaN and Inf in any case. prom-client
+    // writes "Nan" for a mean of no samples yet (the event loop lag, just after start).
+    const special = valueText!.toLowerCase();
     const value =
-      valueText === '+Inf' ? Infinity : valueText === '-Inf' ? -Infinity : Number(valueText);
-    if (Number.isNaN(value) && valueText !== 'NaN') throw new Error(`bad value at ${where}`);
+      special === '+inf' || special === 'inf'
+        ? Infinity
+        : special === '-inf'
+          ? -Infinity
+          : special === 'nan'
+            ? NaN
+            : Number(valueText);
+    if (Number.isNaN(value) && special !== 'nan') throw new Error(`bad value at ${where}`);
     const key = `${name}${JSON.stringify(Object.entries(labels).sort())}`;
     if (seen.has(key)) throw new Error(`series twice: ${where}`);
     seen.add(key);
