@@ -229,7 +229,9 @@ function targets(r: BenchResults): Target[] {
       measured: `${fmt(p99Beside.median, 1)} ms vs ${fmt(p99Alone.median, 1)} ms (${fmt(ratio, 2)}×)`,
       met: ratio <= 2,
     });
-    for (const other of ['nginx-rr', 'nginx-lc', 'haproxy'] as const) {
+    for (const other of (['nginx-rr', 'nginx-lc', 'haproxy'] as const).filter((c) =>
+      contestantsIn(beside).includes(c),
+    )) {
       const vs = pairedRatio(beside, 'multiplexer', other, (s) => s.p99Ms);
       out.push({
         what: `slow-clients: fast clients' p99 beside 32 slow ones ≤ ${LABEL[other]}'s (ratio ≤ 1)`,

@@ -28,7 +28,7 @@ describe('the README configuration table', () => {
     );
     assert.match(
       table,
-      /\| `workers` \|[^\n]*\| the number of CPUs \(at most 256\) \| front workers replaced \|/,
+      /\| `workers` \|[^\n]*\| half the number of CPUs, at least 1 \(at most 256\) \| front workers replaced \|/,
     );
     assert.match(table, /\| `admin_token` \|[^\n]*\| at once \|/);
   });
