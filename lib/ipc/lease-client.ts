@@ -86,8 +86,13 @@ export class LeaseClient {
     this.send({ ns: NAMESPACE, type: 'checkin', lease, outcome });
   }
 
-  /** The request on `lease` became an upgraded connection: the backend is held until it closes. */
+  /**
+   * The request on `lease` became an upgraded connection: the backend is held until it closes,
+   * and then goes back to the primary (the pool keeps an upgraded lease apart from passes).
+   */
   upgraded(lease: number): void {
+    const held = this.held.get(lease);
+    if (held) held.upTo = 0;
     this.send({ ns: NAMESPACE, type: 'upgraded', lease });
   }
 
