@@ -12,7 +12,7 @@ import {
 import type { Logger } from '../log.js';
 
 /** See the FrontWorkers constructor. */
-const WORKER_SEMI_SPACE = '--max-semi-space-size=2';
+const WORKER_HEAP_FLAGS = ['--max-semi-space-size=2', '--heap-growing-percent=50'];
 
 const WORKER_ENTRY = fileURLToPath(new URL('../worker/main.js', import.meta.url));
 
@@ -87,7 +87,12 @@ export class FrontWorkers {
       // climbed from 99 to 145 MB over its first 200,000 requests, then stayed there (the same
       // before and after buffering; not a leak). Capped at 2 MiB it stays at 91-93 MB at the same
       // throughput (trivial load, 8 clients: 5,600-8,800 requests/s either way).
-      execArgv: [...process.execArgv, WORKER_SEMI_SPACE],
+      // The old generation: a heap snapshot of a worker at 94 MB RSS (256 clients) held 7.9 MB of
+      // live objects; the rest was garbage V8 let pile up to 4× the live size before a full
+      // collection. Grown by 1.5× instead, the worker stays at 73 MB under that load and at 74
+      // MB after 64 KiB answers (81 before), with no measurable CPU cost (trivial: 121 against
+      // 128 µs a request, medians of 3).
+      execArgv: [...process.execArgv, ...WORKER_HEAP_FLAGS],
     });
   }
 
