@@ -224,6 +224,8 @@ export interface RunningMultiplexer extends Running {
   /** Milliseconds from spawn to the first request served. */
   readonly firstServedMs: number;
   workers(): number[];
+  /** Its log (JSON lines, the access log included) until stop() removes it. */
+  readonly logFile: string;
 }
 
 export async function startMultiplexer(options: MultiplexerOptions): Promise<RunningMultiplexer> {
@@ -306,6 +308,7 @@ export async function startMultiplexer(options: MultiplexerOptions): Promise<Run
     name: options.name ?? 'multiplexer',
     port,
     primary: child.pid!,
+    logFile,
     readyMs,
     firstServedMs,
     workers,

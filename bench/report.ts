@@ -601,7 +601,17 @@ export function writeReport(r: BenchResults, docs: string): void {
       `## soak: 8 backends, ms=10, paced clients at ${k.targetRps} requests/s (half of ${k.capacityRps}) for ${k.seconds} s`,
       '',
       `Run on ${k.date.slice(0, 10)} by \`npm run bench -- --only soak\`. ${k.requests} requests${k.seconds > 60 ? ' after the first minute' : ''}, ` +
-        `${k.errors} errors; latency p50 ${fmt(k.p50Ms, 1)} ms, p99 ${fmt(k.p99Ms, 1)} ms, max ${fmt(k.maxMs, 1)} ms.`,
+        `${k.errors} errors${
+          k.errors
+            ? ` (${Object.entries(k.failures ?? {})
+                .map(([what, n]) => `${what}: ${n}`)
+                .join(', ')})`
+            : ''
+        }; latency p50 ${fmt(k.p50Ms, 1)} ms, p99 ${fmt(k.p99Ms, 1)} ms, max ${fmt(k.maxMs, 1)} ms. ` +
+        `Slowest requests (sent at s: ms): ${(k.slowest ?? []).map((x) => `${x.atS}: ${fmt(x.ms, 1)}`).join(', ')}.` +
+        ((k.problems ?? []).length
+          ? ` multiplexer logged: ${(k.problems ?? []).map((l) => `\`${l.slice(0, 300)}\``).join('; ')}.`
+          : ''),
       '',
       table(
         ['at s', 'primary RSS MB', 'front worker RSS MB'],

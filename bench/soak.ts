@@ -1,4 +1,5 @@
 import http from 'node:http';
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startMultiplexer } from './contestants.js';
 import { rssMB } from './system.js';
@@ -20,6 +21,12 @@ export interface SoakResult {
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly maxMs: number;
+  /** The slowest requests: when each was sent (s from the start) and how long it took. */
+  readonly slowest: readonly { readonly atS: number; readonly ms: number }[];
+  /** What each failed request got (a status, or the error code), with a count. */
+  readonly failures: Readonly<Record<string, number>>;
+  /** multiplexer's own log lines about failures (level warn and above), at most 10. */
+  readonly problems: readonly string[];
   /** RSS every 10 s, from the first minute's end (after warm-up). */
   readonly samples: readonly {
     readonly atS: number;
@@ -41,29 +48,44 @@ export async function soak(seconds: number, log: (line: string) => void): Promis
   const mpx = await startMultiplexer({ poolSize: BACKENDS });
   const agent = new http.Agent({ keepAlive: true, maxSockets: CLIENTS });
   const latencies: number[] = [];
+  const slowest: { atS: number; ms: number }[] = [];
+  const failures: Record<string, number> = {};
   let errors = 0;
   const started = performance.now();
   const elapsedS = (): number => (performance.now() - started) / 1000;
   const samples: { atS: number; primaryMB: number; workerMB: number }[] = [];
+  const problems: string[] = [];
   try {
     const client = async (offsetMs: number): Promise<void> => {
       await sleep(offsetMs);
       for (let next = performance.now(); elapsedS() < seconds;) {
         const sent = performance.now();
-        const ok = await new Promise<boolean>((resolve) => {
+        const failure = await new Promise<string | undefined>((resolve) => {
           const req = http.get(
             { host: '127.0.0.1', port: mpx.port, path: `/?ms=${MS}`, agent },
             (res) => {
               res.resume();
-              res.on('end', () => resolve(res.statusCode === 200));
+              res.on('end', () =>
+                resolve(res.statusCode === 200 ? undefined : `status ${res.statusCode}`),
+              );
             },
           );
-          req.on('error', () => resolve(false));
+          req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
         });
-        if (ok) {
-          if (elapsedS() >= WARMUP_S || seconds <= WARMUP_S)
-            latencies.push(performance.now() - sent);
-        } else errors++;
+        if (failure === undefined) {
+          const ms = performance.now() - sent;
+          if (elapsedS() >= WARMUP_S || seconds <= WARMUP_S) {
+            latencies.push(ms);
+            slowest.push({
+              atS: Math.round((sent - started) / 100) / 10,
+              ms: Math.round(ms * 10) / 10,
+            });
+            if (slowest.length > 20) slowest.sort((a, b) => b.ms - a.ms).splice(10);
+          }
+        } else {
+          errors++;
+          failures[failure] = (failures[failure] ?? 0) + 1;
+        }
         next += beatMs;
         const wait = next - performance.now();
         if (wait > 0) await sleep(wait);
@@ -93,6 +115,12 @@ export async function soak(seconds: number, log: (line: string) => void): Promis
     ]);
   } finally {
     agent.destroy();
+    problems.push(
+      ...readFileSync(mpx.logFile, 'utf8')
+        .split('\n')
+        .filter((line) => /"level":(4|5|6)0/.test(line))
+        .slice(0, 10),
+    );
     await mpx.stop();
   }
   const sorted = latencies.sort((a, b) => a - b);
@@ -108,6 +136,9 @@ export async function soak(seconds: number, log: (line: string) => void): Promis
     p50Ms: at(0.5),
     p99Ms: at(0.99),
     maxMs: sorted.at(-1) ?? NaN,
+    slowest: slowest.sort((a, b) => b.ms - a.ms).slice(0, 10),
+    failures,
+    problems,
     samples,
   };
   log(
