@@ -489,17 +489,8 @@ export class Pool {
       }
     }
     if (this.spawnBlockedUntil > this.clock.now()) wake = Math.min(wake, this.spawnBlockedUntil);
-    const grace = this.settings.idleRetireMs;
-    if (grace > 0 && this.waiters.length === 0) {
-      let live = 0;
-      for (const b of this.backends.values()) if (isLive(b)) live++;
-      if (live > this.settings.size) {
-        for (const b of this.backends.values()) {
-          if (b.state.phase === 'idle' && b.idleSince !== undefined)
-            wake = Math.min(wake, b.idleSince + grace);
-        }
-      }
-    }
+    const next = this.nextIdleRetirement();
+    if (next) wake = Math.min(wake, next.idleSince! + this.settings.idleRetireMs);
     return Number.isFinite(wake) ? wake : undefined;
   }
 
@@ -704,20 +695,29 @@ export class Pool {
       const live = [...this.backends.values()].filter(isLive);
       if (live.length <= this.settings.size) return;
       if (grace > 0) {
-        // Only backends idle for the whole grace may go; busy ones are never marked for it.
-        const now = this.clock.now();
-        const idleLong = live.filter(
-          (b) =>
-            b.state.phase === 'idle' && b.idleSince !== undefined && now - b.idleSince >= grace,
-        );
-        if (idleLong.length === 0) return;
-        this.retire(this.byStrategy(idleLong), 'shrink');
+        const victim = this.nextIdleRetirement();
+        if (!victim || this.clock.now() - victim.idleSince! < grace) return;
+        this.retire(victim, 'shrink');
         continue;
       }
       const victim = this.byStrategy(live);
       if (victim.state.phase === 'idle') this.retire(victim, 'shrink');
       else this.markForRetirement(victim);
     }
+  }
+
+  /**
+   * With pool_overflow_idle_ms, while nobody waits and more than pool_size backends are live: the
+   * idle backend pool_strategy picks (busy ones are never marked for it), which goes once it has
+   * been idle for the whole grace. Picking among those already idle that long would retire
+   * whichever went idle first, not the one fifo or lifo means.
+   */
+  private nextIdleRetirement(): BackendRecord | undefined {
+    if (this.settings.idleRetireMs <= 0 || this.waiters.length > 0) return undefined;
+    const live = [...this.backends.values()].filter(isLive);
+    if (live.length <= this.settings.size) return undefined;
+    const idle = live.filter((b) => b.state.phase === 'idle' && b.idleSince !== undefined);
+    return idle.length > 0 ? this.byStrategy(idle) : undefined;
   }
 
   /** The one pool_strategy picks: fifo the backend started longest ago, lifo the one started last. */

@@ -426,7 +426,7 @@ describe('pool model test', () => {
       maxRequests: 0,
       maxRequestsJitter: 0,
       maxRssBytes: 0,
-      idleRetireMs: 0,
+      idleRetireMs: 300,
       healthFailures: 3,
       restart: { baseDelayMs: 10, maxDelayMs: 200, stableAfterMs: 1000 },
     },

@@ -177,13 +177,36 @@ describe('pool decisions', () => {
       assert.ok(third);
       clock.advance(400);
       assert.deepEqual(stopped(pool.checkin(W1, third.lease, 'ok')), []);
-      // The one idle since the first checkin reaches the grace first, and the wake retires it.
-      const idleLongest = third.backend === original ? overflow : original;
+      // fifo retires the backend started longest ago, once it has been idle for the grace: from
+      // the first checkin, or from the third's if that one took it.
+      const idleFrom = third.backend === original ? t0 + 800 : t0;
       const wake = pool.nextWakeAt()!;
-      assert.equal(wake, t0 + 1000);
-      clock.advance(wake - clock.now());
-      assert.deepEqual(stopped(pool.tick()), [idleLongest]);
+      assert.equal(wake, idleFrom + 1000);
+      clock.advance(wake - 1 - clock.now());
+      assert.deepEqual(stopped(pool.tick()), [], 'not a moment early');
+      clock.advance(1);
+      assert.deepEqual(stopped(pool.tick()), [original]);
       assert.equal(pool.nextWakeAt(), undefined, 'back at pool_size: nothing more to wake for');
+    });
+
+    it('with pool_overflow_idle_ms, lifo retires the newest idle backend even if an older one went idle first', () => {
+      const { pool, clock } = setup({
+        size: 1,
+        maxOverflow: 1,
+        idleRetireMs: 1000,
+        strategy: 'lifo',
+      });
+      const [original] = startReady(pool);
+      const first = grant(pool.checkout(W1, 1))!;
+      const [overflow] = spawned(pool.checkout(W1, 2));
+      const second = grant(pool.backendReady(overflow!))!;
+      const [older, newer] = first.backend === original ? [first, second] : [second, first];
+      pool.checkin(W1, older.lease, 'ok');
+      clock.advance(300);
+      pool.checkin(W1, newer.lease, 'ok');
+      assert.equal(pool.nextWakeAt(), clock.now() + 1000, "the newer one's grace, not the older's");
+      clock.advance(1000);
+      assert.deepEqual(stopped(pool.tick()), [overflow]);
     });
 
     it('never starts more than pool_size + pool_max_overflow backends', () => {
