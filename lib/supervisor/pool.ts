@@ -293,9 +293,7 @@ export class Pool {
   }
 
   checkin(worker: number, lease: number, outcome: CheckinOutcome): PoolEffect[] {
-    const backend = this.find(
-      (b) => b.state.phase === 'busy' && b.state.lease === lease && b.state.worker === worker,
-    );
+    const backend = this.holding(worker, lease);
     if (!backend || backend.state.phase !== 'busy') {
       // The backend died or was taken back while the request was in flight: nothing to return.
       this.emit({
@@ -343,9 +341,7 @@ export class Pool {
       // Granted while the pass was on its way: the worker ignores that grant.
       if (crossed) this.takeBack(crossed);
     }
-    const backend = this.find(
-      (b) => b.state.phase === 'busy' && b.state.lease === lease && b.state.worker === worker,
-    );
+    const backend = this.holding(worker, lease);
     if (!backend || backend.state.phase !== 'busy') {
       // The backend died or was taken back meanwhile: the worker will find that out itself.
       this.emit({
@@ -438,9 +434,7 @@ export class Pool {
 
   /** The worker holding `lease` upgraded its connection: the backend is held until it closes. */
   upgraded(worker: number, lease: number): PoolEffect[] {
-    const backend = this.find(
-      (b) => b.state.phase === 'busy' && b.state.lease === lease && b.state.worker === worker,
-    );
+    const backend = this.holding(worker, lease);
     if (backend) this.move(backend, { type: 'upgrade' });
     return this.flush();
   }
@@ -860,6 +854,13 @@ export class Pool {
       if (backend.state.phase === 'idle' && nth-- === 0) return backend;
     }
     return undefined;
+  }
+
+  /** The backend `worker` holds under `lease`, if it still does. */
+  private holding(worker: number, lease: number): BackendRecord | undefined {
+    return this.find(
+      (b) => b.state.phase === 'busy' && b.state.lease === lease && b.state.worker === worker,
+    );
   }
 
   private find(predicate: (b: BackendRecord) => boolean): BackendRecord | undefined {

@@ -16,33 +16,7 @@ class Connection {
   constructor(private readonly port: number) {}
 
   get(path: string, requestId: string): Promise<Answer> {
-    const started = Date.now();
-    return new Promise((resolve, reject) => {
-      const req = http.get(
-        {
-          host: '127.0.0.1',
-          port: this.port,
-          path,
-          agent: this.agent,
-          headers: { 'x-request-id': requestId },
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () =>
-            resolve({
-              status: res.statusCode ?? 0,
-              statusMessage: res.statusMessage ?? '',
-              headers: res.headers,
-              rawHeaders: res.rawHeaders,
-              body: Buffer.concat(chunks).toString(),
-              ms: Date.now() - started,
-            }),
-          );
-        },
-      );
-      req.on('error', reject);
-    });
+    return request(this.port, path, { agent: this.agent, headers: { 'x-request-id': requestId } });
   }
 
   close(): void {

@@ -16,9 +16,11 @@ export interface RequestOptions {
   body?: string | Buffer;
   /** Aborting it closes the client's connection (the promise then rejects). */
   signal?: AbortSignal;
+  /** A keep-alive agent, to send it on a connection that earlier requests used (default: none). */
+  agent?: http.Agent;
 }
 
-/** One request on a fresh connection, as an independent client would make it. */
+/** One request, on a fresh connection (as an independent client would make it) unless given an agent. */
 export function request(port: number, path: string, options: RequestOptions = {}): Promise<Answer> {
   const started = Date.now();
   return new Promise((resolve, reject) => {
@@ -29,7 +31,7 @@ export function request(port: number, path: string, options: RequestOptions = {}
         path,
         method: options.method ?? 'GET',
         headers: options.headers,
-        agent: false,
+        agent: options.agent ?? false,
       },
       (res) => {
         const chunks: Buffer[] = [];
