@@ -75,7 +75,7 @@ export type PrimaryMessage =
     }
   | { ns: typeof NAMESPACE; type: 'rejected'; ack: number; code: ErrorCode; message: string }
   /** From now on, `leases` may be passed only to checkouts numbered ≤ upTo (0: to none). */
-  | { ns: typeof NAMESPACE; type: 'revoke'; seq: number; leases: number[]; upTo: number }
+  | { ns: typeof NAMESPACE; type: 'revoke'; seq: number; leases: readonly number[]; upTo: number }
   | { ns: typeof NAMESPACE; type: 'drain' }
   /**
    * The backend on `port` was leased to another worker: close any idle keep-alive connection to it,

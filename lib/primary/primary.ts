@@ -147,7 +147,7 @@ export class Primary {
           ns: NAMESPACE,
           type: 'revoke',
           seq,
-          leases: [...leases],
+          leases,
           upTo,
         }),
       reject: (worker, ack, code) =>

@@ -278,15 +278,8 @@ export class Pool {
    * granted, the grant is in flight to a worker that will ignore it, so the lease comes back here.
    */
   cancel(worker: number, requestId: number): PoolEffect[] {
-    const index = this.waiters.findIndex((w) => w.worker === worker && w.requestId === requestId);
-    if (index >= 0) {
-      this.waiters.splice(index, 1);
-      return this.flush();
-    }
-    const leased = this.find(
-      (b) =>
-        b.state.phase === 'busy' && b.state.worker === worker && b.state.requestId === requestId,
-    );
+    if (this.dropWaiter(worker, requestId)) return this.flush();
+    const leased = this.grantedTo(worker, requestId);
     if (leased && leased.state.phase === 'busy')
       return this.checkin(worker, leased.state.lease, 'ok');
     return this.flush();
@@ -313,8 +306,7 @@ export class Pool {
     } else if (outcome === 'abandoned') {
       this.retire(backend, 'abandoned-stream');
     } else {
-      backend.served += 1;
-      if (backend.served >= backend.requestLimit) backend.recycle ??= 'max-requests';
+      this.countServed(backend);
       this.takeBack(backend);
     }
     this.reconcile({ shrink: true });
@@ -328,17 +320,9 @@ export class Pool {
    * for `to` (its place in the queue, or a grant crossing the pass) is let go.
    */
   pass(worker: number, lease: number, to: number): PoolEffect[] {
-    const index = this.waiters.findIndex((w) => w.worker === worker && w.requestId === to);
-    if (index >= 0) this.waiters.splice(index, 1);
-    else {
-      const crossed = this.find(
-        (b) =>
-          b.state.phase === 'busy' &&
-          b.state.worker === worker &&
-          b.state.requestId === to &&
-          b.state.lease !== lease,
-      );
+    if (!this.dropWaiter(worker, to)) {
       // Granted while the pass was on its way: the worker ignores that grant.
+      const crossed = this.grantedTo(worker, to);
       if (crossed) this.takeBack(crossed);
     }
     const backend = this.holding(worker, lease);
@@ -355,8 +339,7 @@ export class Pool {
           message: `worker ${worker} passed lease ${lease} to request ${to}, beyond its confirmed bound ${backend.state.pass.upTo}`,
         });
       }
-      backend.served += 1;
-      if (backend.served >= backend.requestLimit) backend.recycle ??= 'max-requests';
+      this.countServed(backend);
       this.move(backend, { type: 'pass', requestId: to });
     }
     this.reconcile({ shrink: true });
@@ -685,15 +668,16 @@ export class Pool {
   private shrink(): void {
     if (this.waiters.length > 0) return;
     const grace = this.settings.idleRetireMs;
+    if (grace > 0) {
+      for (let v = this.nextIdleRetirement(); v; v = this.nextIdleRetirement()) {
+        if (this.clock.now() - v.idleSince! < grace) return;
+        this.retire(v, 'shrink');
+      }
+      return;
+    }
     for (;;) {
       const live = [...this.backends.values()].filter(isLive);
       if (live.length <= this.settings.size) return;
-      if (grace > 0) {
-        const victim = this.nextIdleRetirement();
-        if (!victim || this.clock.now() - victim.idleSince! < grace) return;
-        this.retire(victim, 'shrink');
-        continue;
-      }
       const victim = this.byStrategy(live);
       if (victim.state.phase === 'idle') this.retire(victim, 'shrink');
       else this.markForRetirement(victim);
@@ -774,11 +758,11 @@ export class Pool {
   private limitPasses(index: number): void {
     const newcomer = this.waiters[index]!;
     let held: BackendRecord[] | undefined;
+    // Health checks' leases are bounded to 0: never among these.
     for (const b of this.backends.values()) {
       if (
         b.state.phase === 'busy' &&
         b.state.worker !== newcomer.worker &&
-        b.state.worker !== HEALTH_CHECKER &&
         passLimit(b.state.pass) > 0
       )
         (held ??= []).push(b);
@@ -816,7 +800,8 @@ export class Pool {
   private markForRetirement(backend: BackendRecord): void {
     this.move(backend, { type: 'mark-for-retirement' });
     const state = backend.state;
-    if (state.phase === 'busy' && state.worker !== HEALTH_CHECKER && passLimit(state.pass) > 0)
+    // A health check's lease is bounded to 0 from the start: nothing to revoke.
+    if (state.phase === 'busy' && passLimit(state.pass) > 0)
       this.revoke(state.worker, [backend], 0);
   }
 
@@ -854,6 +839,28 @@ export class Pool {
       if (backend.state.phase === 'idle' && nth-- === 0) return backend;
     }
     return undefined;
+  }
+
+  /** A request ended well on the backend: counted, and due for recycling at its limit. */
+  private countServed(backend: BackendRecord): void {
+    backend.served += 1;
+    if (backend.served >= backend.requestLimit) backend.recycle ??= 'max-requests';
+  }
+
+  /** Takes the request out of the queue; false when it was not waiting. */
+  private dropWaiter(worker: number, requestId: number): boolean {
+    const index = this.waiters.findIndex((w) => w.worker === worker && w.requestId === requestId);
+    if (index < 0) return false;
+    this.waiters.splice(index, 1);
+    return true;
+  }
+
+  /** The backend granted to the request, if any (its grant may still be on its way). */
+  private grantedTo(worker: number, requestId: number): BackendRecord | undefined {
+    return this.find(
+      (b) =>
+        b.state.phase === 'busy' && b.state.worker === worker && b.state.requestId === requestId,
+    );
   }
 
   /** The backend `worker` holds under `lease`, if it still does. */

@@ -49,7 +49,7 @@ const sendRaw = process.send.bind(process);
 const channel = new Batcher<WorkerMessage>((message, done) =>
   sendRaw(message, undefined, {}, () => done?.()),
 );
-const send = (message: WorkerMessage, done?: () => void): void => channel.send(message, done);
+const send = channel.send.bind(channel);
 const backend = backendHost(config.service_http_base_url);
 const shutdownMs = config.shutdown_timeout_ms;
 
