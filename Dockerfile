@@ -13,9 +13,11 @@ COPY lib lib
 RUN npm ci --ignore-scripts && npm run build
 
 FROM node:26-slim
-ENV NODE_ENV=production \
-    # Runtime state (pid file, backend record) off the config mount, which may be read-only.
-    MULTIPLEXER_STATE_DIR=/tmp/multiplexer
+# No MULTIPLEXER_STATE_DIR: the default, /tmp/multiplexer-<uid>/<config name>-<hash>, is a directory
+# the user `node` creates and owns, off the config mount (which may be read-only). A fixed
+# /tmp/multiplexer was refused by the state directory's check: its parent /tmp belongs to root and
+# anyone may write there. .ci/runtime-stage-check runs this stage as uid 1000 with this file's ENV.
+ENV NODE_ENV=production
 # tini as PID 1 forwards signals to the primary and reaps the grandchildren backends leave behind.
 RUN apt-get update && apt-get install -y --no-install-recommends tini && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
