@@ -18,6 +18,8 @@ const REJECTIONS: Partial<Record<ErrorCode, string>> = {
   MPX_CLIENT_TIMEOUT: 'client_timeout',
   MPX_UPGRADE_DISABLED: 'upgrade_disabled',
   MPX_INTERNAL: 'internal',
+  MPX_BUFFER_FULL: 'buffer_full',
+  MPX_CLIENT_QUEUE_FULL: 'client_queue_full',
 };
 
 /** Whether multiplexer's answer with this code turned the request away before any backend. */

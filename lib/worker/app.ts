@@ -4,12 +4,13 @@ import type { Duplex } from 'node:stream';
 import { backendHost, type Config } from '../config/config.js';
 import { httpStatusFor, type ErrorCode } from '../errors.js';
 import type { CheckinOutcome } from '../ipc/protocol.js';
-import type { LeaseClient } from '../ipc/lease-client.js';
-import { readBody } from './request-body.js';
+import type { CheckoutResult, LeaseClient } from '../ipc/lease-client.js';
+import { readBody, type BodyResult } from './request-body.js';
 import { BufferStore } from './buffer-store.js';
 import { Delivery } from './delivery.js';
 import { errorCodeOf, sendError, writeErrorTo } from './error-response.js';
 import { exchange, type ExchangeTarget, type OutgoingRequest } from './exchange.js';
+import { attempt, guard, type FaultReporter } from './guard.js';
 import { addOwnHeader, requestHeaders, requestIdOf, targetOf, TrustedProxies } from './headers.js';
 import type { RequestObserver } from './request-observer.js';
 import { tunnel, type Tunnel } from './upgrade.js';
@@ -27,6 +28,8 @@ export interface AppDeps {
   readonly tunnels: Map<number, Tunnel>;
   /** Metrics and the access log. */
   readonly observer: RequestObserver;
+  /** An exception caught on the request path (see guard.ts). */
+  readonly onFault: FaultReporter;
 }
 
 /** The backend a request was given, for the access log (the last one, after a refusal). */
@@ -102,6 +105,7 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
     timeoutMs: config.http_proxy_timeout,
     mayRetryRefused,
     bufferResponses: config.buffer_responses,
+    onFault: deps.onFault,
   });
 
   /**
@@ -120,11 +124,11 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
     settled: () => void,
   ): void => {
     let refusals = 0;
-    const attempt = (again: boolean): void => {
+    const tryCheckout = (again: boolean): void => {
       const checkout = leases.checkout(again);
       const leave = (): void => leases.cancel(checkout.seq);
       client.once('close', leave);
-      void checkout.result.then((result) => {
+      const granted = (result: CheckoutResult): void => {
         client.off('close', leave);
         if (result.status === 'cancelled') return settled();
         if (result.status === 'rejected') {
@@ -140,16 +144,35 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
         record.backend = result.backend;
         record.port = result.port;
         observer.leased(leasedAt - startedAt);
-        use(result.lease, targetFor(result.port, refusals < MAX_REFUSALS), (outcome) => {
+        let returned = false;
+        const done = (outcome: CheckinOutcome): void => {
+          if (returned) return;
+          returned = true;
           leases.checkin(result.lease, outcome);
           observer.returned(performance.now() - leasedAt);
           if (outcome !== 'refused') return settled();
           refusals++;
-          attempt(true);
-        });
-      });
+          tryCheckout(true);
+        };
+        const target = targetFor(result.port, refusals < MAX_REFUSALS);
+        attempt(
+          () => use(result.lease, target, done),
+          (err) => {
+            // What the backend saw of the request is unknown: it is replaced, not reused.
+            deps.onFault(err, 'lease');
+            rejected('MPX_INTERNAL', 'multiplexer could not relay this exchange (see its log)');
+            done('broken');
+          },
+        );
+      };
+      void checkout.result.then(
+        guard(granted, (err) => {
+          deps.onFault(err, 'checkout');
+          settled();
+        }),
+      );
     };
-    attempt(false);
+    tryCheckout(false);
   };
 
   const handle = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void => {
@@ -195,6 +218,7 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
         bufferDir: deps.bufferDir,
         memoryBytes: config.buffer_memory_bytes,
         clientTimeoutMs: config.client_timeout_ms,
+        onFault: deps.onFault,
       });
       const run = (body: OutgoingRequest['body']): void => {
         const outgoing: OutgoingRequest = {
@@ -216,11 +240,19 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
           settle,
         );
       };
-      if (!hasBody(req)) return run({ kind: 'none' });
+      // The backend request's framing is ours, from what node parsed, never the client's text.
+      if (!hasBody(req)) {
+        if (req.headers['content-length'] !== '0') delete headers['content-length'];
+        return run({ kind: 'none' });
+      }
       if (!config.buffer_requests) {
-        // Node frames a body from this header; a chunked body stays chunked.
-        if (req.headers['transfer-encoding'] !== undefined)
+        // Node frames a body from these headers; a chunked body stays chunked.
+        if (req.headers['transfer-encoding'] !== undefined) {
           headers['transfer-encoding'] = 'chunked';
+          delete headers['content-length'];
+        } else {
+          headers['content-length'] = String(Number(req.headers['content-length']));
+        }
         // A client that stalls mid-upload is dropped; the exchange then closes the backend's
         // connection, and the backend is returned once that is closed.
         req.setTimeout(config.client_timeout_ms, () => res.destroy());
@@ -230,100 +262,127 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
       if (expectsContinue) res.writeContinue();
       const store = new BufferStore(deps.bufferDir, config.buffer_memory_bytes);
       res.once('close', () => store.dispose());
-      readBody(req, store, { limit, timeoutMs: config.client_timeout_ms }, (result) => {
-        switch (result) {
-          case 'complete':
-            headers['content-length'] = String(store.length);
-            return run({ kind: 'stored', store });
-          case 'too-large':
-            sendError(res, 'MPX_BODY_TOO_LARGE', tooLarge, { close: true });
-            return settle();
-          case 'stalled':
-            sendError(
-              res,
-              'MPX_CLIENT_TIMEOUT',
-              'the request body did not arrive within client_timeout_ms',
-              { close: true },
-            );
-            return settle();
-          case 'failed':
-            sendError(res, 'MPX_INTERNAL', 'the request body could not be stored', { close: true });
-            return settle();
-          case 'aborted':
-            res.destroy();
-            return settle();
-        }
-      });
+      readBody(
+        req,
+        store,
+        { limit, timeoutMs: config.client_timeout_ms },
+        guard((result: BodyResult) => {
+          switch (result) {
+            case 'complete':
+              headers['content-length'] = String(store.length);
+              return run({ kind: 'stored', store });
+            case 'too-large':
+              sendError(res, 'MPX_BODY_TOO_LARGE', tooLarge, { close: true });
+              return settle();
+            case 'stalled':
+              sendError(
+                res,
+                'MPX_CLIENT_TIMEOUT',
+                'the request body did not arrive within client_timeout_ms',
+                { close: true },
+              );
+              return settle();
+            case 'failed':
+              sendError(res, 'MPX_INTERNAL', 'the request body could not be stored', {
+                close: true,
+              });
+              return settle();
+            case 'aborted':
+              res.destroy();
+              return settle();
+          }
+        }, failed(res)),
+      );
     };
 
     // A client connection carries one exchange at a time: a pipelined request is read by node
     // while the previous one is answered, and must not take a second backend meanwhile.
     const previous = answering.get(socket);
     answering.set(socket, res);
-    if (previous) previous.once('close', begin);
+    if (previous) previous.once('close', guard(begin, failed(res)));
     else begin();
   };
 
-  return {
-    request: (req, res) => handle(req, res, false),
-    checkContinue: (req, res) => handle(req, res, true),
-    upgrade: (req, socket, head) => {
-      socket.on('error', () => undefined);
-      const startedAt = performance.now();
-      const refuse = (code: ErrorCode, message: string): void => {
-        writeErrorTo(socket, code, message);
-        report(req, requestIdOf(req), startedAt, NO_LEASE, {
-          status: httpStatusFor[code],
-          bytes: (socket as Socket).bytesWritten,
-          errorCode: code,
-        });
-      };
-      if (!config.websocket) {
-        return refuse(
-          'MPX_UPGRADE_DISABLED',
-          'WebSocket and other Upgrade connections are not passed through (websocket: false)',
-        );
-      }
-      const target = targetOf(req);
-      if (!target) return refuse('MPX_BAD_REQUEST', 'the request names no host (Host header)');
-      deps.onStart();
-      let open = 2;
-      const settle = (): void => {
-        if (--open === 0) deps.onSettled();
-      };
-      const record: LeaseRecord = { ...NO_LEASE };
-      const requestId = requestIdOf(req);
-      let status: number | undefined;
-      socket.once('close', () => {
-        const errorCode = errorCodeOf(socket);
-        report(req, requestId, startedAt, record, {
-          status: errorCode ? httpStatusFor[errorCode] : status,
-          bytes: (socket as Socket).bytesWritten,
-          errorCode,
-        });
-        settle();
-      });
-      const headers = requestHeaders(req, target, trusted, requestId, true);
-      withBackend(
-        socket,
-        startedAt,
-        record,
-        () => socket.destroyed,
-        (code, message) => writeErrorTo(socket, code, message),
-        (lease, backend, done) =>
-          tunnel(req, socket, head, { path: target.path, headers }, backend, {
-            answered: (s) => (status = s),
-            upgraded: (t) => {
-              deps.tunnels.set(lease, t);
-              leases.upgraded(lease);
-            },
-            done: (outcome) => {
-              deps.tunnels.delete(lease);
-              done(outcome);
-            },
-          }),
-        settle,
+  /** An exception while handling a request: 502 MPX_INTERNAL, or a cut if the answer began. */
+  const failed =
+    (res: ServerResponse) =>
+    (err: unknown): void => {
+      deps.onFault(err, 'request');
+      attempt(
+        () => sendError(res, 'MPX_INTERNAL', 'multiplexer could not handle this request'),
+        () => res.destroy(),
       );
-    },
+    };
+
+  return {
+    request: (req, res) => attempt(() => handle(req, res, false), failed(res)),
+    checkContinue: (req, res) => attempt(() => handle(req, res, true), failed(res)),
+    upgrade: (req, socket, head) =>
+      attempt(
+        () => upgrade(req, socket, head),
+        (err) => {
+          deps.onFault(err, 'upgrade');
+          socket.destroy();
+        },
+      ),
   };
+
+  function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => undefined);
+    const startedAt = performance.now();
+    const refuse = (code: ErrorCode, message: string): void => {
+      writeErrorTo(socket, code, message);
+      report(req, requestIdOf(req), startedAt, NO_LEASE, {
+        status: httpStatusFor[code],
+        bytes: (socket as Socket).bytesWritten,
+        errorCode: code,
+      });
+    };
+    if (!config.websocket) {
+      return refuse(
+        'MPX_UPGRADE_DISABLED',
+        'WebSocket and other Upgrade connections are not passed through (websocket: false)',
+      );
+    }
+    const target = targetOf(req);
+    if (!target) return refuse('MPX_BAD_REQUEST', 'the request names no host (Host header)');
+    deps.onStart();
+    let open = 2;
+    const settle = (): void => {
+      if (--open === 0) deps.onSettled();
+    };
+    const record: LeaseRecord = { ...NO_LEASE };
+    const requestId = requestIdOf(req);
+    let status: number | undefined;
+    socket.once('close', () => {
+      const errorCode = errorCodeOf(socket);
+      report(req, requestId, startedAt, record, {
+        status: errorCode ? httpStatusFor[errorCode] : status,
+        bytes: (socket as Socket).bytesWritten,
+        errorCode,
+      });
+      settle();
+    });
+    const headers = requestHeaders(req, target, trusted, requestId, true);
+    withBackend(
+      socket,
+      startedAt,
+      record,
+      () => socket.destroyed,
+      (code, message) => writeErrorTo(socket, code, message),
+      (lease, backend, done) =>
+        tunnel(req, socket, head, { path: target.path, headers }, backend, {
+          answered: (s) => (status = s),
+          upgraded: (t) => {
+            deps.tunnels.set(lease, t);
+            leases.upgraded(lease);
+          },
+          done: (outcome) => {
+            deps.tunnels.delete(lease);
+            done(outcome);
+          },
+        }),
+      settle,
+    );
+  }
 }

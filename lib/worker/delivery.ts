@@ -1,8 +1,15 @@
-import type { ServerResponse } from 'node:http';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { ErrorCode } from '../errors.js';
 import { BufferStore, type StoreReader } from './buffer-store.js';
 import { sendError } from './error-response.js';
-import { headerObject, ownHeadersOf, responseHeaders } from './headers.js';
+import { guard, type FaultReporter } from './guard.js';
+import {
+  earlyHints,
+  headerObject,
+  ownHeadersOf,
+  responseHeaders,
+  withoutHeader,
+} from './headers.js';
 
 export interface DeliverySettings {
   /** Where answers that outgrow memory are spilled. */
@@ -10,6 +17,19 @@ export interface DeliverySettings {
   readonly memoryBytes: number;
   /** client_timeout_ms: the longest a client may take no bytes while an answer waits for it. */
   readonly clientTimeoutMs: number;
+  /** Told of an exception in the delivery's own callbacks, which then cut the client. */
+  readonly onFault: FaultReporter;
+}
+
+/**
+ * A reason phrase as RFC 9112 §4 allows it (HTAB, SP, VCHAR, obs-text). llhttp passes on bytes
+ * that node's writeHead then refuses (a control byte threw ERR_INVALID_CHAR and ended the worker):
+ * such a phrase is replaced by the standard one, as the phrase carries no meaning (§4).
+ */
+const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+function reasonPhrase(status: number, given: string | undefined): string {
+  return given !== undefined && REASON_PHRASE.test(given) ? given : (STATUS_CODES[status] ?? '');
 }
 
 /**
@@ -46,12 +66,23 @@ export class Delivery {
     private readonly res: ServerResponse,
     private readonly settings: DeliverySettings,
   ) {
-    res.once('close', () => {
-      this.clearStall();
-      this.store?.dispose();
-      if (this.phase === 'finished') return;
-      this.phase = 'gone';
-      this.goneHandler?.();
+    res.once(
+      'close',
+      this.guard(() => {
+        this.clearStall();
+        this.store?.dispose();
+        if (this.phase === 'finished') return;
+        this.phase = 'gone';
+        this.goneHandler?.();
+      }),
+    );
+  }
+
+  /** The delivery's own callbacks: an exception cuts the client (the exchange then ends). */
+  private guard<A extends unknown[]>(fn: (...args: A) => void): (...args: A) => void {
+    return guard(fn, (err) => {
+      this.settings.onFault(err, 'delivery');
+      this.cut();
     });
   }
 
@@ -63,12 +94,24 @@ export class Delivery {
     this.goneHandler = handler;
   }
 
-  /** A 1xx answer: 103 Early Hints and 102 Processing reach the client before the final head. */
+  /**
+   * A 1xx answer: 103 Early Hints and 102 Processing reach the client before the final head (never
+   * an HTTP/1.0 client: RFC 9110 §15.2). Early hints are re-encoded as node's writeEarlyHints takes
+   * them, one Link per value; hints it would refuse are dropped (see earlyHints).
+   */
   information(status: number, raw: readonly string[]): void {
     if (this.phase !== 'before-head') return;
+    const req = this.res.req as
+      { httpVersionMajor?: number; httpVersionMinor?: number } | undefined;
+    if (req && req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return;
     if (status === 103) {
-      const hints = headerObject(raw);
-      if (hints.link) this.res.writeEarlyHints(hints);
+      const hints = earlyHints(raw);
+      try {
+        if (hints) this.res.writeEarlyHints(hints);
+      } catch (err) {
+        // Refused by node before anything was written: the hint is dropped, the answer goes on.
+        this.settings.onFault(err, 'early hints (dropped)');
+      }
     } else if (status === 102) {
       this.res.writeProcessing();
     }
@@ -77,10 +120,29 @@ export class Delivery {
   head(status: number, message: string | undefined, raw: readonly string[], stream: boolean): void {
     if (this.phase !== 'before-head') return;
     this.res.sendDate = false;
-    this.res.writeHead(status, message, responseHeaders(raw, ownHeadersOf(this.res)));
+    const headers = responseHeaders(raw, ownHeadersOf(this.res));
+    this.res.writeHead(
+      status,
+      reasonPhrase(status, message),
+      // Trailers need chunked coding: node throws ERR_HTTP_TRAILER_INVALID on a Trailer header of
+      // an answer it sends otherwise, and drops the trailers themselves then.
+      this.willChunk(status, headers) ? headers : withoutHeader(headers, 'trailer'),
+    );
     this.phase = stream ? 'streaming' : 'buffering';
     // An event stream's client waits for its head before any event comes.
     if (stream) this.res.flushHeaders();
+  }
+
+  /** Whether node will send an answer with these headers chunked (as in its _storeHeader). */
+  private willChunk(status: number, headers: readonly string[]): boolean {
+    const req = this.res.req as { httpVersionMinor?: number; method?: string } | undefined;
+    if (req?.method === 'HEAD' || status === 204 || status === 304 || req?.httpVersionMinor === 0) {
+      return false;
+    }
+    for (let i = 0; i < headers.length; i += 2) {
+      if (headers[i]!.toLowerCase() === 'content-length') return false;
+    }
+    return true;
   }
 
   /**
@@ -153,10 +215,13 @@ export class Delivery {
     if (this.res.writableNeedDrain) {
       this.pumping = true;
       this.armStall();
-      this.res.once('drain', () => {
-        this.pumping = false;
-        this.pump();
-      });
+      this.res.once(
+        'drain',
+        this.guard(() => {
+          this.pumping = false;
+          this.pump();
+        }),
+      );
       return;
     }
     const reader = this.reader;
@@ -166,26 +231,28 @@ export class Delivery {
       return;
     }
     this.pumping = true;
-    reader.next((err, chunk) => {
-      this.pumping = false;
-      if (this.phase !== 'buffering' && this.phase !== 'ending') return;
-      if (err) {
-        this.cut();
-        return;
-      }
-      if (chunk.length === 0) {
-        // The file has not caught up with what was appended: go on once it has.
-        store.whenWritten(() => this.pump());
-        return;
-      }
-      this.res.write(chunk);
-      if (this.resume && reader.pending < MAX_STORED_BYTES / 2) {
-        const resume = this.resume;
-        this.resume = undefined;
-        resume();
-      }
-      this.pump();
-    });
+    reader.next(
+      this.guard((err: Error | null, chunk: Buffer) => {
+        this.pumping = false;
+        if (this.phase !== 'buffering' && this.phase !== 'ending') return;
+        if (err) {
+          this.cut();
+          return;
+        }
+        if (chunk.length === 0) {
+          // The file has not caught up with what was appended: go on once it has.
+          store.whenWritten(this.guard(() => this.pump()));
+          return;
+        }
+        this.res.write(chunk);
+        if (this.resume && reader.pending < MAX_STORED_BYTES / 2) {
+          const resume = this.resume;
+          this.resume = undefined;
+          resume();
+        }
+        this.pump();
+      }),
+    );
   }
 
   /** From now, the client has client_timeout_ms to take some of what waits for it. */

@@ -7,6 +7,7 @@ const REASON: Record<number, string> = {
   400: 'Bad Request',
   408: 'Request Timeout',
   413: 'Content Too Large',
+  429: 'Too Many Requests',
   500: 'Internal Server Error',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
@@ -65,7 +66,7 @@ function errorAnswer(
       'content-type': 'text/plain; charset=utf-8',
       'content-length': String(Buffer.byteLength(body)),
       'x-multiplexer-error': code,
-      ...(status === 503 ? { 'retry-after': '1' } : {}),
+      ...(status === 503 || status === 429 ? { 'retry-after': '1' } : {}),
     },
   };
 }

@@ -2,6 +2,7 @@ import http, { type IncomingMessage } from 'node:http';
 import type { CheckinOutcome } from '../ipc/protocol.js';
 import { sendStored, type BufferStore } from './buffer-store.js';
 import type { Delivery } from './delivery.js';
+import { guard, type FaultReporter } from './guard.js';
 import { isIdempotent } from './headers.js';
 
 /**
@@ -23,6 +24,8 @@ export interface ExchangeTarget {
   readonly mayRetryRefused: boolean;
   /** Answers are kept for the client (buffer_responses) unless they are streams. */
   readonly bufferResponses: boolean;
+  /** Told of an exception on this exchange's path (see guard.ts). */
+  readonly onFault: FaultReporter;
 }
 
 export interface OutgoingRequest {
@@ -111,7 +114,7 @@ export function exchange(
 
 class Exchange {
   private phase: Phase = { name: 'sending' };
-  private backendReq!: http.ClientRequest;
+  private backendReq: http.ClientRequest | undefined;
   private retried = false;
   private headTimer: NodeJS.Timeout | undefined;
 
@@ -123,9 +126,34 @@ class Exchange {
   ) {}
 
   start(): void {
-    this.client.onGone(() => this.clientGone());
-    this.headTimer = setTimeout(() => this.headTimeout(), this.target.timeoutMs);
-    this.backendReq = this.send();
+    this.client.onGone(this.guard(() => this.clientGone()));
+    this.headTimer = setTimeout(
+      this.guard(() => this.headTimeout()),
+      this.target.timeoutMs,
+    );
+    this.guard(() => (this.backendReq = this.send()))();
+  }
+
+  /** `fn` under the request path's guard: an exception ends this exchange, not the worker. */
+  private guard<A extends unknown[]>(fn: (...args: A) => void): (...args: A) => void {
+    return guard(fn, (err) => this.crash(err));
+  }
+
+  /**
+   * An exception on this exchange's path: the client gets 502 MPX_INTERNAL if nothing was sent
+   * yet, else its connection is cut; the backend's connection is closed, and the backend returned
+   * once it is (as after an answer that does not parse: the process itself is fine).
+   */
+  private crash(err: unknown): void {
+    this.target.onFault(err, 'exchange');
+    const phase = this.phase.name;
+    if (phase === 'closing' || phase === 'done') return;
+    try {
+      this.client.fail('MPX_INTERNAL', 'multiplexer could not relay this exchange (see its log)');
+    } catch {
+      this.client.cut();
+    }
+    this.close('bad-response');
   }
 
   private get mayResend(): boolean {
@@ -144,11 +172,20 @@ class Exchange {
       agent,
       setHost: false,
     });
-    out.on('information', (info: http.InformationEvent) => {
-      if (out === this.backendReq) this.client.information(info.statusCode, info.rawHeaders);
-    });
-    out.on('response', (answer: IncomingMessage) => this.onHead(out, answer));
-    out.on('error', (err: NodeJS.ErrnoException) => this.onError(out, err));
+    out.on(
+      'information',
+      this.guard((info: http.InformationEvent) => {
+        if (out === this.backendReq) this.client.information(info.statusCode, info.rawHeaders);
+      }),
+    );
+    out.on(
+      'response',
+      this.guard((answer: IncomingMessage) => this.onHead(out, answer)),
+    );
+    out.on(
+      'error',
+      this.guard((err: NodeJS.ErrnoException) => this.onError(out, err)),
+    );
     const body = request.body;
     if (body.kind === 'none') {
       // Written whole from our side at once: nothing to wait for before the head.
@@ -156,21 +193,27 @@ class Exchange {
       this.phase = { name: 'awaiting-head' };
       return out;
     }
-    out.on('finish', () => {
-      if (out === this.backendReq && this.phase.name === 'sending') {
-        this.phase = { name: 'awaiting-head' };
-      }
-    });
+    out.on(
+      'finish',
+      this.guard(() => {
+        if (out === this.backendReq && this.phase.name === 'sending') {
+          this.phase = { name: 'awaiting-head' };
+        }
+      }),
+    );
     // The body flows only once the backend accepted the connection: a refused connection then
     // leaves it unread, and the request can go to another backend whole.
-    out.once('socket', (socket) => {
-      const flow = (): void => {
-        if (body.kind === 'stored') sendStored(body.store, out, (err) => out.destroy(err));
-        else body.from.pipe(out);
-      };
-      if (socket.connecting) socket.once('connect', flow);
-      else flow();
-    });
+    out.once(
+      'socket',
+      this.guard((socket: import('node:net').Socket) => {
+        const flow = this.guard((): void => {
+          if (body.kind === 'stored') sendStored(body.store, out, (err) => out.destroy(err));
+          else body.from.pipe(out);
+        });
+        if (socket.connecting) socket.once('connect', flow);
+        else flow();
+      }),
+    );
     return out;
   }
 
@@ -184,19 +227,28 @@ class Exchange {
     }
     clearTimeout(this.headTimer);
     const socket = answer.socket;
-    const onStall = (): void => this.stalled();
+    const onStall = this.guard((): void => this.stalled());
     socket.setTimeout(this.target.timeoutMs, onStall);
-    answer.on('data', (chunk: Buffer) => this.onData(answer, chunk));
-    answer.on('end', () => {
-      // The connection may be reused: the stall timer belongs to this exchange only.
-      socket.setTimeout(0);
-      socket.off('timeout', onStall);
-      this.onEnd(answer);
-    });
+    answer.on(
+      'data',
+      this.guard((chunk: Buffer) => this.onData(answer, chunk)),
+    );
+    answer.on(
+      'end',
+      this.guard(() => {
+        // The connection may be reused: the stall timer belongs to this exchange only.
+        socket.setTimeout(0);
+        socket.off('timeout', onStall);
+        this.onEnd(answer);
+      }),
+    );
     answer.on('error', () => undefined);
-    answer.on('close', () => {
-      if (!answer.complete) this.onCut(answer);
-    });
+    answer.on(
+      'close',
+      this.guard(() => {
+        if (!answer.complete) this.onCut(answer);
+      }),
+    );
     if (this.client.gone) {
       this.discard(answer);
       return;
@@ -228,7 +280,7 @@ class Exchange {
     if (phase === 'receiving') this.client.end(answer.rawTrailers);
     // An early answer: the backend does not want the rest of the body. Only a closed connection
     // says for sure that it is not still reading it.
-    if (!this.backendReq.writableFinished) this.close('ok');
+    if (!this.backendReq?.writableFinished) this.close('ok');
     else this.finish('ok');
   }
 
@@ -283,7 +335,7 @@ class Exchange {
   private headTimeout(): void {
     const phase = this.phase.name;
     if (phase !== 'sending' && phase !== 'awaiting-head') return;
-    this.backendReq.destroy();
+    this.backendReq?.destroy();
     this.client.fail('MPX_BACKEND_TIMEOUT', 'the backend did not answer within http_proxy_timeout');
     this.finish('stuck');
   }
@@ -292,7 +344,7 @@ class Exchange {
   private stalled(): void {
     const phase = this.phase;
     if (phase.name !== 'receiving' && phase.name !== 'discarding') return;
-    this.backendReq.destroy();
+    this.backendReq?.destroy();
     this.client.cut();
     this.finish('stuck');
   }
@@ -309,7 +361,10 @@ class Exchange {
   }
 
   private discard(answer: IncomingMessage): void {
-    const timer = setTimeout(() => this.abandon(), this.target.timeoutMs);
+    const timer = setTimeout(
+      this.guard(() => this.abandon()),
+      this.target.timeoutMs,
+    );
     this.phase = { name: 'discarding', answer, timer, bytes: 0 };
     answer.resume();
   }
@@ -324,8 +379,8 @@ class Exchange {
   private close(outcome: CheckinOutcome): void {
     this.leavePhase();
     this.phase = { name: 'closing', outcome };
-    const socket = this.backendReq.socket;
-    this.backendReq.destroy();
+    const socket = this.backendReq?.socket;
+    this.backendReq?.destroy();
     if (!socket || socket.closed) this.finish(outcome);
     else socket.once('close', () => this.finish(outcome));
   }

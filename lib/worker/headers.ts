@@ -26,6 +26,21 @@ const FORWARDED = new Set([
   'x-forwarded-proto',
 ]);
 
+/**
+ * Headers that Connection may not name away: the request's framing and authority, and the ones
+ * multiplexer sets. `Connection: content-length` once dropped a GET's Content-Length, and its body
+ * reached the backend unframed, as a second request the proxy never saw (request smuggling).
+ */
+const NEVER_NAMED = new Set([
+  'content-length',
+  'host',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'forwarded',
+  'x-request-id',
+]);
+
 const NO_TOKENS: ReadonlySet<string> = new Set();
 
 function connectionTokens(value: string | string[] | undefined): ReadonlySet<string> {
@@ -104,7 +119,8 @@ export function requestHeaders(
   const fromProxy = trusted.has(req.socket.remoteAddress);
   const headers: http.OutgoingHttpHeaders = {};
   for (const [name, value] of Object.entries(req.headers)) {
-    if (value === undefined || named.has(name) || HOP_BY_HOP.has(name)) continue;
+    if (value === undefined || HOP_BY_HOP.has(name)) continue;
+    if (named.has(name) && !NEVER_NAMED.has(name)) continue;
     // multiplexer itself answers "100 Continue"; the backend must not wait for one.
     if (name === 'expect') continue;
     if (FORWARDED.has(name) && !fromProxy) continue;
@@ -193,6 +209,56 @@ export function requestIdOf(req: http.IncomingMessage): string {
 export function headerObject(raw: readonly string[]): Record<string, string[]> {
   const out: Record<string, string[]> = {};
   for (let i = 0; i < raw.length; i += 2) (out[raw[i]!.toLowerCase()] ??= []).push(raw[i + 1]!);
+  return out;
+}
+
+/** What node's writeEarlyHints accepts as one Link value (lib/internal/validators.js). */
+const LINK_VALUE = /^(?:<[^>]*>)(?:\s*;\s*[^;"\s]+(?:=(")?[^;"\s]*\1)?)*$/;
+
+/**
+ * A backend's 103 as node's writeEarlyHints takes it: its Link values one by one. A backend may
+ * send several links in one header, comma-separated (node's own writeEarlyHints does), which node
+ * refuses as one value; each is split out and checked, and one node would refuse is left out.
+ * Undefined when no link is left (the hint is not sent).
+ */
+export function earlyHints(raw: readonly string[]): { link: string[] } | undefined {
+  const links: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() !== 'link') continue;
+    for (const link of splitList(raw[i + 1]!)) if (LINK_VALUE.test(link)) links.push(link);
+  }
+  return links.length > 0 ? { link: links } : undefined;
+}
+
+/** A comma-separated header value's items; commas inside <…> or "…" do not separate. */
+function splitList(value: string): string[] {
+  const items: string[] = [];
+  let start = 0;
+  let quoted = false;
+  let bracketed = false;
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i];
+    if (quoted) {
+      if (c === '\\') i++;
+      else if (c === '"') quoted = false;
+    } else if (c === '"') quoted = true;
+    else if (c === '<') bracketed = true;
+    else if (c === '>') bracketed = false;
+    else if (c === ',' && !bracketed) {
+      items.push(value.slice(start, i).trim());
+      start = i + 1;
+    }
+  }
+  items.push(value.slice(start).trim());
+  return items.filter(Boolean);
+}
+
+/** The raw header list without any header named `name` (lower case). */
+export function withoutHeader(raw: readonly string[], name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() !== name) out.push(raw[i]!, raw[i + 1]!);
+  }
   return out;
 }
 

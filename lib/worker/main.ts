@@ -82,6 +82,11 @@ const front = createHandlers({
   },
   isDraining: () => draining,
   observer: requestObserver(config.metrics ? metrics : undefined, accessLog, config.access_log),
+  onFault: (err, where) =>
+    log.error(
+      { event: 'request.internal-error', where, err },
+      `an exception ended one exchange (${where}); the worker goes on`,
+    ),
 });
 
 const server = http.createServer(

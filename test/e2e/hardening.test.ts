@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { describe, it } from 'node:test';
+import { request } from '../helpers/http.js';
+import { fixtureCommand, startMultiplexer, type Running } from '../helpers/multiplexer.js';
+import { waitFor } from '../helpers/wait.js';
+
+const SCRIPTED = fixtureCommand('scripted-service.mjs', '{marker}');
+const TRAFFIC = fixtureCommand('traffic-service.mjs', '{marker}');
+
+/** What the scripted backend reported seeing (its `seen` lines), in order. */
+export function seenByBackend(mpx: Running): Record<string, unknown>[] {
+  return mpx
+    .logs()
+    .filter((r) => r.stream === 'stdout' && r.msg.startsWith('seen '))
+    .map((r) => JSON.parse(r.msg.slice(5)) as Record<string, unknown>);
+}
+
+/** A raw answer for the scripted backend to send, as its x-script header carries it. */
+function script(raw: string): string {
+  return Buffer.from(raw, 'latin1').toString('base64');
+}
+
+/** Sends raw bytes; resolves with everything received by the time the server closes or `ms` pass. */
+export function rawExchange(port: number, bytes: string, ms = 3000): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let text = '';
+    socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+    socket.on('error', () => undefined);
+    const timer = setTimeout(() => socket.destroy(), ms);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve(text);
+    });
+    socket.write(bytes, 'latin1');
+  });
+}
+
+function workerDeaths(mpx: Running): number {
+  return mpx.logs().filter((r) => r.event === 'worker.died').length;
+}
+
+describe('hardening', () => {
+  it('answers node refuses to write as they came end only their own exchange: two links in one 103, a control byte in the reason phrase, a Trailer on a sized answer', async () => {
+    const mpx = await startMultiplexer({
+      service_start_process_cmd: TRAFFIC,
+      pool_size: 1,
+      workers: 1,
+    });
+    for (let i = 0; i < 5; i++) {
+      const hints: string[] = [];
+      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = http.get(
+          { host: '127.0.0.1', port: mpx.port, path: '/hints2', agent: false },
+          (res) => {
+            let body = '';
+            res.setEncoding('utf8').on('data', (c: string) => (body += c));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+          },
+        );
+        req.on('information', (info) => {
+          if (info.statusCode === 103) hints.push(String(info.headers.link));
+        });
+        req.on('error', reject);
+      });
+      assert.equal(answer.status, 200);
+      assert.equal(answer.body, 'hinted\n');
+      assert.deepEqual(hints, ['</a.css>; rel=preload, </b.js>; rel=preload']);
+    }
+    await mpx.stop();
+    assert.equal(workerDeaths(mpx), 0);
+
+    const scripted = await startMultiplexer({
+      service_start_process_cmd: SCRIPTED,
+      pool_size: 1,
+      workers: 1,
+    });
+    const cases = [
+      { raw: 'HTTP/1.1 200 O\x01K\r\ncontent-length: 2\r\n\r\nok', status: 200, message: 'OK' },
+      { raw: 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntrailer: x-sum\r\n\r\nok', status: 200 },
+      {
+        raw: 'HTTP/1.1 103 Early\r\nlink: <a>; rel=preload, bad link\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok',
+        status: 200,
+      },
+    ];
+    for (let round = 0; round < 3; round++) {
+      for (const c of cases) {
+        const answer = await request(scripted.port, '/x', {
+          headers: { 'x-script': script(c.raw) },
+        });
+        assert.equal(answer.status, c.status, JSON.stringify(c.raw));
+        assert.equal(answer.body, 'ok');
+        if (c.message) assert.equal(answer.statusMessage, c.message);
+        assert.equal(answer.headers.trailer, undefined);
+      }
+    }
+    await scripted.stop();
+    assert.equal(workerDeaths(scripted), 0, 'no front worker died');
+  });
+
+  it("Connection never removes a request's framing: a body the client framed reaches the backend as that body, never as a second request", async () => {
+    for (const buffer_requests of [false, true]) {
+      const mpx = await startMultiplexer({
+        service_start_process_cmd: SCRIPTED,
+        pool_size: 1,
+        workers: 1,
+        buffer_requests,
+      });
+      const smuggled = 'GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n';
+      for (const [method, connection] of [
+        ['GET', 'content-length'],
+        ['DELETE', 'Content-Length, x-request-id'],
+        ['POST', 'host, content-length'],
+      ] as const) {
+        const answer = await rawExchange(
+          mpx.port,
+          `${method} /outer HTTP/1.1\r\nHost: x\r\nConnection: ${connection}\r\nx-test-id: ${method}\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}` +
+            'GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+        );
+        const statuses = answer.match(/HTTP\/1\.1 \d{3}/g) ?? [];
+        assert.deepEqual(statuses, ['HTTP/1.1 200', 'HTTP/1.1 200'], answer);
+      }
+      await waitFor(() => seenByBackend(mpx).length >= 6, 'six requests at the backend');
+      const seen = seenByBackend(mpx);
+      assert.deepEqual(
+        seen.map((r) => r.target),
+        ['/outer', '/after', '/outer', '/after', '/outer', '/after'],
+        JSON.stringify(seen),
+      );
+      for (const r of seen.filter((r) => r.target === '/outer')) {
+        assert.equal(
+          r.bodyLength,
+          smuggled.length,
+          `${String(r.method)}, buffer_requests ${buffer_requests}`,
+        );
+        assert.equal(Buffer.from(String(r.body), 'base64').toString(), smuggled);
+      }
+      await mpx.stop();
+    }
+  });
+});
