@@ -100,6 +100,18 @@ export const schema = {
     default: 1024 * 1024,
     appliesOn: ['workers'],
   },
+  buffer_memory_total_bytes: {
+    doc: 'Bytes of all bodies one front worker keeps in memory at once (requests and answers); past it, a body goes to its temp file from its first byte. Bounds a worker at about this much: 1,000 queued 1 MiB bodies would otherwise hold 1 GB.',
+    format: intBetween(0, 2 ** 40),
+    default: 64 * 1024 * 1024,
+    appliesOn: ['workers'],
+  },
+  buffer_disk_max_bytes: {
+    doc: 'Bytes of all temp files of one front worker. A request body that would pass it gets 503 MPX_BUFFER_FULL (with Retry-After) and takes no backend; an answer that would pass it is read from its backend at the client\'s pace instead.',
+    format: intBetween(0, 2 ** 50),
+    default: 1024 * 1024 * 1024,
+    appliesOn: ['workers'],
+  },
   client_max_body_bytes: {
     doc: 'Largest request body accepted, else 413 without taking a backend (0 = no limit).',
     format: intAtLeast(0),
@@ -109,6 +121,12 @@ export const schema = {
   client_timeout_ms: {
     doc: 'A client that sends its request headers or body, or reads its answer, slower than this (no progress for this long; headers in full within it) is disconnected; the backend is not affected.',
     format: msAtLeast(1),
+    default: 60_000,
+    appliesOn: ['workers'],
+  },
+  tunnel_idle_timeout_ms: {
+    doc: 'An upgraded connection (WebSocket) with no byte either way for this long is closed and its backend returned, as nginx\'s proxy_read_timeout does (0 = never).',
+    format: msAtLeast(0),
     default: 60_000,
     appliesOn: ['workers'],
   },
@@ -240,6 +258,12 @@ export const schema = {
     format: intAtLeast(0),
     default: 1000,
     appliesOn: ['pool'],
+  },
+  queue_max_per_client: {
+    doc: 'A client with this many requests waiting for a backend gets 429 MPX_CLIENT_QUEUE_FULL (with Retry-After) for the next (0 = no limit). A client is its address, or the one a trusted proxy names in X-Forwarded-For. Off by default: clients behind one NAT or one untrusted load balancer share an address and would share the limit.',
+    format: intAtLeast(0),
+    default: 0,
+    appliesOn: ['workers'],
   },
   shutdown_timeout_ms: {
     doc: 'Bound in milliseconds on draining in-flight requests at shutdown (a front worker replaced by a reload drains for as long as its requests may take: queue_timeout_ms + http_proxy_timeout).',

@@ -371,17 +371,25 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
       () => socket.destroyed,
       (code, message) => writeErrorTo(socket, code, message),
       (lease, backend, done) =>
-        tunnel(req, socket, head, { path: target.path, headers }, backend, {
-          answered: (s) => (status = s),
-          upgraded: (t) => {
-            deps.tunnels.set(lease, t);
-            leases.upgraded(lease);
+        tunnel(
+          req,
+          socket,
+          head,
+          { path: target.path, headers },
+          backend,
+          config.tunnel_idle_timeout_ms,
+          {
+            answered: (s) => (status = s),
+            upgraded: (t) => {
+              deps.tunnels.set(lease, t);
+              leases.upgraded(lease);
+            },
+            done: (outcome) => {
+              deps.tunnels.delete(lease);
+              done(outcome);
+            },
           },
-          done: (outcome) => {
-            deps.tunnels.delete(lease);
-            done(outcome);
-          },
-        }),
+        ),
       settle,
     );
   }

@@ -1,4 +1,5 @@
 import http, { type IncomingMessage } from 'node:http';
+import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { CheckinOutcome } from '../ipc/protocol.js';
 import { writeErrorTo } from './error-response.js';
@@ -15,8 +16,11 @@ import { responseHeaders } from './headers.js';
  * the backend refuses the connection, and report the end only on a clean 'end' of the backend's
  * socket, so the lease could be returned while the backend still holds the connection, or never.
  *
- * No stall timeout applies once upgraded: an idle WebSocket is normal. Until the backend's answer,
- * http_proxy_timeout does.
+ * A tunnel ends when either side ends it, as nginx's and HAProxy's do: a client that sends FIN (or
+ * leaves) while the backend keeps its side open (a plain echo server does) once kept the backend
+ * leased forever. What is in flight is flushed, then both sides are closed. An upgraded connection
+ * with no byte either way for tunnel_idle_timeout_ms is closed too; until the backend's answer,
+ * http_proxy_timeout applies.
  */
 export interface Tunnel {
   /** Closes both sides now (shutdown, reload, the backend is retiring). */
@@ -36,6 +40,7 @@ export function tunnel(
   head: Buffer,
   out: { readonly path: string; readonly headers: http.OutgoingHttpHeaders },
   target: ExchangeTarget,
+  idleTimeoutMs: number,
   events: {
     /** The backend's answer status (101, or the ordinary answer it gave instead). */
     answered(status: number): void;
@@ -78,6 +83,7 @@ export function tunnel(
   /** Closes the backend's connection; the lease goes back once it is closed. */
   const closeBackend = (socket: Duplex | null, outcome: CheckinOutcome): void => {
     if (phase.name === 'closing' || phase.name === 'done') return;
+    const wasOpen = phase.name === 'open';
     phase = { name: 'closing' };
     client.destroy();
     if (!socket || socket.closed) {
@@ -86,7 +92,12 @@ export function tunnel(
       return;
     }
     socket.once('close', () => finish(outcome));
-    socket.destroy();
+    // A reset, not a FIN, once the tunnel was open: a backend that keeps its side of a
+    // half-closed connection (node's default for an upgraded socket) never learns of a FIN it
+    // already had, and a single-connection backend would wait on that connection forever.
+    if (wasOpen && socket instanceof net.Socket && !socket.destroyed) {
+      socket.resetAndDestroy();
+    } else socket.destroy();
   };
 
   client.on('error', () => undefined);
@@ -113,6 +124,33 @@ export function tunnel(
     client.pipe(backend);
     backend.once('close', () => closeBackend(backend, 'ok'));
     const open = phase;
+    // Either side's end: pipe() ends the other side's writing (what is in flight is flushed
+    // first); once both have written everything, or FLUSH_MS passed, both are closed.
+    let ending = false;
+    const endBoth = (): void => {
+      if (ending || phase !== open) return;
+      ending = true;
+      let flushing = 2;
+      const flushed = (): void => {
+        if (--flushing === 0) closeBackend(backend, 'ok');
+      };
+      for (const side of [client, backend]) {
+        if (side.writableFinished) flushed();
+        else {
+          side.once('finish', flushed);
+          side.end();
+        }
+      }
+      setTimeout(() => closeBackend(backend, 'ok'), FLUSH_MS).unref();
+    };
+    client.once('end', endBoth);
+    backend.once('end', endBoth);
+    // The client's socket sees every byte either way (read from it, or written to it).
+    if (idleTimeoutMs > 0) {
+      (client as Socket).setTimeout(idleTimeoutMs, () => {
+        if (phase === open) closeBackend(backend, 'ok');
+      });
+    }
     events.upgraded({
       close: () => {
         if (phase === open) closeBackend(backend, 'ok');
@@ -166,6 +204,9 @@ export function tunnel(
   });
   backendReq.end();
 }
+
+/** How long a tunnel's sides may take to write what is in flight once one side ended it. */
+const FLUSH_MS = 1000;
 
 function rawLines(raw: readonly string[]): string {
   let text = '';

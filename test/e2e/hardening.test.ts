@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import { request } from '../helpers/http.js';
 import { fixtureCommand, startMultiplexer, type Running } from '../helpers/multiplexer.js';
 import { waitFor } from '../helpers/wait.js';
+import { openWebSocket } from '../helpers/websocket.js';
 
 const SCRIPTED = fixtureCommand('scripted-service.mjs', '{marker}');
 const TRAFFIC = fixtureCommand('traffic-service.mjs', '{marker}');
@@ -36,6 +37,15 @@ export function rawExchange(port: number, bytes: string, ms = 3000): Promise<str
     });
     socket.write(bytes, 'latin1');
   });
+}
+
+/** `promise`, or a failure naming `what` after `ms`. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
 
 function workerDeaths(mpx: Running): number {
@@ -139,5 +149,36 @@ describe('hardening', () => {
       }
       await mpx.stop();
     }
+  });
+
+  it('a tunnel ends when either side ends it: a client that only half-closes, or leaves, or stays silent past tunnel_idle_timeout_ms, returns the backend', async () => {
+    const mpx = await startMultiplexer({
+      service_start_process_cmd: TRAFFIC,
+      pool_size: 1,
+      workers: 1,
+      queue_timeout_ms: 200,
+      tunnel_idle_timeout_ms: 800,
+    });
+    // pool_size 1 and queue_timeout_ms 200: a backend still leased to the tunnel would give 503.
+    const ws = await openWebSocket(mpx.port, '/ws');
+    ws.send('hi');
+    assert.match(await ws.receive(), /^echo \d+: hi$/);
+    ws.end();
+    await within(ws.closed, 5000, 'the half-closed tunnel to close');
+    assert.equal((await request(mpx.port, '/after-fin')).status, 200, 'the backend is free again');
+
+    // Silent both ways: closed after tunnel_idle_timeout_ms, and not while traffic flows.
+    const idle = await openWebSocket(mpx.port, '/ws');
+    let idleClosed = false;
+    void idle.closed.then(() => (idleClosed = true));
+    for (let i = 0; i < 4; i++) {
+      idle.send(`still here ${i}`);
+      await idle.receive();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    assert.equal(idleClosed, false, 'traffic keeps the tunnel open past the idle timeout');
+    await within(idle.closed, 5000, 'the idle tunnel to close');
+    assert.equal((await request(mpx.port, '/after-idle')).status, 200);
+    await mpx.stop();
   });
 });

@@ -9,6 +9,8 @@ export interface WebSocketClient {
   /** The next text message. */
   receive(): Promise<string>;
   close(): Promise<void>;
+  /** Half-closes the connection (FIN) with no close frame, as a client that simply stops. */
+  end(): void;
   readonly closed: Promise<void>;
 }
 
@@ -71,6 +73,7 @@ export function openWebSocket(port: number, path: string): Promise<WebSocketClie
             socket.end(Buffer.from([0x88, 0x80, 0, 0, 0, 0]));
             return closed;
           },
+          end: () => socket.end(),
           closed,
         });
       }
