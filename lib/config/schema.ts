@@ -107,7 +107,7 @@ export const schema = {
     appliesOn: ['workers'],
   },
   buffer_disk_max_bytes: {
-    doc: 'Bytes of all temp files of one front worker. A request body that would pass it gets 503 MPX_BUFFER_FULL (with Retry-After) and takes no backend; an answer that would pass it is read from its backend at the client\'s pace instead.',
+    doc: "Bytes of all temp files of one front worker. A request body that would pass it gets 503 MPX_BUFFER_FULL (with Retry-After) and takes no backend; an answer that would pass it is read from its backend at the client's pace instead.",
     format: intBetween(0, 2 ** 50),
     default: 1024 * 1024 * 1024,
     appliesOn: ['workers'],
@@ -125,7 +125,7 @@ export const schema = {
     appliesOn: ['workers'],
   },
   tunnel_idle_timeout_ms: {
-    doc: 'An upgraded connection (WebSocket) with no byte either way for this long is closed and its backend returned, as nginx\'s proxy_read_timeout does (0 = never).',
+    doc: "An upgraded connection (WebSocket) with no byte either way for this long is closed and its backend returned, as nginx's proxy_read_timeout does (0 = never).",
     format: msAtLeast(0),
     default: 60_000,
     appliesOn: ['workers'],
