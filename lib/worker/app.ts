@@ -58,6 +58,15 @@ export interface FrontHandlers {
  */
 const MAX_REFUSALS = 2;
 
+/**
+ * Requests of one connection parsed ahead of its answers. Node reads a pipelining connection on
+ * while the first answer waits, and parses every request in it: one connection that sent 200,000
+ * GETs behind a slow one grew a worker by 410 MB and starved every other client. Past this many,
+ * the connection is no longer read (what was already received in one read is still parsed) until
+ * answers catch up; the client's own writes then wait in its socket.
+ */
+const MAX_PIPELINED = 32;
+
 function hasBody(req: IncomingMessage): boolean {
   return (
     req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length']) > 0
@@ -98,6 +107,21 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
 
   /** The answer in progress on each client connection: a pipelined request waits for it. */
   const answering = new WeakMap<object, ServerResponse>();
+  const pipelined = new WeakMap<object, number>();
+  const held = new WeakSet<object>();
+  /**
+   * Stops reading a connection with too many requests ahead. Node resumes a connection whenever a
+   * request of it is read (IncomingMessage's readStart), so each resume is undone while the count
+   * is still over.
+   */
+  const holdReading = (socket: Socket): void => {
+    socket.pause();
+    if (held.has(socket)) return;
+    held.add(socket);
+    socket.on('resume', () => {
+      if ((pipelined.get(socket) ?? 0) > MAX_PIPELINED) socket.pause();
+    });
+  };
 
   const targetFor = (port: number, mayRetryRefused: boolean): ExchangeTarget => ({
     host,
@@ -188,8 +212,16 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
     const requestId = requestIdOf(req);
     // What this answer wrote on the connection (head included): counted from when it begins.
     let bytesBefore = socket.bytesWritten;
+    // Requests of this connection read and not yet answered: past MAX_PIPELINED, node is made to
+    // stop reading it until they are (see below).
+    const depth = (pipelined.get(socket) ?? 0) + 1;
+    pipelined.set(socket, depth);
+    if (depth > MAX_PIPELINED) holdReading(socket);
     res.once('close', () => {
       if (answering.get(socket) === res) answering.delete(socket);
+      const left = (pipelined.get(socket) ?? 1) - 1;
+      pipelined.set(socket, left);
+      if (left === MAX_PIPELINED && !socket.destroyed) socket.resume();
       report(req, requestId, startedAt, record, {
         status: res.headersSent ? res.statusCode : undefined,
         bytes: socket.bytesWritten - bytesBefore,

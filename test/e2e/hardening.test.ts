@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { describe, it } from 'node:test';
 import { request } from '../helpers/http.js';
 import { fixtureCommand, startMultiplexer, type Running } from '../helpers/multiplexer.js';
+import { readProcessTable } from '../../lib/supervisor/process-table.js';
 import { waitFor } from '../helpers/wait.js';
 import { openWebSocket } from '../helpers/websocket.js';
 
@@ -46,6 +48,21 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
     timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
   });
   return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
+
+/** Resident memory of a process, in MB, from /proc. */
+function rssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+/** The front worker's pid (one worker), from the process table: a child of the primary. */
+function workerPidOf(mpx: Running): number {
+  const child = readProcessTable({ commandLines: true }).find(
+    (p) => p.ppid === mpx.pid && p.commandLine.includes('worker/main.js'),
+  );
+  if (!child) throw new Error('no front worker found');
+  return child.pid;
 }
 
 function workerDeaths(mpx: Running): number {
@@ -179,6 +196,42 @@ describe('hardening', () => {
     assert.equal(idleClosed, false, 'traffic keeps the tunnel open past the idle timeout');
     await within(idle.closed, 5000, 'the idle tunnel to close');
     assert.equal((await request(mpx.port, '/after-idle')).status, 200);
+    await mpx.stop();
+  });
+
+  it('a connection pipelining 100,000 GETs behind a slow request is read no further than 32 ahead: the worker stays small and other clients are answered', async () => {
+    const mpx = await startMultiplexer({
+      service_start_process_cmd: SCRIPTED,
+      pool_size: 2,
+      workers: 1,
+    });
+    const pid = workerPidOf(mpx);
+    const rssBefore = rssMb(pid);
+    const socket = net.connect(mpx.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    let answers = 0;
+    socket.on(
+      'data',
+      (d: Buffer) => (answers += d.toString('latin1').split('HTTP/1.1 ').length - 1),
+    );
+    const slow = `GET /slow HTTP/1.1\r\nHost: x\r\nx-script-delay: 3000\r\n\r\n`;
+    const one = 'GET /p HTTP/1.1\r\nHost: x\r\n\r\n';
+    socket.write(slow + one.repeat(100_000));
+    // Meanwhile another client is answered at once by the other backend.
+    const other = await request(mpx.port, '/other');
+    assert.equal(other.status, 200);
+    assert.equal(answers, 0, 'the slow request still holds the pipelined ones');
+    let peak = 0;
+    await waitFor(
+      () => {
+        peak = Math.max(peak, rssMb(pid));
+        return answers >= 1;
+      },
+      'the slow answer',
+      15_000,
+    );
+    assert.ok(peak - rssBefore < 100, `the worker grew by ${peak - rssBefore} MB`);
+    socket.destroy();
     await mpx.stop();
   });
 });
