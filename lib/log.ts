@@ -93,12 +93,35 @@ export function createLogger(role: string, fields: Record<string, unknown> = {})
   if (readable()) {
     const color = process.stderr.hasColors();
     return pino(options, {
-      write: (line: string) => {
-        writeSync(2, formatLine(JSON.parse(line) as LogLine, color));
-      },
+      write: (line: string) => writeLine(formatLine(JSON.parse(line) as LogLine, color)),
     });
   }
-  return pino(options, pino.destination({ dest: 2, sync: true }));
+  return pino(options, unfailing(pino.destination({ dest: 2, sync: true })));
+}
+
+/**
+ * Log lines that could not be written (stderr on a full disk, a closed pipe): dropped and counted,
+ * never fatal. An unhandled write error would end the process that logs, primary included.
+ */
+let droppedLines = 0;
+
+export function droppedLogLines(): number {
+  return droppedLines;
+}
+
+function writeLine(text: string): void {
+  try {
+    writeSync(2, text);
+  } catch {
+    droppedLines++;
+  }
+}
+
+function unfailing<T extends { on(event: 'error', listener: (err: Error) => void): unknown }>(
+  destination: T,
+): T {
+  destination.on('error', () => droppedLines++);
+  return destination;
 }
 
 /** The fields of an access log line: flat, numbers, strings or null. */
@@ -127,13 +150,13 @@ export function createAccessLog(role: string, fields: Record<string, number>): L
       info(line, msg) {
         countEvent(line.event);
         const record = { time: Date.now(), level: 30, role, ...fields, ...line, msg } as LogLine;
-        writeSync(2, formatLine(record, color));
+        writeLine(formatLine(record, color));
       },
     };
   }
   let bindings = `"role":${JSON.stringify(role)},"pid":${process.pid}`;
   for (const [key, value] of Object.entries(fields)) bindings += `,"${key}":${value}`;
-  const destination = pino.destination({ dest: 2, sync: false, minLength: 8 * 1024 });
+  const destination = unfailing(pino.destination({ dest: 2, sync: false, minLength: 8 * 1024 }));
   setInterval(() => destination.flush(), 200).unref();
   process.on('exit', () => {
     try {

@@ -11,6 +11,8 @@ export interface RecordedBackend {
   readonly command: string;
 }
 
+const RETRY_MS = 1000;
+
 const HEADER = '# multiplexer backends: pid start-time command (one line each)\n';
 
 /**
@@ -21,8 +23,19 @@ const HEADER = '# multiplexer backends: pid start-time command (one line each)\n
  */
 export class BackendRegistry {
   private readonly entries = new Map<number, RecordedBackend>();
+  private retry: NodeJS.Timeout | undefined;
+  private failing = false;
 
-  constructor(readonly file: string) {}
+  /**
+   * `failed` is told when the file cannot be written (a full disk: ENOSPC, EIO) and again when
+   * it can (err undefined). The record in memory stays right; the file is written again every
+   * RETRY_MS until it succeeds. The primary never dies of it (it once exited 1 with ENOSPC while
+   * replacing a backend, and took the whole service down).
+   */
+  constructor(
+    readonly file: string,
+    private readonly failed: (err: Error | undefined) => void = () => undefined,
+  ) {}
 
   record(pid: number, command: string): void {
     const startTime = startTimeOf(pid);
@@ -42,11 +55,29 @@ export class BackendRegistry {
     this.write();
   }
 
+  /** Stops retrying a failed write (the instance is ending). */
+  close(): void {
+    clearTimeout(this.retry);
+    this.retry = undefined;
+  }
+
   private write(): void {
     const lines = [...this.entries.values()].map((e) => `${e.pid} ${e.startTime} ${e.command}\n`);
     const temp = `${this.file}.tmp`;
-    writeFileSync(temp, HEADER + lines.join(''), { mode: 0o600 });
-    renameSync(temp, this.file);
+    try {
+      writeFileSync(temp, HEADER + lines.join(''), { mode: 0o600 });
+      renameSync(temp, this.file);
+    } catch (err) {
+      if (!this.failing) this.failed(err as Error);
+      this.failing = true;
+      this.retry ??= setTimeout(() => {
+        this.retry = undefined;
+        this.write();
+      }, RETRY_MS).unref();
+      return;
+    }
+    if (this.failing) this.failed(undefined);
+    this.failing = false;
   }
 }
 

@@ -21,8 +21,20 @@ export function instancePaths(stateDir: string): { pidFile: string; record: stri
 /** Mode 0600: the record may hold the admin token. */
 export function writeInstance(stateDir: string, record: InstanceRecord): void {
   const paths = instancePaths(stateDir);
-  writeFileSync(paths.record, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
-  writeFileSync(paths.pidFile, `${record.pid}\n`, { mode: 0o644 });
+  for (const [file, text, mode] of [
+    [paths.record, `${JSON.stringify(record, null, 2)}\n`, 0o600],
+    [paths.pidFile, `${record.pid}\n`, 0o644],
+  ] as const) {
+    try {
+      writeFileSync(file, text, { mode });
+    } catch (err) {
+      throw new MultiplexerError(
+        'MPX_STATE_DIR',
+        `cannot write ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); free space on its disk or choose another state directory with --state-dir`,
+        { cause: err },
+      );
+    }
+  }
 }
 
 export function removeInstance(stateDir: string): void {

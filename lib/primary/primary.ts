@@ -130,7 +130,19 @@ export class Primary {
     private readonly log: Logger,
     private readonly options: PrimaryOptions,
   ) {
-    this.registry = new BackendRegistry(join(options.stateDir, 'backends'));
+    this.registry = new BackendRegistry(join(options.stateDir, 'backends'), (err) => {
+      if (err) {
+        this.log.error(
+          { event: 'state.write-failed', file: this.registry.file, err },
+          `cannot write the backend record (${(err as NodeJS.ErrnoException).code ?? err.message}); serving on, retrying every second`,
+        );
+      } else {
+        this.log.info(
+          { event: 'state.write-recovered', file: this.registry.file },
+          'the backend record is written again',
+        );
+      }
+    });
     this.supervisor = new Supervisor(config, log, {
       grant: (worker, ack, lease, port, backend, upTo) =>
         this.workers.send(worker, {
@@ -659,6 +671,7 @@ export class Primary {
       complete ? 'stopped: every request in flight completed' : 'stopped: the drain was cut short',
     );
     await this.admin?.close();
+    this.registry.close();
     removeInstance(this.options.stateDir);
     this.finish(this.exitCode ?? (complete ? 0 : 1));
   }

@@ -1,10 +1,21 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync, symlinkSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import net from 'node:net';
 import { describe, it } from 'node:test';
 import { request } from '../helpers/http.js';
-import { fixtureCommand, startMultiplexer, type Running } from '../helpers/multiplexer.js';
+import {
+  fixtureCommand,
+  startMultiplexer,
+  writeConfig,
+  type Running,
+} from '../helpers/multiplexer.js';
+import { BIN, ROOT, uniqueMarker } from '../helpers/paths.js';
+import { freePort, freePortRange } from '../helpers/ports.js';
+import { isAlive, killQuietly, pidsMatching } from '../helpers/procs.js';
+import { tempDir } from '../helpers/temp.js';
 import { readProcessTable } from '../../lib/supervisor/process-table.js';
 import { waitFor } from '../helpers/wait.js';
 import { openWebSocket } from '../helpers/websocket.js';
@@ -233,5 +244,75 @@ describe('hardening', () => {
     assert.ok(peak - rssBefore < 100, `the worker grew by ${peak - rssBefore} MB`);
     socket.destroy();
     await mpx.stop();
+  });
+
+  it('a full disk never takes a process down: the backend record is retried until it can be written, log lines that cannot be written are dropped', async () => {
+    const mpx = await startMultiplexer({ pool_size: 2, workers: 1 });
+    const record = join(mpx.stateDir, 'backends');
+    // Every write of the record now fails as on a full disk: the kernel answers ENOSPC.
+    symlinkSync('/dev/full', `${record}.tmp`);
+    const victim = mpx.ready.backends[0]!;
+    process.kill(-victim.pid, 'SIGKILL');
+    await mpx.waitForLog((r) => r.event === 'state.write-failed', 'the failed write, logged');
+    await mpx.waitForLog(
+      (r) =>
+        r.event === 'backend.ready' &&
+        r.backend !== victim.id &&
+        r.backend !== mpx.ready.backends[1]!.id,
+      'the replacement backend ready',
+    );
+    for (let i = 0; i < 4; i++) assert.equal((await request(mpx.port, `/r${i}`)).status, 200);
+    assert.ok(isAlive(mpx.pid), 'the primary lives');
+    unlinkSync(`${record}.tmp`);
+    await mpx.waitForLog((r) => r.event === 'state.write-recovered', 'the record written again');
+    const pids = readFileSync(record, 'utf8')
+      .split('\n')
+      .filter((l) => /^\d+ /.test(l))
+      .map((l) => Number(l.split(' ')[0]));
+    assert.equal(pids.length, 2);
+    assert.ok(!pids.includes(victim.pid) && pids.every(isAlive), JSON.stringify(pids));
+    assert.deepEqual(await mpx.stop(), { code: 0, signal: null });
+
+    // stderr on a full disk: every log line of the primary and the worker fails to be written.
+    const marker = uniqueMarker();
+    const port = await freePort();
+    const range = await freePortRange(6);
+    const file = writeConfig({
+      pool_size: 2,
+      workers: 1,
+      http_host: '127.0.0.1',
+      http_port: port,
+      service_port_range: [range.first, range.last],
+      service_start_process_cmd: fixtureCommand('counting-service.mjs', marker),
+    });
+    const full = openSync('/dev/full', 'w');
+    const proc = spawn(process.execPath, [BIN, 'start', '--config', file], {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        MULTIPLEXER_LOG_FORMAT: 'json',
+        MULTIPLEXER_STATE_DIR: join(tempDir().dir, 'state'),
+      },
+      stdio: ['ignore', 'pipe', full],
+    });
+    closeSync(full);
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', resolve));
+    try {
+      let out = '';
+      proc.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));
+      const ready = JSON.parse(
+        await waitFor(() => out.split('\n').find((l) => l.includes('"event":"ready"')), 'ready'),
+      ) as { backends: { pid: number }[] };
+      for (let i = 0; i < 20; i++) assert.equal((await request(port, `/q${i}`)).status, 200);
+      process.kill(-ready.backends[0]!.pid, 'SIGKILL');
+      for (let i = 0; i < 20; i++) assert.equal((await request(port, `/s${i}`)).status, 200);
+      assert.equal(proc.exitCode, null, 'the primary lives');
+      proc.kill('SIGTERM');
+      assert.equal(await exited, 0);
+    } finally {
+      if (proc.exitCode === null) proc.kill('SIGKILL');
+      await exited;
+      for (const pid of pidsMatching(marker)) killQuietly(pid);
+    }
   });
 });
