@@ -53,7 +53,7 @@ export const schema = {
     appliesOn: ['pool'],
   },
   pool_overflow_idle_ms: {
-    doc: 'A backend beyond pool_size retires only once it has been idle this many milliseconds (0 = as soon as no request waits, as the original tool does). Clients that send their next request a moment after each answer otherwise keep the pool starting and stopping processes: 8 such clients on pool_size 2 + overflow 6 started 80 backends in 5 s at 0, 8 at 2000 (and got 1,160 answers against 1,650).',
+    doc: 'The pool shrinks back toward pool_size only once some backend has been idle this many milliseconds; pool_strategy picks which one goes (0 = as soon as no request waits, as the original tool does). Clients that send their next request a moment after each answer otherwise keep the pool starting and stopping processes: 8 such clients on pool_size 2 + overflow 6 started 80 backends in 5 s at 0, 8 at 2000 (and got 1,160 answers against 1,650).',
     format: msAtLeast(0),
     default: 2000,
     appliesOn: ['pool'],
@@ -211,7 +211,7 @@ export const schema = {
     appliesOn: ['pool'],
   },
   service_max_requests: {
-    doc: "A backend that has served this many requests is recycled: a replacement starts, then it retires (0 = never). Against slow leaks, as gunicorn's max_requests.",
+    doc: "A limit, as gunicorn's max_requests: a backend that has served this many requests takes no further one and retires (its last request is never passed on); its replacement starts at once while the other backends and the queue carry the load (0 = never). Against slow leaks.",
     format: intAtLeast(0),
     default: 0,
     appliesOn: ['pool'],

@@ -280,12 +280,18 @@ export class Pool {
   cancel(worker: number, requestId: number): PoolEffect[] {
     if (this.dropWaiter(worker, requestId)) return this.flush();
     const leased = this.grantedTo(worker, requestId);
+    // Granted, and given back unused: the backend is free again, and served nothing.
     if (leased && leased.state.phase === 'busy')
-      return this.checkin(worker, leased.state.lease, 'ok');
+      return this.checkin(worker, leased.state.lease, 'ok', { served: false });
     return this.flush();
   }
 
-  checkin(worker: number, lease: number, outcome: CheckinOutcome): PoolEffect[] {
+  checkin(
+    worker: number,
+    lease: number,
+    outcome: CheckinOutcome,
+    { served = true }: { served?: boolean } = {},
+  ): PoolEffect[] {
     const backend = this.holding(worker, lease);
     if (!backend || backend.state.phase !== 'busy') {
       // The backend died or was taken back while the request was in flight: nothing to return.
@@ -306,7 +312,7 @@ export class Pool {
     } else if (outcome === 'abandoned') {
       this.retire(backend, 'abandoned-stream');
     } else {
-      this.countServed(backend);
+      if (served) this.countServed(backend);
       this.takeBack(backend);
     }
     this.reconcile({ shrink: true });
@@ -341,6 +347,8 @@ export class Pool {
       }
       this.countServed(backend);
       this.move(backend, { type: 'pass', requestId: to });
+      // The request it was passed to is its last under max_requests: no pass after it.
+      if (backend.served + 1 >= backend.requestLimit) this.markForRetirement(backend);
     }
     this.reconcile({ shrink: true });
     return this.flush();
@@ -466,8 +474,8 @@ export class Pool {
       }
     }
     if (this.spawnBlockedUntil > this.clock.now()) wake = Math.min(wake, this.spawnBlockedUntil);
-    const next = this.nextIdleRetirement();
-    if (next) wake = Math.min(wake, next.idleSince! + this.settings.idleRetireMs);
+    const surplus = this.nextSurplusAt();
+    if (surplus !== undefined) wake = Math.min(wake, surplus);
     return Number.isFinite(wake) ? wake : undefined;
   }
 
@@ -597,7 +605,11 @@ export class Pool {
   private takeBack(backend: BackendRecord): void {
     if (backend.state.phase !== 'busy') return;
     const outdated = backend.generation < this.generation;
-    if (backend.state.retireOnReturn && (outdated || backend.recycle)) {
+    // max_requests is a limit, as gunicorn's, uWSGI's and Passenger's: at it, the backend takes
+    // no further request and goes at once; its replacement starts while the others carry the load.
+    if (backend.recycle === 'max-requests') {
+      this.retire(backend, 'max-requests');
+    } else if (backend.state.retireOnReturn && (outdated || backend.recycle)) {
       this.retire(backend, backend.recycle ?? 'replaced');
     } else if (backend.state.retireOnReturn && this.waiters.length === 0) {
       this.retire(backend, 'shrink');
@@ -630,7 +642,11 @@ export class Pool {
     if (now < this.spawnBlockedUntil) return;
     const starting = this.count('starting');
     const active = starting + this.count('idle') + this.countBusy({ marked: false });
-    const total = this.backends.size;
+    // A backend retiring at its max_requests is replaced at once, while it finishes exiting.
+    let total = 0;
+    for (const b of this.backends.values()) {
+      if (!(b.state.phase === 'retiring' && b.state.reason === 'max-requests')) total++;
+    }
     const cap = this.settings.size + this.settings.maxOverflow;
     let wanted = Math.max(this.settings.size - active, this.waiters.length - starting);
     wanted = Math.min(wanted, cap - total);
@@ -668,16 +684,12 @@ export class Pool {
   private shrink(): void {
     if (this.waiters.length > 0) return;
     const grace = this.settings.idleRetireMs;
-    if (grace > 0) {
-      for (let v = this.nextIdleRetirement(); v; v = this.nextIdleRetirement()) {
-        if (this.clock.now() - v.idleSince! < grace) return;
-        this.retire(v, 'shrink');
-      }
-      return;
-    }
     for (;;) {
       const live = [...this.backends.values()].filter(isLive);
       if (live.length <= this.settings.size) return;
+      // With a grace, a backend idle that long shows the pool is larger than the load needs; the
+      // one to go is still pool_strategy's pick among all (a busy one goes when it is returned).
+      if (grace > 0 && !this.surplusSince(live)) return;
       const victim = this.byStrategy(live);
       if (victim.state.phase === 'idle') this.retire(victim, 'shrink');
       else this.markForRetirement(victim);
@@ -685,17 +697,30 @@ export class Pool {
   }
 
   /**
-   * With pool_overflow_idle_ms, while nobody waits and more than pool_size backends are live: the
-   * idle backend pool_strategy picks (busy ones are never marked for it), which goes once it has
-   * been idle for the whole grace. Picking among those already idle that long would retire
-   * whichever went idle first, not the one fifo or lifo means.
+   * With pool_overflow_idle_ms, while nobody waits and more than pool_size backends are live:
+   * whether one of them has been idle for the whole grace.
    */
-  private nextIdleRetirement(): BackendRecord | undefined {
+  private surplusSince(live: readonly BackendRecord[]): boolean {
+    const now = this.clock.now();
+    return live.some(
+      (b) => b.state.phase === 'idle' && now - b.idleSince! >= this.settings.idleRetireMs,
+    );
+  }
+
+  /**
+   * With pool_overflow_idle_ms, while nobody waits and more than pool_size backends are live:
+   * when the first idle one will have been idle for the whole grace (then the pool shrinks).
+   */
+  private nextSurplusAt(): number | undefined {
     if (this.settings.idleRetireMs <= 0 || this.waiters.length > 0) return undefined;
     const live = [...this.backends.values()].filter(isLive);
     if (live.length <= this.settings.size) return undefined;
-    const idle = live.filter((b) => b.state.phase === 'idle' && b.idleSince !== undefined);
-    return idle.length > 0 ? this.byStrategy(idle) : undefined;
+    let first = Infinity;
+    for (const b of live) {
+      if (b.state.phase === 'idle')
+        first = Math.min(first, b.idleSince! + this.settings.idleRetireMs);
+    }
+    return first === Infinity ? undefined : first;
   }
 
   /** The one pool_strategy picks: fifo the backend started longest ago, lifo the one started last. */
@@ -731,7 +756,9 @@ export class Pool {
 
   private grant(backend: BackendRecord, worker: number, requestId: number): void {
     const lease = this.nextLease++;
-    const pass = this.passRightFor(worker);
+    // Its last request under max_requests: the worker may not pass it on.
+    const last = backend.served + 1 >= backend.requestLimit;
+    const pass: PassRight = last ? { kind: 'bounded', upTo: 0 } : this.passRightFor(worker);
     this.move(backend, { type: 'lease', lease, worker, requestId, pass });
     const upTo = passLimit(pass);
     this.emit({ type: 'grant', worker, requestId, lease, backend: backend.id, upTo });

@@ -14,6 +14,8 @@ export interface LoadResult {
   ok: number;
   /** Every request that did not get a 200, with what happened instead. */
   failures: string[];
+  /** The most requests one backend said it had served, this one included (counting fixture). */
+  mostServed: number;
   /** Backend pids seen in answers, in order of first appearance. */
   pids: number[];
   /** The fixture's tag (code version) seen in answers. */
@@ -42,7 +44,14 @@ export interface LoadOptions {
 }
 
 export function startLoad(port: number, options: LoadOptions): Load {
-  const result: LoadResult = { sent: 0, ok: 0, failures: [], pids: [], tags: new Set() };
+  const result: LoadResult = {
+    sent: 0,
+    ok: 0,
+    failures: [],
+    pids: [],
+    tags: new Set(),
+    mostServed: 0,
+  };
   const seen = new Set<number>();
   let active = true;
   const agents: http.Agent[] = [];
@@ -63,7 +72,8 @@ export function startLoad(port: number, options: LoadOptions): Load {
           continue;
         }
         result.ok++;
-        const answer = JSON.parse(body) as { pid: number; tag: string | null };
+        const answer = JSON.parse(body) as { pid: number; tag: string | null; served?: number };
+        result.mostServed = Math.max(result.mostServed, answer.served ?? 0);
         if (!seen.has(answer.pid)) {
           seen.add(answer.pid);
           result.pids.push(answer.pid);

@@ -19,6 +19,8 @@ interface Model {
   answered: Set<string>;
   /** backends started and not yet exited; those asked to stop. */
   alive: Set<number>;
+  /** Retiring at their max_requests: replaced at once, so beyond the cap until they exit. */
+  atLimit: Set<number>;
   stopping: Set<number>;
   ready: Set<number>;
   queuedOrder: string[];
@@ -51,6 +53,7 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     asked: [],
     answered: new Set(),
     alive: new Set(),
+    atLimit: new Set(),
     stopping: new Set(),
     ready: new Set(),
     queuedOrder: [],
@@ -96,6 +99,7 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
         case 'stop':
           assert.ok(model.alive.has(e.backend), `${step}: stop of a backend not alive`);
           model.stopping.add(e.backend);
+          if (e.reason === 'max-requests') model.atLimit.add(e.backend);
           for (const [lease, l] of model.leases)
             if (l.backend === e.backend) model.leases.delete(lease);
           break;
@@ -168,7 +172,8 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     }
     // Processes are only ever added up to the cap (one more during a rolling restart); after a
     // smaller pool_size, retiring ones may stay above it until they exit.
-    const cap = current.size + current.maxOverflow + (renewed ? 1 : 0);
+    const exitingAtLimit = [...model.atLimit].filter((id) => model.alive.has(id)).length;
+    const cap = current.size + current.maxOverflow + (renewed ? 1 : 0) + exitingAtLimit;
     const spawns = effects.filter((e) => e.type === 'spawn').length;
     if (current.startConcurrency > 0) {
       assert.ok(

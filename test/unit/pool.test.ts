@@ -177,11 +177,10 @@ describe('pool decisions', () => {
       assert.ok(third);
       clock.advance(400);
       assert.deepEqual(stopped(pool.checkin(W1, third.lease, 'ok')), []);
-      // fifo retires the backend started longest ago, once it has been idle for the grace: from
-      // the first checkin, or from the third's if that one took it.
-      const idleFrom = third.backend === original ? t0 + 800 : t0;
+      // Once one backend has been idle for the whole grace (the one the third request did not
+      // take, idle since the first checkins), fifo retires the backend started longest ago.
       const wake = pool.nextWakeAt()!;
-      assert.equal(wake, idleFrom + 1000);
+      assert.equal(wake, t0 + 1000);
       clock.advance(wake - 1 - clock.now());
       assert.deepEqual(stopped(pool.tick()), [], 'not a moment early');
       clock.advance(1);
@@ -189,7 +188,7 @@ describe('pool decisions', () => {
       assert.equal(pool.nextWakeAt(), undefined, 'back at pool_size: nothing more to wake for');
     });
 
-    it('with pool_overflow_idle_ms, lifo retires the newest idle backend even if an older one went idle first', () => {
+    it('with pool_overflow_idle_ms, lifo retires the newest backend once one has been idle for the grace, even if an older one went idle first', () => {
       const { pool, clock } = setup({
         size: 1,
         maxOverflow: 1,
@@ -204,9 +203,31 @@ describe('pool decisions', () => {
       pool.checkin(W1, older.lease, 'ok');
       clock.advance(300);
       pool.checkin(W1, newer.lease, 'ok');
-      assert.equal(pool.nextWakeAt(), clock.now() + 1000, "the newer one's grace, not the older's");
-      clock.advance(1000);
+      assert.equal(pool.nextWakeAt(), clock.now() + 700, 'the first idle one shows the surplus');
+      clock.advance(700);
       assert.deepEqual(stopped(pool.tick()), [overflow]);
+    });
+
+    it('with pool_overflow_idle_ms, fifo retires the oldest backend even while it is busy: it goes when it is returned', () => {
+      const { pool, clock } = setup({ size: 1, maxOverflow: 1, idleRetireMs: 1000 });
+      const [original] = startReady(pool);
+      const first = grant(pool.checkout(W1, 1))!;
+      const [overflow] = spawned(pool.checkout(W1, 2));
+      const second = grant(pool.backendReady(overflow!))!;
+      const [onOriginal, onOverflow] =
+        first.backend === original ? [first, second] : [second, first];
+      pool.checkin(W1, onOverflow.lease, 'ok');
+      clock.advance(1000);
+      // The overflow backend was idle for the grace, the oldest is busy: it is marked, not the idle one.
+      assert.deepEqual(stopped(pool.tick()), []);
+      assert.deepEqual(stopped(pool.checkin(W1, onOriginal.lease, 'ok')), [original]);
+      assert.deepEqual(
+        pool
+          .view()
+          .filter((v) => v.state.phase !== 'retiring')
+          .map((v) => [v.id, v.state.phase]),
+        [[overflow, 'idle']],
+      );
     });
 
     it('never starts more than pool_size + pool_max_overflow backends', () => {
@@ -574,20 +595,33 @@ describe('readiness, boot failure and recycling in the pool', () => {
     }
   });
 
-  it('max_requests: the backend is replaced first, then retires, so pool_size stay ready', () => {
+  it('max_requests is a limit: its last request may not be passed on, and at it the backend retires at once while its replacement starts', () => {
     const { pool } = setup({ size: 1, maxRequests: 2 });
     const [a] = startReady(pool);
-    pool.checkin(W1, grant(pool.checkout(W1, 1))!.lease, 'ok');
-    const second = pool.checkin(W1, grant(pool.checkout(W1, 2))!.lease, 'ok');
-    const [replacement] = spawned(second);
-    assert.ok(replacement !== undefined, 'a replacement starts');
-    assert.deepEqual(stopped(second), [], 'the old one keeps serving meanwhile');
-    assert.equal(pool.backend(a!)?.recycle, 'max-requests');
-    const ready = pool.backendReady(replacement);
+    const first = grant(pool.checkout(W1, 1))!;
+    assert.ok(first.upTo > 0, 'the first request may be passed on');
+    pool.checkin(W1, first.lease, 'ok');
+    const second = grant(pool.checkout(W1, 2))!;
+    assert.equal(second.upTo, 0, 'the last request under the limit may not');
+    const atLimit = pool.checkin(W1, second.lease, 'ok');
     assert.deepEqual(
-      ready.filter((e) => e.type === 'stop'),
+      atLimit.filter((e) => e.type === 'stop'),
       [{ type: 'stop', backend: a, reason: 'max-requests' }],
     );
+    const [replacement] = spawned(atLimit);
+    assert.ok(replacement !== undefined, 'a replacement starts at once');
+    assert.equal(grant(pool.checkout(W1, 3)), undefined, 'the next request waits for it');
+    assert.equal(grant(pool.backendReady(replacement))?.backend, replacement);
+  });
+
+  it('a cancelled lease is not a served request', () => {
+    const { pool } = setup({ size: 1, maxRequests: 2 });
+    const [a] = startReady(pool);
+    for (let i = 1; i <= 5; i++) {
+      assert.ok(grant(pool.checkout(W1, i)));
+      assert.deepEqual(stopped(pool.cancel(W1, i)), []);
+    }
+    assert.equal(pool.backend(a!)?.served, 0);
   });
 
   it('max_requests_jitter spreads the limits over max_requests..max_requests + jitter', () => {
