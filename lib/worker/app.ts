@@ -209,7 +209,7 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
     };
     const socket = req.socket;
     const record: LeaseRecord = { ...NO_LEASE };
-    const requestId = requestIdOf(req);
+    const requestId = requestIdOf(req, trusted);
     // What this answer wrote on the connection (head included): counted from when it begins.
     let bytesBefore = socket.bytesWritten;
     // Requests of this connection read and not yet answered: past MAX_PIPELINED, node is made to
@@ -364,7 +364,7 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
     const startedAt = performance.now();
     const refuse = (code: ErrorCode, message: string): void => {
       writeErrorTo(socket, code, message);
-      report(req, requestIdOf(req), startedAt, NO_LEASE, {
+      report(req, requestIdOf(req, trusted), startedAt, NO_LEASE, {
         status: httpStatusFor[code],
         bytes: (socket as Socket).bytesWritten,
         errorCode: code,
@@ -384,7 +384,7 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
       if (--open === 0) deps.onSettled();
     };
     const record: LeaseRecord = { ...NO_LEASE };
-    const requestId = requestIdOf(req);
+    const requestId = requestIdOf(req, trusted);
     let status: number | undefined;
     socket.once('close', () => {
       const errorCode = errorCodeOf(socket);

@@ -19,11 +19,27 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
+/**
+ * What a client could say about itself or the connection that an app believes of its proxy: only
+ * a trusted proxy's are passed on. Rack reads "X-Forwarded-Ssl: on" as https; X-Real-IP and
+ * True-Client-IP are taken as the client's address by nginx's realip module and many frameworks.
+ */
 const FORWARDED = new Set([
   'forwarded',
   'x-forwarded-for',
   'x-forwarded-host',
   'x-forwarded-proto',
+  'x-forwarded-ssl',
+  'x-forwarded-port',
+  'x-forwarded-prefix',
+  'x-forwarded-scheme',
+  'x-forwarded-server',
+  'x-real-ip',
+  'true-client-ip',
+  'x-client-ip',
+  'x-cluster-client-ip',
+  'cf-connecting-ip',
+  'fastly-client-ip',
 ]);
 
 /**
@@ -117,6 +133,7 @@ export function requestHeaders(
 ): http.OutgoingHttpHeaders {
   const named = connectionTokens(req.headers.connection);
   const fromProxy = trusted.has(req.socket.remoteAddress);
+  // Set below from requestId (the client's only when it came through a trusted proxy).
   const headers: http.OutgoingHttpHeaders = {};
   for (const [name, value] of Object.entries(req.headers)) {
     if (value === undefined || HOP_BY_HOP.has(name)) continue;
@@ -124,6 +141,7 @@ export function requestHeaders(
     // multiplexer itself answers "100 Continue"; the backend must not wait for one.
     if (name === 'expect') continue;
     if (FORWARDED.has(name) && !fromProxy) continue;
+    if (name === 'x-request-id') continue;
     headers[name] = value;
   }
   headers.host = target.host;
@@ -197,12 +215,18 @@ export function ownHeadersOf(res: http.ServerResponse): readonly string[] {
 const REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
 
 /**
- * The request's X-Request-Id: the client's, when it sent one that is a printable token of at most
- * 200 characters (it ends up in logs and in the backend's headers), else a new UUID.
+ * The request's X-Request-Id: the one a trusted proxy sent, when it is a printable token of at
+ * most 200 characters (it ends up in logs and in the backend's headers), else a new UUID. From
+ * anyone else it is not taken: a client could reuse another request's id and mix up what the
+ * logs and the app correlate by it.
  */
-export function requestIdOf(req: http.IncomingMessage): string {
+export function requestIdOf(req: http.IncomingMessage, trusted: TrustedProxies): string {
   const given = req.headers['x-request-id'];
-  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+  return typeof given === 'string' &&
+    REQUEST_ID.test(given) &&
+    trusted.has(req.socket.remoteAddress)
+    ? given
+    : randomUUID();
 }
 
 /** Raw header pairs as an object of lists (what writeEarlyHints and addTrailers take). */

@@ -134,8 +134,12 @@ describe('metrics: false', () => {
 describe('access log and X-Request-Id', () => {
   const FIELDS = ['time', 'worker', 'method', 'path', 'status', 'bytes', 'ms', 'queue_ms'];
 
-  it('one line per request with its fields; the id is kept or made, sent to the backend and back', async () => {
-    const mpx = await startWithAdmin({ pool_size: 2, workers: 2 });
+  it('one line per request with its fields; the id is kept (from a trusted proxy) or made, sent to the backend and back', async () => {
+    const mpx = await startWithAdmin({
+      pool_size: 2,
+      workers: 2,
+      trusted_proxies: ['127.0.0.1/32'],
+    });
     const given = await Promise.all(
       Array.from({ length: 5 }, (_, i) =>
         request(mpx.port, `/given/${i}`, { headers: { 'x-request-id': `client-id-${i}` } }),

@@ -343,7 +343,20 @@ describe('real traffic', () => {
       'x-forwarded-host': 'evil.example',
       'x-forwarded-proto': 'https',
       forwarded: 'for=203.0.113.9;proto=https',
+      'x-forwarded-ssl': 'on',
+      'x-forwarded-port': '443',
+      'x-forwarded-prefix': '/admin',
+      'x-real-ip': '203.0.113.9',
+      'true-client-ip': '203.0.113.9',
+      'x-request-id': 'chosen-by-the-client',
     };
+    const CLIENT_SAID = [
+      'x-forwarded-ssl',
+      'x-forwarded-port',
+      'x-forwarded-prefix',
+      'x-real-ip',
+      'true-client-ip',
+    ] as const;
     const seenBy = async (mpx: Running, path = '/h'): Promise<Record<string, string>> => {
       const answer = await request(mpx.port, path, { headers: spoof });
       return (JSON.parse(answer.body) as { headers: Record<string, string> }).headers;
@@ -354,6 +367,8 @@ describe('real traffic', () => {
     assert.equal(seen['x-forwarded-host'], 'app.example');
     assert.equal(seen['x-forwarded-proto'], 'http');
     assert.equal(seen.forwarded, 'for=127.0.0.1;host=app.example;proto=http');
+    for (const name of CLIENT_SAID) assert.equal(seen[name], undefined, name);
+    assert.notEqual(seen['x-request-id'], 'chosen-by-the-client');
 
     const raw = rawConnection(edge.port);
     raw.socket.write('GET /no-host HTTP/1.0\r\n\r\n');
@@ -376,6 +391,8 @@ describe('real traffic', () => {
       kept.forwarded,
       'for=203.0.113.9;proto=https, for=127.0.0.1;host=app.example;proto=http',
     );
+    for (const name of CLIENT_SAID) assert.equal(kept[name], spoof[name], name);
+    assert.equal(kept['x-request-id'], 'chosen-by-the-client');
     await behind.stop();
   });
 
