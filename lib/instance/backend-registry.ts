@@ -1,6 +1,10 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Logger } from '../log.js';
-import { groupHasLiveMembers, startTimeOf } from '../supervisor/process-table.js';
+import {
+  groupHasLiveMembers,
+  orphanedGroupOf,
+  startTimeOf,
+} from '../supervisor/process-table.js';
 import { terminate } from '../supervisor/terminate.js';
 
 export interface RecordedBackend {
@@ -96,9 +100,14 @@ export function readRecordedBackends(file: string): RecordedBackend[] {
   return entries;
 }
 
-/** True when `entry` names a process that is still the one we started (same pid, same start). */
-function isSameProcess(entry: RecordedBackend): boolean {
-  return startTimeOf(entry.pid) === entry.startTime;
+/**
+ * True when `entry` names a group we started: its leader is still the process we started (same
+ * pid, same start), or the leader is gone and what is left of its group started after it did.
+ */
+function isOurGroup(entry: RecordedBackend): boolean {
+  const start = startTimeOf(entry.pid);
+  if (start !== undefined) return start === entry.startTime;
+  return orphanedGroupOf(entry.pid, entry.startTime);
 }
 
 function signalGroup(pid: number, signal: NodeJS.Signals): void {
@@ -119,7 +128,7 @@ export async function endRecordedBackends(
   graceMs: number,
   log: Logger,
 ): Promise<number[]> {
-  const survivors = readRecordedBackends(file).filter(isSameProcess);
+  const survivors = readRecordedBackends(file).filter(isOurGroup);
   for (const entry of survivors) {
     log.warn(
       { event: 'leftover.ending', leftover_pid: entry.pid, command: entry.command },

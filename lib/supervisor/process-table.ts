@@ -65,6 +65,29 @@ export function startTimeOf(pid: number): string | undefined {
   }
 }
 
+/**
+ * Whether the live members of process group `pgid` are all that is left of a group whose leader
+ * started at `leaderStart` and is gone: there is at least one, and none started before it. A pid
+ * is not reused as a group id while the group has members, so such a group is still the one that
+ * leader made (a child of its `sh -c` that ignored SIGTERM, say).
+ */
+export function orphanedGroupOf(pgid: number, leaderStart: string): boolean {
+  let members = 0;
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[2]) !== pgid || fields[0] === 'Z' || fields[0] === 'X') continue;
+      if (Number(fields[19]) < Number(leaderStart)) return false;
+      members++;
+    } catch {
+      // It ended while the table was read.
+    }
+  }
+  return members > 0;
+}
+
 /** Bytes per page, for /proc/PID/statm (4 KiB on every Linux this runs on). */
 const PAGE_BYTES = 4096;
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync, symlinkSync, unlinkSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, symlinkSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import net from 'node:net';
 import { describe, it } from 'node:test';
@@ -314,5 +314,60 @@ describe('hardening', () => {
       await exited;
       for (const pid of pidsMatching(marker)) killQuietly(pid);
     }
+  });
+
+  it('a child of the service that ignores SIGTERM is ended with its group: after a stop, after kill -9 of the primary (the watchdog), and by the next start', async () => {
+    const stubborn = (marker: string): string =>
+      `node -e "process.on('SIGTERM', () => {}); setInterval(() => {}, 1000)" ${marker} & ` +
+      fixtureCommand('counting-service.mjs', marker);
+    const gone = (marker: string, what: string) =>
+      waitFor(() => pidsMatching(marker).length === 0, what, 10_000);
+    const options = { pool_size: 1, workers: 1, service_stop_timeout_ms: 500 };
+
+    const stopped = await startMultiplexer({
+      ...options,
+      service_start_process_cmd: stubborn('{marker}'),
+    });
+    assert.equal((await stopped.stop()).code, 0);
+    await gone(stopped.marker, 'every process of the backend after a stop');
+
+    const killed = await startMultiplexer({
+      ...options,
+      service_start_process_cmd: stubborn('{marker}'),
+    });
+    killed.proc.kill('SIGKILL');
+    await gone(killed.marker, 'every process of the backend after kill -9 of the primary');
+
+    // The primary and its watchdog killed at once, and the backend's shell too: only the child
+    // that ignores SIGTERM is left, in the group of a leader that is gone. The next start ends it.
+    const first = await startMultiplexer({
+      ...options,
+      service_start_process_cmd: stubborn('{marker}'),
+    });
+    const table = readProcessTable({ commandLines: true });
+    const watchdog = table.find(
+      (p) => p.ppid === first.pid && p.commandLine.includes('backend-watchdog'),
+    );
+    assert.ok(watchdog, 'the watchdog runs');
+    process.kill(watchdog.pid, 'SIGKILL');
+    first.proc.kill('SIGKILL');
+    await first.exited;
+    process.kill(first.ready.backends[0]!.pid, 'SIGKILL');
+    for (const p of readProcessTable({ commandLines: true })) {
+      if (p.commandLine.includes(first.marker) && p.commandLine.includes('counting-service')) {
+        process.kill(p.pid, 'SIGKILL');
+      }
+    }
+    await waitFor(() => pidsMatching(first.marker).length === 1, 'only the stubborn child left');
+    // Reaped, not a zombie: a zombie leader would still show its start time.
+    const leader = first.ready.backends[0]!.pid;
+    await waitFor(() => !existsSync(`/proc/${leader}`), 'the leader reaped');
+    const second = await startMultiplexer(
+      { ...options, service_start_process_cmd: fixtureCommand('counting-service.mjs', '{marker}') },
+      { env: { MULTIPLEXER_STATE_DIR: first.stateDir } },
+    );
+    await gone(first.marker, 'the stubborn child, ended by the next start');
+    assert.ok(second.logs().some((r) => r.event === 'leftover.ending'));
+    await second.stop();
   });
 });
