@@ -1,10 +1,6 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Logger } from '../log.js';
-import {
-  groupHasLiveMembers,
-  orphanedGroupOf,
-  startTimeOf,
-} from '../supervisor/process-table.js';
+import { groupHasLiveMembers, orphanedGroupOf, startTimeOf } from '../supervisor/process-table.js';
 import { terminate } from '../supervisor/terminate.js';
 
 export interface RecordedBackend {
