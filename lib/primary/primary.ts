@@ -22,6 +22,7 @@ import {
 import type { Logger } from '../log.js';
 import { MultiplexerError } from '../errors.js';
 import { BackendRegistry, endRecordedBackends } from '../instance/backend-registry.js';
+import { ListenerHold } from './listener-hold.js';
 import { findRunningInstance, removeInstance, writeInstance } from '../instance/instance-file.js';
 import { bufferDirOf, ensureStateDir, resetPrivateDir } from '../instance/state-dir.js';
 import { endLeftovers } from '../supervisor/leftovers.js';
@@ -106,6 +107,8 @@ export class Primary {
   private readonly supervisor: Supervisor;
   private readonly workers: FrontWorkers;
   private readonly registry: BackendRegistry;
+  /** http_port's socket, kept open while no worker accepts (see listener-hold.ts). */
+  private readonly listenerHold = new ListenerHold();
   private readonly startedAt = Date.now();
   private admin: AdminServer | undefined;
   /** Held open for the primary's whole life: the watchdog acts when it closes. */
@@ -283,6 +286,12 @@ export class Primary {
       'starting backends and front workers',
     );
     this.supervisor.start();
+    if (!this.listenerHold.install()) {
+      this.log.warn(
+        { event: 'listener.not-held' },
+        'this Node has no net._createServerHandle: http_port closes while no front worker accepts',
+      );
+    }
     this.workers.startAll();
     return this.finished;
   }
@@ -404,6 +413,10 @@ export class Primary {
     let workersReplaced = 0;
     try {
       const workerChanges = changes.filter((c) => c.key !== 'workers');
+      // Moving to another address: the old socket closes with the last old worker.
+      if (changes.some((c) => c.key === 'http_port' || c.key === 'http_host')) {
+        this.listenerHold.release();
+      }
       if (touches(workerChanges, 'workers')) workersReplaced = await this.workers.roll(next);
       else await this.workers.resize(next);
     } catch (err) {
@@ -659,6 +672,8 @@ export class Primary {
 
   private async shutdown(reason: string): Promise<void> {
     this.workers.stopReplacing();
+    // From now a connection nobody will accept is refused, not left waiting in the backlog.
+    this.listenerHold.release();
     this.log.info(
       { event: 'shutdown.started', shutdown_timeout_ms: this.config.shutdown_timeout_ms },
       `${reason}: stopping; draining requests in flight`,

@@ -370,4 +370,43 @@ describe('hardening', () => {
     assert.ok(second.logs().some((r) => r.event === 'leftover.ending'));
     await second.stop();
   });
+
+  it('the port never closes: kill -9 of the only front worker under looping clients refuses no connection', async () => {
+    const mpx = await startMultiplexer({ pool_size: 2, workers: 1 });
+    const victim = workerPidOf(mpx);
+    const errors: string[] = [];
+    let ok = 0;
+    let running = true;
+    const loop = async (): Promise<void> => {
+      while (running) {
+        try {
+          if ((await request(mpx.port, '/loop')).status === 200) ok++;
+        } catch (err) {
+          errors.push((err as NodeJS.ErrnoException).code ?? String(err));
+        }
+      }
+    };
+    const loops = Array.from({ length: 4 }, loop);
+    await waitFor(() => ok >= 20, 'answers before the kill');
+    process.kill(victim, 'SIGKILL');
+    const replacement = await waitFor(() => {
+      try {
+        const pid = workerPidOf(mpx);
+        return pid !== victim ? pid : undefined;
+      } catch {
+        return undefined;
+      }
+    }, 'a replacement worker');
+    const before = ok;
+    await waitFor(() => ok >= before + 40, 'answers from the replacement');
+    running = false;
+    await Promise.all(loops);
+    assert.ok(replacement);
+    assert.deepEqual(
+      errors.filter((code) => code === 'ECONNREFUSED'),
+      [],
+      `errors: ${errors.join(', ')}`,
+    );
+    await mpx.stop();
+  });
 });
