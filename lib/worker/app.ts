@@ -6,7 +6,8 @@ import { httpStatusFor, type ErrorCode } from '../errors.js';
 import type { CheckinOutcome } from '../ipc/protocol.js';
 import type { CheckoutResult, LeaseClient } from '../ipc/lease-client.js';
 import { readBody, type BodyResult } from './request-body.js';
-import { BufferStore } from './buffer-store.js';
+import type { BufferBudget } from './buffer-budget.js';
+import { BufferFullError, BufferStore } from './buffer-store.js';
 import { Delivery } from './delivery.js';
 import { errorCodeOf, sendError, writeErrorTo } from './error-response.js';
 import { exchange, type ExchangeTarget, type OutgoingRequest } from './exchange.js';
@@ -30,6 +31,8 @@ export interface AppDeps {
   readonly observer: RequestObserver;
   /** An exception caught on the request path (see guard.ts). */
   readonly onFault: FaultReporter;
+  /** Bodies in memory and in temp files, all exchanges together. */
+  readonly budget: BufferBudget;
 }
 
 /** The backend a request was given, for the access log (the last one, after a refusal). */
@@ -66,6 +69,11 @@ const MAX_REFUSALS = 2;
  * answers catch up; the client's own writes then wait in its socket.
  */
 const MAX_PIPELINED = 32;
+
+function storeFailure(err: Error | undefined): string {
+  if (err instanceof BufferFullError) return 'buffer_disk_max_bytes reached';
+  return (err)?.code ?? err?.message ?? 'unknown';
+}
 
 function hasBody(req: IncomingMessage): boolean {
   return (
@@ -251,6 +259,7 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
         memoryBytes: config.buffer_memory_bytes,
         clientTimeoutMs: config.client_timeout_ms,
         onFault: deps.onFault,
+        budget: deps.budget,
       });
       const run = (body: OutgoingRequest['body']): void => {
         const outgoing: OutgoingRequest = {
@@ -292,7 +301,12 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
         return run({ kind: 'stream', from: req });
       }
       if (expectsContinue) res.writeContinue();
-      const store = new BufferStore(deps.bufferDir, config.buffer_memory_bytes);
+      const store = new BufferStore(
+        deps.bufferDir,
+        config.buffer_memory_bytes,
+        deps.budget,
+        'fail',
+      );
       res.once('close', () => store.dispose());
       readBody(
         req,
@@ -315,9 +329,13 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
               );
               return settle();
             case 'failed':
-              sendError(res, 'MPX_INTERNAL', 'the request body could not be stored', {
-                close: true,
-              });
+              // A full disk or buffer_disk_max_bytes: for this request only, and no backend taken.
+              sendError(
+                res,
+                'MPX_BUFFER_FULL',
+                `the request body could not be stored (${storeFailure(store.error)}); try again later`,
+                { close: true },
+              );
               return settle();
             case 'aborted':
               res.destroy();

@@ -1,6 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { join } from 'node:path';
+import type { BufferBudget } from './buffer-budget.js';
+
+/** A body that does not fit the worker's temp file total (buffer_disk_max_bytes). */
+export class BufferFullError extends Error {
+  readonly code = 'MPX_BUFFER_FULL';
+}
 
 /**
  * A body held for one exchange: in memory up to a limit, the rest in a temp file. A request body
@@ -25,9 +31,22 @@ export class BufferStore {
   /** Called when more of the file became readable (a reader waiting for it resumes). */
   onFlush: (() => void) | undefined;
 
+  /** Bytes counted against the worker's budget, given back on dispose. */
+  private countedMemory = 0;
+  private countedDisk = 0;
+
+  /**
+   * `budget`: the worker's totals. Past the memory total a body goes to its file from then on;
+   * past the disk total, `atDiskLimit` says what happens: 'fail' (a request body: the store's
+   * error is a BufferFullError and nothing more is kept) or 'count' (an answer: kept and counted
+   * anyway, and its reader is told the budget is spent, so the backend is read at the client's
+   * pace from then on).
+   */
   constructor(
     private readonly dir: string,
     private readonly memoryLimit: number,
+    private readonly budget: BufferBudget,
+    private readonly atDiskLimit: 'fail' | 'count',
   ) {}
 
   /** Every byte appended so far. */
@@ -46,12 +65,27 @@ export class BufferStore {
   }
 
   append(chunk: Buffer): void {
-    if (this.disposed || chunk.length === 0) return;
-    if (this.fd === undefined && this.memoryBytes + chunk.length <= this.memoryLimit) {
+    if (this.disposed || chunk.length === 0 || this.failure) return;
+    if (
+      this.fd === undefined &&
+      this.memoryBytes + chunk.length <= this.memoryLimit &&
+      this.budget.takeMemory(chunk.length)
+    ) {
       this.chunks.push(chunk);
       this.memoryBytes += chunk.length;
+      this.countedMemory += chunk.length;
       return;
     }
+    if (!this.budget.takeDisk(chunk.length)) {
+      if (this.atDiskLimit === 'fail') {
+        this.failure = new BufferFullError(
+          'the temp files of this worker reached buffer_disk_max_bytes',
+        );
+        return;
+      }
+      this.budget.forceDisk(chunk.length);
+    }
+    this.countedDisk += chunk.length;
     if (this.fd === undefined) {
       try {
         this.fd = openUnlinked(this.dir);
@@ -120,6 +154,10 @@ export class BufferStore {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    this.budget.giveMemory(this.countedMemory);
+    this.budget.giveDisk(this.countedDisk);
+    this.countedMemory = 0;
+    this.countedDisk = 0;
     this.chunks.length = 0;
     this.queued = [];
     this.onFlush = undefined;

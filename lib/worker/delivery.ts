@@ -1,5 +1,6 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { ErrorCode } from '../errors.js';
+import type { BufferBudget } from './buffer-budget.js';
 import { BufferStore, type StoreReader } from './buffer-store.js';
 import { sendError } from './error-response.js';
 import { guard, type FaultReporter } from './guard.js';
@@ -19,6 +20,8 @@ export interface DeliverySettings {
   readonly clientTimeoutMs: number;
   /** Told of an exception in the delivery's own callbacks, which then cut the client. */
   readonly onFault: FaultReporter;
+  /** The worker's totals for bodies in memory and in temp files. */
+  readonly budget: BufferBudget;
 }
 
 /**
@@ -61,6 +64,8 @@ export class Delivery {
   private timing = false;
   private resume: (() => void) | undefined;
   private goneHandler: (() => void) | undefined;
+  /** Bytes of the answer in node's write buffer, as last counted against the budget. */
+  private held = 0;
 
   constructor(
     private readonly res: ServerResponse,
@@ -70,6 +75,7 @@ export class Delivery {
       'close',
       this.guard(() => {
         this.clearStall();
+        this.countHeld(0);
         this.store?.dispose();
         if (this.phase === 'finished') return;
         this.phase = 'gone';
@@ -158,16 +164,24 @@ export class Delivery {
     if (this.phase !== 'buffering') return true;
     // In memory, the kept part of an answer is node's own write buffer (no copy of ours); past
     // buffer_memory_bytes, the rest goes to a temp file.
-    if (!this.store && this.res.writableLength + chunk.length <= this.settings.memoryBytes) {
+    const { budget } = this.settings;
+    if (
+      !this.store &&
+      this.res.writableLength + chunk.length <= this.settings.memoryBytes &&
+      budget.memoryFits(chunk.length)
+    ) {
       this.res.write(chunk);
+      this.countHeld(this.res.writableLength);
       if (this.res.writableNeedDrain) this.armStall();
       return true;
     }
-    this.store ??= new BufferStore(this.settings.bufferDir, 0);
+    // Past buffer_disk_max_bytes the chunk in hand is still kept (one chunk over, per answer),
+    // and the backend is read no further until this client took what is kept.
+    this.store ??= new BufferStore(this.settings.bufferDir, 0, budget, 'count');
     this.reader ??= this.store.reader();
     this.store.append(chunk);
     this.pump();
-    return this.reader.pending < MAX_STORED_BYTES;
+    return this.reader.pending < MAX_STORED_BYTES && !budget.diskFull;
   }
 
   whenWritable(go: () => void): void {
@@ -245,7 +259,11 @@ export class Delivery {
           return;
         }
         this.res.write(chunk);
-        if (this.resume && reader.pending < MAX_STORED_BYTES / 2) {
+        if (
+          this.resume &&
+          reader.pending < MAX_STORED_BYTES / 2 &&
+          (reader.pending === 0 || !this.settings.budget.diskFull)
+        ) {
           const resume = this.resume;
           this.resume = undefined;
           resume();
@@ -253,6 +271,12 @@ export class Delivery {
         this.pump();
       }),
     );
+  }
+
+  /** The answer bytes node holds for the client now, counted in the worker's memory total. */
+  private countHeld(bytes: number): void {
+    this.settings.budget.adjustMemory(bytes - this.held);
+    this.held = bytes;
   }
 
   /** From now, the client has client_timeout_ms to take some of what waits for it. */
@@ -272,6 +296,7 @@ export class Delivery {
 
   /** Nothing waits for the client (a slow backend is not the client's fault). */
   private clearStall(): void {
+    if (!this.res.destroyed) this.countHeld(this.res.writableLength);
     if (!this.timing) return;
     this.timing = false;
     this.res.socket?.setTimeout(0);

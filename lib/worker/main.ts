@@ -17,6 +17,7 @@ import {
 import { createAccessLog, createLogger } from '../log.js';
 import { RequestMetrics } from '../metrics/request-metrics.js';
 import { createHandlers } from './app.js';
+import { BufferBudget } from './buffer-budget.js';
 import { ClientConnections } from './client-connections.js';
 import { releaseAllIdle, releaseIdle } from './exchange.js';
 import { requestObserver } from './request-observer.js';
@@ -69,6 +70,7 @@ const idleGraceMs = Math.min(1000, config.shutdown_timeout_ms / 2);
 const tunnels = new Map<number, Tunnel>();
 
 const metrics = new RequestMetrics(workerId);
+const budget = new BufferBudget(config.buffer_memory_total_bytes, config.buffer_disk_max_bytes);
 
 const front = createHandlers({
   config,
@@ -82,6 +84,7 @@ const front = createHandlers({
   },
   isDraining: () => draining,
   observer: requestObserver(config.metrics ? metrics : undefined, accessLog, config.access_log),
+  budget,
   onFault: (err, where) =>
     log.error(
       { event: 'request.internal-error', where, err },

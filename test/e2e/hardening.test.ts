@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, symlinkSync, unlinkSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  symlinkSync,
+  unlinkSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import net from 'node:net';
 import { describe, it } from 'node:test';
@@ -406,6 +415,66 @@ describe('hardening', () => {
       errors.filter((code) => code === 'ECONNREFUSED'),
       [],
       `errors: ${errors.join(', ')}`,
+    );
+    await mpx.stop();
+  });
+
+  it('bodies are bounded per worker: past buffer_memory_total_bytes they go to disk, past buffer_disk_max_bytes a request gets 503 MPX_BUFFER_FULL and takes no backend', async () => {
+    const mpx = await startMultiplexer({
+      service_start_process_cmd: SCRIPTED,
+      pool_size: 1,
+      workers: 1,
+      buffer_memory_total_bytes: 0,
+      buffer_disk_max_bytes: 100_000,
+    });
+    const dir = join(mpx.stateDir, 'buffers');
+    const worker = workerPidOf(mpx);
+    const spilled = (): string[] =>
+      readdirSync(`/proc/${worker}/fd`)
+        .map((fd) => {
+          try {
+            return readlinkSync(`/proc/${worker}/fd/${fd}`);
+          } catch {
+            return '';
+          }
+        })
+        .filter((target) => target.startsWith(dir));
+    // The backend is held by a slow request; a 10 KB body then waits in the queue, on disk,
+    // although it is far below buffer_memory_bytes: the worker's memory total is 0.
+    const slow = request(mpx.port, '/slow', { headers: { 'x-script-delay': '1500' } });
+    await waitFor(() => seenByBackend(mpx).length === 1, 'the slow request at the backend');
+    const queued = request(mpx.port, '/queued', {
+      method: 'POST',
+      body: Buffer.alloc(10_000, 'q'),
+    });
+    await waitFor(() => spilled().length === 1, 'the queued body in a temp file');
+    const tooBig = await request(mpx.port, '/big', {
+      method: 'POST',
+      body: Buffer.alloc(200_000, 'b'),
+    });
+    assert.equal(tooBig.status, 503);
+    assert.equal(tooBig.headers['x-multiplexer-error'], 'MPX_BUFFER_FULL');
+    assert.equal(tooBig.headers['retry-after'], '1');
+    assert.equal((await slow).status, 200);
+    assert.equal((await queued).status, 200);
+    // What was refused never reached the backend, and the budget is given back: the same
+    // 60 KB body is stored twice in a row.
+    for (let i = 0; i < 2; i++) {
+      const fits = await request(mpx.port, '/fits', {
+        method: 'POST',
+        body: Buffer.alloc(60_000, 'f'),
+      });
+      assert.equal(fits.status, 200);
+    }
+    await waitFor(() => spilled().length === 0, 'no temp file left open');
+    assert.deepEqual(
+      seenByBackend(mpx).map((r) => [r.target, r.bodyLength]),
+      [
+        ['/slow', 0],
+        ['/queued', 10_000],
+        ['/fits', 60_000],
+        ['/fits', 60_000],
+      ],
     );
     await mpx.stop();
   });
