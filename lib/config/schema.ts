@@ -263,7 +263,7 @@ export const schema = {
     doc: 'A client with this many requests waiting for a backend gets 429 MPX_CLIENT_QUEUE_FULL (with Retry-After) for the next (0 = no limit). A client is its address, or the one a trusted proxy names in X-Forwarded-For. Off by default: clients behind one NAT or one untrusted load balancer share an address and would share the limit.',
     format: intAtLeast(0),
     default: 0,
-    appliesOn: ['workers'],
+    appliesOn: ['pool', 'workers'],
   },
   shutdown_timeout_ms: {
     doc: 'Bound in milliseconds on draining in-flight requests at shutdown (a front worker replaced by a reload drains for as long as its requests may take: queue_timeout_ms + http_proxy_timeout).',

@@ -48,12 +48,12 @@ export class LeaseClient {
    * Asks for a backend. `again`: this request's backend refused its connection (it never saw the
    * request), so it asks to be first in the queue rather than last.
    */
-  checkout(again = false): Checkout {
+  checkout(again = false, client = ''): Checkout {
     const seq = this.nextSeq++;
     const result = new Promise<CheckoutResult>((resolve) =>
       this.waiting.set(seq, { resolve, again }),
     );
-    this.send({ ns: NAMESPACE, type: again ? 'checkout-again' : 'checkout', seq });
+    this.send({ ns: NAMESPACE, type: again ? 'checkout-again' : 'checkout', seq, client });
     return { seq, result };
   }
 

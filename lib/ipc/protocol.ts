@@ -39,12 +39,13 @@ export const UNBOUNDED = Number.MAX_SAFE_INTEGER;
 
 /** Front worker → primary. */
 export type WorkerMessage =
-  | { ns: typeof NAMESPACE; type: 'checkout'; seq: number }
+  /** `client`: who asked, for queue_max_per_client (an address; '' when not told). */
+  | { ns: typeof NAMESPACE; type: 'checkout'; seq: number; client: string }
   /**
    * A checkout for a request whose granted backend refused the connection (so never saw it):
    * it goes to the head of the queue, not the end. Never the target of a pass.
    */
-  | { ns: typeof NAMESPACE; type: 'checkout-again'; seq: number }
+  | { ns: typeof NAMESPACE; type: 'checkout-again'; seq: number; client: string }
   /** Gives up the checkout `seq` (its client left). */
   | { ns: typeof NAMESPACE; type: 'cancel'; seq: number }
   | { ns: typeof NAMESPACE; type: 'checkin'; lease: number; outcome: CheckinOutcome }
@@ -93,8 +94,8 @@ export type PrimaryMessage =
 type Shape = Record<string, 'number' | 'string' | 'boolean' | 'array' | readonly string[]>;
 
 const workerShapes: Record<WorkerMessage['type'], Shape> = {
-  checkout: { seq: 'number' },
-  'checkout-again': { seq: 'number' },
+  checkout: { seq: 'number', client: 'string' },
+  'checkout-again': { seq: 'number', client: 'string' },
   cancel: { seq: 'number' },
   checkin: { lease: 'number', outcome: OUTCOMES },
   pass: { lease: 'number', to: 'number' },

@@ -597,8 +597,8 @@ export class Primary {
 
   /** One table for every message on the per-request path; the sending worker's id is the context. */
   private readonly handlers: Handlers<WorkerMessage, number> = {
-    checkout: (m, worker) => this.supervisor.checkout(worker, m.seq),
-    'checkout-again': (m, worker) => this.supervisor.checkout(worker, m.seq, true),
+    checkout: (m, worker) => this.supervisor.checkout(worker, m.seq, false, m.client),
+    'checkout-again': (m, worker) => this.supervisor.checkout(worker, m.seq, true, m.client),
     cancel: (m, worker) => this.supervisor.cancel(worker, m.seq),
     checkin: (m, worker) => this.supervisor.checkin(worker, m.lease, m.outcome),
     pass: (m, worker) => this.supervisor.pass(worker, m.lease, m.to),
@@ -723,6 +723,8 @@ const UPGRADED_CLOSE_MARGIN_MS = 500;
 
 const REJECTION = {
   MPX_QUEUE_FULL: 'too many requests are waiting for a free backend (queue_max)',
+  MPX_CLIENT_QUEUE_FULL:
+    'this client has too many requests waiting for a free backend (queue_max_per_client)',
   MPX_QUEUE_TIMEOUT: 'no backend became free within queue_timeout_ms',
   MPX_SHUTTING_DOWN: 'the server is shutting down',
 } as const;

@@ -24,6 +24,8 @@ export interface PoolSettings {
   readonly queueTimeoutMs: number;
   /** 0 = no request may wait. */
   readonly queueMax: number;
+  /** Requests one client may have waiting; 0 = no limit. */
+  readonly queueMaxPerClient: number;
   readonly startTimeoutMs: number;
   /** Most backends starting at once (0 = no limit). */
   readonly startConcurrency: number;
@@ -51,7 +53,8 @@ export interface PoolClock {
   random(): number;
 }
 
-export type RejectCode = 'MPX_QUEUE_FULL' | 'MPX_QUEUE_TIMEOUT' | 'MPX_SHUTTING_DOWN';
+export type RejectCode =
+  'MPX_QUEUE_FULL' | 'MPX_CLIENT_QUEUE_FULL' | 'MPX_QUEUE_TIMEOUT' | 'MPX_SHUTTING_DOWN';
 
 /**
  * How a front worker's use of a backend ended. 'refused': the backend refused the connection, so
@@ -162,6 +165,8 @@ interface Waiter {
   readonly deadline: number;
   /** Asked again after a refusal: at the head of the queue, and never the target of a pass. */
   readonly again: boolean;
+  /** Who asked (queue_max_per_client): an address, or '' when not told. */
+  readonly client: string;
 }
 
 /** Retirements after which the backend's end counts as a failure for the restart backoff. */
@@ -251,7 +256,7 @@ export class Pool {
    * A request wants a backend. `first`: it was already granted one that refused its connection,
    * so it goes back to the head of the queue rather than the end.
    */
-  checkout(worker: number, requestId: number, first = false): PoolEffect[] {
+  checkout(worker: number, requestId: number, first = false, client = ''): PoolEffect[] {
     if (this.stopping) {
       this.emit({ type: 'reject', worker, requestId, code: 'MPX_SHUTTING_DOWN' });
       return this.flush();
@@ -261,16 +266,27 @@ export class Pool {
       this.grant(idle, worker, requestId);
     } else if (this.waiters.length >= this.settings.queueMax) {
       this.emit({ type: 'reject', worker, requestId, code: 'MPX_QUEUE_FULL' });
+    } else if (!first && this.clientQueueFull(client)) {
+      this.emit({ type: 'reject', worker, requestId, code: 'MPX_CLIENT_QUEUE_FULL' });
     } else {
       const timeout = this.settings.queueTimeoutMs;
       const deadline = timeout > 0 ? this.clock.now() + timeout : Infinity;
-      const waiter = { worker, requestId, deadline, again: first };
+      const waiter = { worker, requestId, deadline, again: first, client };
       if (first) this.waiters.unshift(waiter);
       else this.waiters.push(waiter);
       this.limitPasses(first ? 0 : this.waiters.length - 1);
       this.reconcile({ shrink: false });
     }
     return this.flush();
+  }
+
+  /** Whether `client` already has queue_max_per_client requests waiting. */
+  private clientQueueFull(client: string): boolean {
+    const limit = this.settings.queueMaxPerClient;
+    if (limit <= 0 || client === '') return false;
+    let waiting = 0;
+    for (const w of this.waiters) if (w.client === client && ++waiting >= limit) return true;
+    return false;
   }
 
   /**

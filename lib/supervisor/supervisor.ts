@@ -178,6 +178,7 @@ export class Supervisor {
       strategy: config.pool_strategy,
       queueTimeoutMs: config.queue_timeout_ms,
       queueMax: config.queue_max,
+      queueMaxPerClient: config.queue_max_per_client,
       startTimeoutMs: config.service_start_timeout_ms,
       startConcurrency: config.service_start_concurrency,
       bootAttempts: config.service_boot_attempts,
@@ -270,9 +271,9 @@ export class Supervisor {
   }
 
   /** `again`: the request's backend refused its connection; it goes first in the queue. */
-  checkout(worker: number, requestId: number, again = false): void {
+  checkout(worker: number, requestId: number, again = false, client = ''): void {
     const waiting = this.pool.queueLength;
-    this.apply(this.pool.checkout(worker, requestId, again));
+    this.apply(this.pool.checkout(worker, requestId, again, client));
     if (this.pool.queueLength > waiting) {
       this.log.debug(
         { event: 'request.queued', worker, requestId, queue: this.pool.queueLength },

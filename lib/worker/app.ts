@@ -12,7 +12,14 @@ import { Delivery } from './delivery.js';
 import { errorCodeOf, sendError, writeErrorTo } from './error-response.js';
 import { exchange, type ExchangeTarget, type OutgoingRequest } from './exchange.js';
 import { attempt, guard, type FaultReporter } from './guard.js';
-import { addOwnHeader, requestHeaders, requestIdOf, targetOf, TrustedProxies } from './headers.js';
+import {
+  addOwnHeader,
+  clientAddressOf,
+  requestHeaders,
+  requestIdOf,
+  targetOf,
+  TrustedProxies,
+} from './headers.js';
 import type { RequestObserver } from './request-observer.js';
 import { tunnel, type Tunnel } from './upgrade.js';
 
@@ -72,7 +79,8 @@ const MAX_PIPELINED = 32;
 
 function storeFailure(err: Error | undefined): string {
   if (err instanceof BufferFullError) return 'buffer_disk_max_bytes reached';
-  return (err)?.code ?? err?.message ?? 'unknown';
+  const code = err && 'code' in err ? String(err.code) : undefined;
+  return code ?? err?.message ?? 'unknown';
 }
 
 function hasBody(req: IncomingMessage): boolean {
@@ -113,6 +121,10 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
       ...answer,
     });
 
+  /** Who a request is from, for queue_max_per_client ('' when that is off: nothing to count). */
+  const clientKey = (req: IncomingMessage): string =>
+    config.queue_max_per_client > 0 ? clientAddressOf(req, trusted) : '';
+
   /** The answer in progress on each client connection: a pipelined request waits for it. */
   const answering = new WeakMap<object, ServerResponse>();
   const pipelined = new WeakMap<object, number>();
@@ -151,13 +163,14 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
     startedAt: number,
     record: LeaseRecord,
     isGone: () => boolean,
+    clientKey: string,
     rejected: (code: ErrorCode, message: string) => void,
     use: (lease: number, target: ExchangeTarget, done: (outcome: CheckinOutcome) => void) => void,
     settled: () => void,
   ): void => {
     let refusals = 0;
     const tryCheckout = (again: boolean): void => {
-      const checkout = leases.checkout(again);
+      const checkout = leases.checkout(again, clientKey);
       const leave = (): void => leases.cancel(checkout.seq);
       client.once('close', leave);
       const granted = (result: CheckoutResult): void => {
@@ -273,6 +286,7 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
           startedAt,
           record,
           () => req.socket.destroyed,
+          clientKey(req),
           (code, message) => sendError(res, code, message),
           (_lease, backend, done) => {
             if (body.kind === 'stream' && expectsContinue) res.writeContinue();
@@ -419,6 +433,7 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
       startedAt,
       record,
       () => socket.destroyed,
+      clientKey(req),
       (code, message) => writeErrorTo(socket, code, message),
       (lease, backend, done) =>
         tunnel(

@@ -161,6 +161,23 @@ export function requestHeaders(
   return headers;
 }
 
+/**
+ * The client's address: the peer's, or, when the peer is a trusted proxy, the nearest address in
+ * its X-Forwarded-For that is not itself a trusted proxy (the one that proxy saw; those further
+ * left are only what the client claimed).
+ */
+export function clientAddressOf(req: http.IncomingMessage, trusted: TrustedProxies): string {
+  const peer = req.socket.remoteAddress ?? '';
+  if (!trusted.has(peer)) return peer;
+  const chain = req.headers['x-forwarded-for'];
+  const hops = (Array.isArray(chain) ? chain.join(',') : (chain ?? '')).split(',');
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = hops[i]!.trim();
+    if (hop && !trusted.has(hop)) return hop;
+  }
+  return peer;
+}
+
 /** RFC 7239: an IPv6 address is quoted and bracketed. */
 function forwardedNode(address: string): string {
   return address.includes(':') ? `"[${address}]"` : address || 'unknown';

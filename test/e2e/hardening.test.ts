@@ -18,6 +18,7 @@ import { request } from '../helpers/http.js';
 import {
   fixtureCommand,
   startMultiplexer,
+  startWithAdmin,
   writeConfig,
   type Running,
 } from '../helpers/multiplexer.js';
@@ -476,6 +477,33 @@ describe('hardening', () => {
         ['/fits', 60_000],
       ],
     );
+    await mpx.stop();
+  });
+
+  it('queue_max_per_client: a client with that many requests waiting gets 429 MPX_CLIENT_QUEUE_FULL, others still wait their turn', async () => {
+    const mpx = await startWithAdmin({
+      service_start_process_cmd: SCRIPTED,
+      pool_size: 1,
+      workers: 1,
+      queue_max_per_client: 2,
+      trusted_proxies: ['127.0.0.1/32'],
+    });
+    // All from 127.0.0.1, a trusted proxy: each X-Forwarded-For names a client.
+    const from = (client: string, path: string) =>
+      request(mpx.port, path, { headers: { 'x-forwarded-for': client } });
+    // The backend is held for 3 s: long enough to see the queue, whatever the machine's load.
+    const holder = request(mpx.port, '/hold', { headers: { 'x-script-delay': '3000' } });
+    await waitFor(() => seenByBackend(mpx).length === 1, 'the backend held');
+    const waiting = [from('198.51.100.7', '/a1'), from('198.51.100.7', '/a2')];
+    const other = from('198.51.100.8', '/b1');
+    await waitFor(async () => (await mpx.status()).queue === 3, 'three requests waiting');
+    const refused = await from('198.51.100.7', '/a3');
+    assert.equal(refused.status, 429);
+    assert.equal(refused.headers['x-multiplexer-error'], 'MPX_CLIENT_QUEUE_FULL');
+    assert.equal(refused.headers['retry-after'], '1');
+    for (const answer of await Promise.all([holder, ...waiting, other])) {
+      assert.equal(answer.status, 200);
+    }
     await mpx.stop();
   });
 });

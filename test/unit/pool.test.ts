@@ -14,6 +14,7 @@ function setup(overrides: Partial<PoolSettings> = {}, seed = 1) {
     strategy: 'fifo',
     queueTimeoutMs: 1000,
     queueMax: 100,
+    queueMaxPerClient: 0,
     startTimeoutMs: 5000,
     startConcurrency: 0,
     bootAttempts: 5,
@@ -263,6 +264,21 @@ describe('pool decisions', () => {
       assert.equal(reject(pool.checkout(W1, 3))?.code, 'MPX_QUEUE_FULL');
     });
 
+    it('queue_max_per_client: a client with that many waiting is refused the next, others are not', () => {
+      const { pool } = setup({ size: 1, queueMaxPerClient: 2 });
+      startReady(pool);
+      const rejection = (effects: PoolEffect[]): string | undefined =>
+        effects.find((e) => e.type === 'reject')?.code;
+      assert.ok(grant(pool.checkout(W1, 1, false, '10.0.0.1')));
+      assert.equal(rejection(pool.checkout(W1, 2, false, '10.0.0.1')), undefined);
+      assert.equal(rejection(pool.checkout(W2, 3, false, '10.0.0.1')), undefined);
+      assert.equal(rejection(pool.checkout(W1, 4, false, '10.0.0.1')), 'MPX_CLIENT_QUEUE_FULL');
+      assert.equal(rejection(pool.checkout(W1, 5, false, '10.0.0.2')), undefined, 'another client');
+      assert.equal(rejection(pool.checkout(W1, 6, false, '')), undefined, 'not counted');
+      pool.cancel(W1, 2);
+      assert.equal(rejection(pool.checkout(W1, 7, false, '10.0.0.1')), undefined, 'room again');
+    });
+
     it('queue_max 0 means no request may wait', () => {
       const { pool } = setup({ size: 1, queueMax: 0 });
       startReady(pool);
@@ -426,6 +442,7 @@ describe('pool changes at runtime', () => {
     strategy: 'fifo',
     queueTimeoutMs: 1000,
     queueMax: 100,
+    queueMaxPerClient: 0,
     startTimeoutMs: 5000,
     startConcurrency: 0,
     bootAttempts: 5,

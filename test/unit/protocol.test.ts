@@ -6,7 +6,7 @@ import { Batcher, unbatch } from '../../lib/ipc/batch.js';
 
 describe('IPC protocol', () => {
   it('accepts well-formed messages both ways', () => {
-    assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'checkout', seq: 1 }).ok);
+    assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'checkout', seq: 1, client: '' }).ok);
     assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'checkin', lease: 4, outcome: 'stuck' }).ok);
     assert.ok(
       decodePrimaryMessage({
