@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { MultiplexerError } from '../errors.js';
 import { hostGuard, jsonOnly, tokenGuard } from './guards.js';
-import { LiveFeed, type LiveSample } from './live-feed.js';
+import { LiveFeed, MAX_SUBSCRIBERS, type LiveSample } from './live-feed.js';
 
 /** What the admin API can ask of the primary. */
 export interface AdminActions {
@@ -100,7 +100,13 @@ export class AdminServer {
       res.type(contentType).send(text);
     });
     app.get('/events', guard, (_req, res) => {
-      this.feed.subscribe(res);
+      if (!this.feed.subscribe(res)) {
+        res
+          .status(503)
+          .set('retry-after', '5')
+          .type('text/plain')
+          .send(`503: ${MAX_SUBSCRIBERS} dashboards are open already; close one and try again\n`);
+      }
     });
     /** Whether the page may offer actions: only when a token guards them. */
     app.get('/dashboard.json', guard, (_req, res) => {

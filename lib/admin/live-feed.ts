@@ -30,6 +30,19 @@ export interface Frame {
 const HISTORY = 300;
 
 /**
+ * Dashboards open at once. Each costs a frame a second and whatever it has not read: a page left
+ * open in many tabs, or a script that subscribes and never reads, must not grow the primary.
+ */
+export const MAX_SUBSCRIBERS = 16;
+
+/**
+ * Bytes a dashboard may leave unread: past it, frames are dropped for that one (the next it reads
+ * is current anyway); one that reads nothing for a minute of frames is closed.
+ */
+const MAX_UNREAD_BYTES = 256 * 1024;
+const MAX_DROPPED_FRAMES = 60;
+
+/**
  * Quantile q of what happened between two readings of a histogram: from the bucket deltas,
  * interpolated linearly inside the bucket, as Prometheus's histogram_quantile does.
  */
@@ -65,7 +78,10 @@ const sum = (byCode: Readonly<Record<string, number>>): number =>
  */
 export class LiveFeed {
   private readonly history: Frame[] = [];
-  private readonly clients = new Set<Response>();
+  /** Each dashboard, with the frames dropped for it in a row. */
+  private readonly clients = new Map<Response, { dropped: number }>();
+  /** Frames not sent to a dashboard that did not read, since start (tests and /metrics). */
+  droppedFrames = 0;
   private previous: { at: number; sample: LiveSample } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private sampling = false;
@@ -83,20 +99,29 @@ export class LiveFeed {
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
-    for (const res of this.clients) res.end();
+    for (const res of this.clients.keys()) res.end();
     this.clients.clear();
   }
 
-  /** A new dashboard: the history first (one 'history' event), then a 'frame' event each second. */
-  subscribe(res: Response): void {
+  /**
+   * A new dashboard: the history first (one 'history' event), then a 'frame' event each second.
+   * False, and nothing written, when MAX_SUBSCRIBERS are open already.
+   */
+  subscribe(res: Response): boolean {
+    if (this.clients.size >= MAX_SUBSCRIBERS) return false;
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-store',
       'x-accel-buffering': 'no',
     });
     res.write(`event: history\ndata: ${JSON.stringify(this.history)}\n\n`);
-    this.clients.add(res);
+    this.clients.set(res, { dropped: 0 });
     res.once('close', () => this.clients.delete(res));
+    return true;
+  }
+
+  get subscribers(): number {
+    return this.clients.size;
   }
 
   private async tick(): Promise<void> {
@@ -111,7 +136,15 @@ export class LiveFeed {
       this.history.push(frame);
       if (this.history.length > HISTORY) this.history.shift();
       const text = `event: frame\ndata: ${JSON.stringify(frame)}\n\n`;
-      for (const res of this.clients) res.write(text);
+      for (const [res, client] of this.clients) {
+        if (res.writableLength > MAX_UNREAD_BYTES) {
+          this.droppedFrames++;
+          if (++client.dropped >= MAX_DROPPED_FRAMES) res.destroy();
+          continue;
+        }
+        client.dropped = 0;
+        res.write(text);
+      }
     } catch {
       // A sample fails only while the primary stops; the next second tries again.
     } finally {
