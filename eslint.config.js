@@ -70,6 +70,8 @@ export default tseslint.config(
         window: 'readonly',
         document: 'readonly',
         sessionStorage: 'readonly',
+        location: 'readonly',
+        URLSearchParams: 'readonly',
         fetch: 'readonly',
         getComputedStyle: 'readonly',
         TextDecoderStream: 'readonly',

@@ -80,7 +80,6 @@ export class AdminServer {
       res.status(liveness.alive ? 200 : 503).json({
         status: liveness.alive ? 'alive' : 'failing',
         reason: liveness.reason,
-        pid: process.pid,
       });
     });
     app.get('/readyz', (_req, res) => {

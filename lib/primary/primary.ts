@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import cluster, { type Worker } from 'node:cluster';
 import { rmSync } from 'node:fs';
@@ -107,6 +108,12 @@ export class Primary {
   private readonly supervisor: Supervisor;
   private readonly workers: FrontWorkers;
   private readonly registry: BackendRegistry;
+  /**
+   * The admin token when admin_token is empty: made at start, kept in instance.json (mode 0600,
+   * where the CLI reads it) and printed in the dashboard's address. Without it, any local process
+   * could POST /scale or /reload.
+   */
+  private readonly generatedToken = randomBytes(24).toString('base64url');
   /** http_port's socket, kept open while no worker accepts (see listener-hold.ts). */
   private readonly listenerHold = new ListenerHold();
   private readonly startedAt = Date.now();
@@ -238,9 +245,20 @@ export class Primary {
     if (this.config.admin_port !== 0) {
       this.admin = new AdminServer(this.adminActions);
       const port = await this.admin.listen(this.config.admin_host, this.config.admin_port);
+      const host = this.config.admin_host.includes(':')
+        ? `[${this.config.admin_host}]`
+        : this.config.admin_host;
+      // The generated token rides in the fragment, as Jupyter prints its address: the page reads
+      // it, the browser never sends it. A token of the operator's own is never printed.
+      const dashboard = `http://${host}:${port}/${this.config.admin_token ? '' : `#token=${this.generatedToken}`}`;
       this.log.info(
-        { event: 'admin.listening', admin_host: this.config.admin_host, admin_port: port },
-        'admin API listening',
+        {
+          event: 'admin.listening',
+          admin_host: this.config.admin_host,
+          admin_port: port,
+          dashboard,
+        },
+        `admin API listening; dashboard: ${dashboard}`,
       );
     }
     writeInstance(stateDir, {
@@ -251,7 +269,7 @@ export class Primary {
         admin: {
           host: this.config.admin_host,
           port: this.config.admin_port,
-          token: this.config.admin_token,
+          token: this.adminToken,
         },
       }),
     });
@@ -479,6 +497,10 @@ export class Primary {
     return { ok: true, from, to: next.pool_size };
   }
 
+  private get adminToken(): string {
+    return this.config.admin_token || this.generatedToken;
+  }
+
   private readonly adminActions = {
     readiness: () => {
       if (this.state !== 'running') return { ready: false, reason: `the server is ${this.state}` };
@@ -537,7 +559,7 @@ export class Primary {
       const outcome = await this.scale(size, 'POST /scale');
       return { status: outcome.ok ? 200 : 422, body: outcome };
     },
-    token: () => this.config.admin_token,
+    token: () => this.adminToken,
   };
 
   /** `byCode`: the request counters, when the caller has just read them. */

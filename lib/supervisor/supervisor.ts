@@ -335,7 +335,9 @@ export class Supervisor {
     return {
       ready,
       noneReadySince: ready > 0 ? undefined : this.noneReadySince,
-      lastFailure: last && `${last.command}: ${last.how}`,
+      // A short cause only: the probes answer anyone who reaches the admin port, and a command
+      // line or a service's output may hold secrets. The log and /status have the rest.
+      lastFailure: last?.how.split(':')[0],
     };
   }
 

@@ -299,6 +299,18 @@ class Exchange {
     const phase = this.phase.name;
     if (phase === 'closing' || phase === 'done') return;
     const malformed = err.code?.startsWith('HPE_') ?? false;
+    const current = this.phase;
+    if (
+      malformed &&
+      (current.name === 'receiving' || current.name === 'discarding') &&
+      current.answer.complete
+    ) {
+      // Bytes after a complete answer (more than its framing said, a body after a HEAD's or a
+      // 204's head): the answer stands, as nginx delivers it; the connection is not reused.
+      if (current.name === 'receiving') this.client.end(current.answer.rawTrailers);
+      this.close('bad-response');
+      return;
+    }
     if (phase === 'receiving' || phase === 'discarding') {
       this.client.cut();
       this.finish(malformed ? 'bad-response' : 'broken');

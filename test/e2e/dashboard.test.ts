@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { chromium, type Browser } from 'playwright-core';
 import { request } from '../helpers/http.js';
-import { startWithAdmin } from '../helpers/multiplexer.js';
+import { adminAuth, adminTokenOf, startWithAdmin } from '../helpers/multiplexer.js';
 import { tempDir } from '../helpers/temp.js';
 
 /** Debian's chromium (.ci/run installs it); playwright's own browser download does not work here. */
@@ -64,11 +64,28 @@ describe('the admin port against web pages', () => {
       workers: 1,
       admin_hostnames: ['mpx-admin.internal'],
     });
-    const byName = await request(named.adminPort, '/dashboard.json', {
+    // No admin_token configured: one is made at start, and nothing is open without it.
+    const unauthenticated = await request(named.adminPort, '/dashboard.json', {
       headers: { host: `mpx-admin.internal:${named.adminPort}` },
     });
+    assert.equal(unauthenticated.status, 401);
+    const scale = await request(named.adminPort, '/scale', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"pool_size":3}',
+    });
+    assert.equal(scale.status, 401, 'no local process scales without the token');
+    const byName = await request(named.adminPort, '/dashboard.json', {
+      headers: { host: `mpx-admin.internal:${named.adminPort}`, ...adminAuth(named) },
+    });
     assert.equal(byName.status, 200);
-    assert.deepEqual(JSON.parse(byName.body), { actions: false }, 'no token: read-only');
+    assert.deepEqual(JSON.parse(byName.body), { actions: true });
+    const listening = named.logs().find((r) => r.event === 'admin.listening');
+    assert.equal(
+      listening?.dashboard,
+      `http://127.0.0.1:${named.adminPort}/#token=${adminTokenOf(named)}`,
+      'the dashboard address carries the token in its fragment',
+    );
     assert.equal((await named.stop()).code, 0);
   });
 });

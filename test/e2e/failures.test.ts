@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseFixture, request } from '../helpers/http.js';
 import {
+  adminAuth,
   arrived,
   fixtureCommand,
   launchMultiplexer,
@@ -131,7 +132,9 @@ describe('failures, end to end', () => {
     await arrived(mpx, '/long-a');
     await arrived(mpx, '/long-b');
     // The kernel hands connections to whichever worker accepts first: ask which one holds what.
-    const status = JSON.parse((await request(adminPort, '/status')).body) as {
+    const status = JSON.parse(
+      (await request(adminPort, '/status', { headers: adminAuth(mpx) })).body,
+    ) as {
       workers: { id: number; pid: number }[];
       backends: { leasedBy?: number }[];
     };

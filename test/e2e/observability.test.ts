@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { request } from '../helpers/http.js';
-import { startWithAdmin, type AdminStatus, type LogRecord } from '../helpers/multiplexer.js';
+import {
+  adminAuth,
+  startWithAdmin,
+  type AdminStatus,
+  type LogRecord,
+} from '../helpers/multiplexer.js';
 import { parsePrometheus, sumOf, type Sample } from '../helpers/prometheus.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -121,7 +126,9 @@ describe('metrics: false', () => {
   it('the front workers count nothing; the pool is still measured', async () => {
     const mpx = await startWithAdmin({ pool_size: 1, workers: 1, metrics: false });
     for (let i = 0; i < 3; i++) assert.equal((await request(mpx.port, '/')).status, 200);
-    const samples = parsePrometheus((await request(mpx.adminPort, '/metrics')).body);
+    const samples = parsePrometheus(
+      (await request(mpx.adminPort, '/metrics', { headers: adminAuth(mpx) })).body,
+    );
     assert.equal(sumOf(samples, 'multiplexer_requests_total'), 0);
     assert.equal(sumOf(samples, 'multiplexer_request_duration_seconds_count'), 0);
     assert.equal(sumOf(samples, 'multiplexer_backends', { state: 'idle' }), 1);

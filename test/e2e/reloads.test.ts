@@ -3,7 +3,13 @@ import { createConnection } from 'node:net';
 import { describe, it } from 'node:test';
 import { request } from '../helpers/http.js';
 import { startLoad } from '../helpers/load.js';
-import { arrived, rewriteConfig, startMultiplexer, type Running } from '../helpers/multiplexer.js';
+import {
+  adminAuth,
+  arrived,
+  rewriteConfig,
+  startMultiplexer,
+  type Running,
+} from '../helpers/multiplexer.js';
 import { freePort } from '../helpers/ports.js';
 import { isAlive } from '../helpers/procs.js';
 import { waitFor } from '../helpers/wait.js';
@@ -103,7 +109,7 @@ describe('reloads under load', () => {
     await waitFor(() => load.result.ok >= 30, 'load to flow');
     /** Pids of the workers that listen, once both do. */
     const workerPids = async (): Promise<number[]> => {
-      const answer = await request(adminPort, '/status');
+      const answer = await request(adminPort, '/status', { headers: adminAuth(mpx) });
       const { workers } = JSON.parse(answer.body) as {
         workers: { pid: number; listening: boolean }[];
       };

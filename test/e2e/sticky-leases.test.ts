@@ -82,6 +82,8 @@ describe('sticky leases, end to end', () => {
       workers: 2,
       admin_token: TOKEN,
       queue_timeout_ms: 0,
+      // This test names its requests by X-Request-Id, taken only from a trusted proxy.
+      trusted_proxies: ['127.0.0.1/32'],
     });
     const status = async (): Promise<{ queue: number; busy: boolean }> => {
       const s = await mpx.status();

@@ -233,6 +233,22 @@ export async function control(
   return { code: exit.code, stdout: l.stdout(), stderr: l.stderr() };
 }
 
+/**
+ * The admin token an instance uses, its own admin_token or the one it made at start, as the CLI
+ * finds it: in instance.json of its state directory.
+ */
+export function adminTokenOf(mpx: { stateDir: string }): string {
+  const record = JSON.parse(readFileSync(join(mpx.stateDir, 'instance.json'), 'utf8')) as {
+    admin?: { token: string };
+  };
+  return record.admin?.token ?? '';
+}
+
+/** The Authorization header for an instance's admin API. */
+export function adminAuth(mpx: { stateDir: string }): { authorization: string } {
+  return { authorization: `Bearer ${adminTokenOf(mpx)}` };
+}
+
 /** What GET /status answers, as far as tests read it. */
 export interface AdminStatus {
   state: string;
@@ -259,9 +275,7 @@ export async function startWithAdmin(
   const adminPort = await freePort();
   const mpx = await startMultiplexer({ admin_port: adminPort, ...config });
   const status = async (): Promise<AdminStatus> => {
-    const token = config.admin_token;
-    const headers = typeof token === 'string' && token ? { authorization: `Bearer ${token}` } : {};
-    const answer = await request(adminPort, '/status', { headers });
+    const answer = await request(adminPort, '/status', { headers: adminAuth(mpx) });
     if (answer.status !== 200) throw new Error(`/status answered ${answer.status}: ${answer.body}`);
     return JSON.parse(answer.body) as AdminStatus;
   };

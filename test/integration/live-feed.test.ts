@@ -12,7 +12,8 @@ const EMPTY = { le: [0.1, Infinity], counts: [0, 0] };
 async function servedFeed(ms: number, bytes: number) {
   const status = { filler: 'x'.repeat(bytes) };
   const feed = new LiveFeed(
-    async (): Promise<LiveSample> => ({ status, byCode: {}, duration: EMPTY, queueWait: EMPTY }),
+    (): Promise<LiveSample> =>
+      Promise.resolve({ status, byCode: {}, duration: EMPTY, queueWait: EMPTY }),
     ms,
   );
   const refused: number[] = [];

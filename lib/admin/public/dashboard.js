@@ -5,6 +5,13 @@
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = 'multiplexer-admin-token';
+// The address multiplexer prints at start carries the token in the fragment (#token=…), which
+// the browser never sends: it is kept for this tab, and taken out of the address bar and history.
+const fromAddress = new URLSearchParams(location.hash.slice(1)).get('token');
+if (fromAddress) {
+  sessionStorage.setItem(TOKEN_KEY, fromAddress);
+  window.history.replaceState(null, '', location.pathname + location.search);
+}
 let token = sessionStorage.getItem(TOKEN_KEY) ?? '';
 let history = [];
 
