@@ -195,6 +195,14 @@ export class Pool {
   private failureStreak = 0;
   private lastFailureAt = -Infinity;
   private spawnBlockedUntil = -Infinity;
+  /**
+   * grow() was held back by the backoff, so a wake is owed at spawnBlockedUntil. Kept as a fact
+   * rather than read again from the clock: a timer may fire a millisecond before the clock
+   * says the backoff is over, and the clock read again a moment later then says it is, so no
+   * wake was asked for and the pool stayed below pool_size until the next request (found by the
+   * fuzz suite).
+   */
+  private spawnPending = false;
   private announcedReady = false;
   /** Some backend has been ready at least once: failures from now on are crashes, not boot. */
   private everReady = false;
@@ -489,7 +497,9 @@ export class Pool {
         wake = Math.min(wake, backend.startingSince + this.settings.startTimeoutMs);
       }
     }
-    if (this.spawnBlockedUntil > this.clock.now()) wake = Math.min(wake, this.spawnBlockedUntil);
+    if (this.spawnPending && !this.stopping && !this.gaveUp) {
+      wake = Math.min(wake, this.spawnBlockedUntil);
+    }
     const surplus = this.nextSurplusAt();
     if (surplus !== undefined) wake = Math.min(wake, surplus);
     return Number.isFinite(wake) ? wake : undefined;
@@ -655,7 +665,8 @@ export class Pool {
    */
   private grow(): void {
     const now = this.clock.now();
-    if (now < this.spawnBlockedUntil) return;
+    this.spawnPending = now < this.spawnBlockedUntil;
+    if (this.spawnPending) return;
     const starting = this.count('starting');
     const active = starting + this.count('idle') + this.countBusy({ marked: false });
     // A backend retiring at its max_requests is replaced at once, while it finishes exiting.

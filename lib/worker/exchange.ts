@@ -1,4 +1,5 @@
 import http, { type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { CheckinOutcome } from '../ipc/protocol.js';
 import { sendStored, type BufferStore } from './buffer-store.js';
 import type { Delivery } from './delivery.js';
@@ -205,7 +206,7 @@ class Exchange {
     // leaves it unread, and the request can go to another backend whole.
     out.once(
       'socket',
-      this.guard((socket: import('node:net').Socket) => {
+      this.guard((socket: Socket) => {
         const flow = this.guard((): void => {
           if (body.kind === 'stored') sendStored(body.store, out, (err) => out.destroy(err));
           else body.from.pipe(out);

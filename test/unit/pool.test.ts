@@ -342,6 +342,19 @@ describe('pool decisions', () => {
       assert.deepEqual(spawned(pool.tick()), [3]);
     });
 
+    it('a wake stays owed when a timer fires a millisecond before the backoff ends and the clock then moves on', () => {
+      const { pool, clock } = setup({ size: 2 });
+      startReady(pool);
+      pool.backendExited(1);
+      clock.advance(99);
+      assert.deepEqual(spawned(pool.tick()), [], 'a millisecond early: still held back');
+      clock.advance(1);
+      // Read again a moment later, the clock says the backoff is over: the wake is still owed.
+      const wake = pool.nextWakeAt();
+      assert.ok(wake !== undefined && wake <= clock.now(), `wake at ${wake}, now ${clock.now()}`);
+      assert.deepEqual(spawned(pool.tick()), [3]);
+    });
+
     it('a backend that keeps dying is restarted with exponential backoff, one at a time', () => {
       const { pool, clock } = setup({ size: 3 });
       pool.start();
