@@ -365,10 +365,11 @@ describe('hardening', () => {
     process.kill(watchdog.pid, 'SIGKILL');
     first.proc.kill('SIGKILL');
     await first.exited;
-    process.kill(first.ready.backends[0]!.pid, 'SIGKILL');
+    // The leader may be gone already (a write to the dead primary's pipe ends it).
+    killQuietly(first.ready.backends[0]!.pid);
     for (const p of readProcessTable({ commandLines: true })) {
       if (p.commandLine.includes(first.marker) && p.commandLine.includes('counting-service')) {
-        process.kill(p.pid, 'SIGKILL');
+        killQuietly(p.pid);
       }
     }
     await waitFor(() => pidsMatching(first.marker).length === 1, 'only the stubborn child left');

@@ -60,6 +60,8 @@ describe('recycling', () => {
     });
     const load = startLoad(mpx.port, { clients: 4 });
     await waitFor(() => retired(mpx.logs(), 'max-requests') >= 4, 'four recycles', 20_000);
+    // The fourth replacement starts as the fourth backend retires: wait for its answers too.
+    await waitFor(() => load.result.pids.length >= 6, 'answers from the replacements', 20_000);
     const result = await load.stop();
     await stopWatching();
     assert.deepEqual(result.failures, []);
