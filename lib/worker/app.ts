@@ -11,7 +11,7 @@ import { BufferFullError, BufferStore } from './buffer-store.js';
 import { Delivery } from './delivery.js';
 import { errorCodeOf, sendError, writeErrorTo } from './error-response.js';
 import { exchange, type ExchangeTarget, type OutgoingRequest } from './exchange.js';
-import { attempt, guard, type FaultReporter } from './guard.js';
+import { guard, type FaultReporter } from './guard.js';
 import {
   addOwnHeader,
   clientAddressOf,
@@ -125,21 +125,27 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
   const clientKey = (req: IncomingMessage): string =>
     config.queue_max_per_client > 0 ? clientAddressOf(req, trusted) : '';
 
-  /** The answer in progress on each client connection: a pipelined request waits for it. */
-  const answering = new WeakMap<object, ServerResponse>();
-  const pipelined = new WeakMap<object, number>();
-  const held = new WeakSet<object>();
+  /**
+   * Each client connection's requests: the answer in progress (a pipelined request waits for
+   * it), how many are read and not yet answered, and whether its reading is being held.
+   */
+  interface Connection {
+    answering: ServerResponse | undefined;
+    depth: number;
+    held: boolean;
+  }
+  const connections = new WeakMap<object, Connection>();
   /**
    * Stops reading a connection with too many requests ahead. Node resumes a connection whenever a
    * request of it is read (IncomingMessage's readStart), so each resume is undone while the count
    * is still over.
    */
-  const holdReading = (socket: Socket): void => {
+  const holdReading = (socket: Socket, connection: Connection): void => {
     socket.pause();
-    if (held.has(socket)) return;
-    held.add(socket);
+    if (connection.held) return;
+    connection.held = true;
     socket.on('resume', () => {
-      if ((pipelined.get(socket) ?? 0) > MAX_PIPELINED) socket.pause();
+      if (connection.depth > MAX_PIPELINED) socket.pause();
     });
   };
 
@@ -199,23 +205,23 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
           refusals++;
           tryCheckout(true);
         };
-        const target = targetFor(result.port, refusals < MAX_REFUSALS);
-        attempt(
-          () => use(result.lease, target, done),
-          (err) => {
-            // What the backend saw of the request is unknown: it is replaced, not reused.
-            deps.onFault(err, 'lease');
-            rejected('MPX_INTERNAL', 'multiplexer could not relay this exchange (see its log)');
-            done('broken');
-          },
-        );
+        try {
+          use(result.lease, targetFor(result.port, refusals < MAX_REFUSALS), done);
+        } catch (err) {
+          // What the backend saw of the request is unknown: it is replaced, not reused.
+          deps.onFault(err, 'lease');
+          rejected('MPX_INTERNAL', 'multiplexer could not relay this exchange (see its log)');
+          done('broken');
+        }
       };
-      void checkout.result.then(
-        guard(granted, (err) => {
+      void checkout.result.then((result) => {
+        try {
+          granted(result);
+        } catch (err) {
           deps.onFault(err, 'checkout');
           settled();
-        }),
-      );
+        }
+      });
     };
     tryCheckout(false);
   };
@@ -235,14 +241,16 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
     let bytesBefore = socket.bytesWritten;
     // Requests of this connection read and not yet answered: past MAX_PIPELINED, node is made to
     // stop reading it until they are (see below).
-    const depth = (pipelined.get(socket) ?? 0) + 1;
-    pipelined.set(socket, depth);
-    if (depth > MAX_PIPELINED) holdReading(socket);
+    let connection = connections.get(socket);
+    if (!connection) {
+      connection = { answering: undefined, depth: 0, held: false };
+      connections.set(socket, connection);
+    }
+    const conn = connection;
+    if (++conn.depth > MAX_PIPELINED) holdReading(socket, conn);
     res.once('close', () => {
-      if (answering.get(socket) === res) answering.delete(socket);
-      const left = (pipelined.get(socket) ?? 1) - 1;
-      pipelined.set(socket, left);
-      if (left === MAX_PIPELINED && !socket.destroyed) socket.resume();
+      if (conn.answering === res) conn.answering = undefined;
+      if (--conn.depth === MAX_PIPELINED && !socket.destroyed) socket.resume();
       report(req, requestId, startedAt, record, {
         status: res.headersSent ? res.statusCode : undefined,
         bytes: socket.bytesWritten - bytesBefore,
@@ -326,69 +334,84 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
         req,
         store,
         { limit, timeoutMs: config.client_timeout_ms },
-        guard((result: BodyResult) => {
-          switch (result) {
-            case 'complete':
-              headers['content-length'] = String(store.length);
-              return run({ kind: 'stored', store });
-            case 'too-large':
-              sendError(res, 'MPX_BODY_TOO_LARGE', tooLarge, { close: true });
-              return settle();
-            case 'stalled':
-              sendError(
-                res,
-                'MPX_CLIENT_TIMEOUT',
-                'the request body did not arrive within client_timeout_ms',
-                { close: true },
-              );
-              return settle();
-            case 'failed':
-              // A full disk or buffer_disk_max_bytes: for this request only, and no backend taken.
-              sendError(
-                res,
-                'MPX_BUFFER_FULL',
-                `the request body could not be stored (${storeFailure(store.error)}); try again later`,
-                { close: true },
-              );
-              return settle();
-            case 'aborted':
-              res.destroy();
-              return settle();
-          }
-        }, failed(res)),
+        guard(
+          (result: BodyResult) => {
+            switch (result) {
+              case 'complete':
+                headers['content-length'] = String(store.length);
+                return run({ kind: 'stored', store });
+              case 'too-large':
+                sendError(res, 'MPX_BODY_TOO_LARGE', tooLarge, { close: true });
+                return settle();
+              case 'stalled':
+                sendError(
+                  res,
+                  'MPX_CLIENT_TIMEOUT',
+                  'the request body did not arrive within client_timeout_ms',
+                  { close: true },
+                );
+                return settle();
+              case 'failed':
+                // A full disk or buffer_disk_max_bytes: for this request only, and no backend taken.
+                sendError(
+                  res,
+                  'MPX_BUFFER_FULL',
+                  `the request body could not be stored (${storeFailure(store.error)}); try again later`,
+                  { close: true },
+                );
+                return settle();
+              case 'aborted':
+                res.destroy();
+                return settle();
+            }
+          },
+          (err) => failed(res, err),
+        ),
       );
     };
 
     // A client connection carries one exchange at a time: a pipelined request is read by node
     // while the previous one is answered, and must not take a second backend meanwhile.
-    const previous = answering.get(socket);
-    answering.set(socket, res);
-    if (previous) previous.once('close', guard(begin, failed(res)));
+    const previous = conn.answering;
+    conn.answering = res;
+    if (previous)
+      previous.once(
+        'close',
+        guard(begin, (err) => failed(res, err)),
+      );
     else begin();
   };
 
   /** An exception while handling a request: 502 MPX_INTERNAL, or a cut if the answer began. */
-  const failed =
-    (res: ServerResponse) =>
-    (err: unknown): void => {
-      deps.onFault(err, 'request');
-      attempt(
-        () => sendError(res, 'MPX_INTERNAL', 'multiplexer could not handle this request'),
-        () => res.destroy(),
-      );
-    };
+  const failed = (res: ServerResponse, err: unknown): void => {
+    deps.onFault(err, 'request');
+    try {
+      sendError(res, 'MPX_INTERNAL', 'multiplexer could not handle this request');
+    } catch {
+      res.destroy();
+    }
+  };
+
+  // Plain try/catch here: the guard's closures would cost two allocations a request.
+  const guarded = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void => {
+    try {
+      handle(req, res, expectsContinue);
+    } catch (err) {
+      failed(res, err);
+    }
+  };
 
   return {
-    request: (req, res) => attempt(() => handle(req, res, false), failed(res)),
-    checkContinue: (req, res) => attempt(() => handle(req, res, true), failed(res)),
-    upgrade: (req, socket, head) =>
-      attempt(
-        () => upgrade(req, socket, head),
-        (err) => {
-          deps.onFault(err, 'upgrade');
-          socket.destroy();
-        },
-      ),
+    request: (req, res) => guarded(req, res, false),
+    checkContinue: (req, res) => guarded(req, res, true),
+    upgrade: (req, socket, head) => {
+      try {
+        upgrade(req, socket, head);
+      } catch (err) {
+        deps.onFault(err, 'upgrade');
+        socket.destroy();
+      }
+    },
   };
 
   function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {

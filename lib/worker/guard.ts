@@ -20,12 +20,3 @@ export function guard<A extends unknown[]>(
     }
   };
 }
-
-/** Runs `fn` now, under the guard. */
-export function attempt(fn: () => void, failed: (err: unknown) => void): void {
-  try {
-    fn();
-  } catch (err) {
-    failed(err);
-  }
-}

@@ -195,7 +195,8 @@ describe('hardening', () => {
       pool_size: 1,
       workers: 1,
       queue_timeout_ms: 200,
-      tunnel_idle_timeout_ms: 800,
+      // Far above the test's 300 ms gaps, so a loaded machine does not close the busy tunnel.
+      tunnel_idle_timeout_ms: 1500,
     });
     // pool_size 1 and queue_timeout_ms 200: a backend still leased to the tunnel would give 503.
     const ws = await openWebSocket(mpx.port, '/ws');

@@ -62,17 +62,17 @@ const body = fc.oneof(
   },
 );
 
+/** Chunked, with or without chunk extensions and trailers: either side's. */
+const chunkedFraming = fc.record({
+  kind: fc.constant('chunked' as const),
+  extensions: fc.boolean(),
+  trailers: fc.boolean(),
+});
+
 const requestFraming: fc.Arbitrary<Framing> = fc.oneof(
   { weight: 4, arbitrary: fc.constant({ kind: 'length' } as const) },
   { weight: 2, arbitrary: fc.constant({ kind: 'none' } as const) },
-  {
-    weight: 3,
-    arbitrary: fc.record({
-      kind: fc.constant('chunked' as const),
-      extensions: fc.boolean(),
-      trailers: fc.boolean(),
-    }),
-  },
+  { weight: 3, arbitrary: chunkedFraming },
   { weight: 1, arbitrary: fc.constant({ kind: 'both' } as const) },
   { weight: 1, arbitrary: fc.constant({ kind: 'conflicting-lengths' } as const) },
 );
@@ -183,14 +183,7 @@ export const backendCase: fc.Arbitrary<BackendCase> = fc.record({
   headers,
   framing: fc.oneof(
     { weight: 5, arbitrary: fc.constant({ kind: 'length' } as const) },
-    {
-      weight: 3,
-      arbitrary: fc.record({
-        kind: fc.constant('chunked' as const),
-        extensions: fc.boolean(),
-        trailers: fc.boolean(),
-      }),
-    },
+    { weight: 3, arbitrary: chunkedFraming },
     { weight: 2, arbitrary: fc.constant({ kind: 'close' } as const) },
     { weight: 1, arbitrary: fc.constant({ kind: 'both' } as const) },
     { weight: 1, arbitrary: fc.constant({ kind: 'conflicting-lengths' } as const) },
