@@ -99,6 +99,11 @@ export interface ClientCase {
   readonly mutation: { readonly at: number; readonly kind: string } | null;
   /** Sent to the instance that streams request bodies (buffer_requests: false). */
   readonly streaming: boolean;
+  readonly version: '1.1' | '1.0';
+  /** Expect: 100-continue, answered by multiplexer before the body is read. */
+  readonly expectContinue: boolean;
+  /** The target in absolute form (GET http://host/path), as a client of a forward proxy sends. */
+  readonly absolute: boolean;
 }
 
 export const clientCase: fc.Arbitrary<ClientCase> = fc.record({
@@ -133,6 +138,18 @@ export const clientCase: fc.Arbitrary<ClientCase> = fc.record({
   ),
   mutation: sometimes(mutation, 10),
   streaming: fc.boolean(),
+  version: fc.oneof(
+    { weight: 9, arbitrary: fc.constant('1.1' as const) },
+    { weight: 1, arbitrary: fc.constant('1.0' as const) },
+  ),
+  expectContinue: fc.oneof(
+    { weight: 9, arbitrary: fc.constant(false) },
+    { weight: 1, arbitrary: fc.constant(true) },
+  ),
+  absolute: fc.oneof(
+    { weight: 9, arbitrary: fc.constant(false) },
+    { weight: 1, arbitrary: fc.constant(true) },
+  ),
 });
 
 export interface BackendCase {
@@ -149,6 +166,11 @@ export interface BackendCase {
   readonly garbage: Uint8Array | null;
   /** The backend closes after this fraction of its answer. */
   readonly cutAt: number | null;
+  readonly version: '1.1' | '1.0';
+  /** A Connection header of the backend's own. */
+  readonly connection: 'close' | 'keep-alive' | null;
+  /** Transfer-Encoding "gzip, chunked" on a chunked answer: a coding a proxy cannot pass on. */
+  readonly gzipCoding: boolean;
 }
 
 const CONTROL = Array.from({ length: 32 }, (_, i) => String.fromCharCode(i)).filter(
@@ -192,6 +214,15 @@ export const backendCase: fc.Arbitrary<BackendCase> = fc.record({
   trailerHeader: fc.boolean(),
   garbage: sometimes(fc.uint8Array({ minLength: 1, maxLength: 40 }), 5),
   cutAt: sometimes(fc.double({ min: 0, max: 0.999, noNaN: true }), 5),
+  version: fc.oneof(
+    { weight: 9, arbitrary: fc.constant('1.1' as const) },
+    { weight: 1, arbitrary: fc.constant('1.0' as const) },
+  ),
+  connection: sometimes(fc.constantFrom('close' as const, 'keep-alive' as const), 15),
+  gzipCoding: fc.oneof(
+    { weight: 19, arbitrary: fc.constant(false) },
+    { weight: 1, arbitrary: fc.constant(true) },
+  ),
 });
 
 /** A request as sent, with what the harness knows of it. */
@@ -211,11 +242,16 @@ export function renderClient(c: ClientCase, id: string): { bytes: Buffer; sent: 
     { name: 'x-test-id', value: id },
   ];
   if (c.connection) extra.push({ name: 'Connection', value: c.connection });
+  if (c.expectContinue) extra.push({ name: 'Expect', value: '100-continue' });
   if (c.upgrade) {
     extra.push({ name: 'Connection', value: 'Upgrade' }, { name: 'Upgrade', value: 'websocket' });
   }
   const parts = [
-    head(`${c.method} ${target} HTTP/1.1`, [...extra, ...c.headers, ...framed.headers]),
+    head(`${c.method} ${c.absolute ? `http://fuzz.test${target}` : target} HTTP/${c.version}`, [
+      ...extra,
+      ...c.headers,
+      ...framed.headers,
+    ]),
     framed.bytes,
   ];
   const sent: SentRequest[] = [
@@ -275,6 +311,10 @@ export function wellFormedRequest(c: ClientCase): boolean {
       (c.framing.kind === 'none' && c.body.length === 0)) &&
     c.headers.every((h) => h.value.length < 4_000) &&
     c.connection !== 'close' &&
+    c.version === '1.1' &&
+    // Answered without a 100 (no body to wait for), node closes such a connection, as the client
+    // may still send a body: what was pipelined behind it is not read.
+    !(c.expectContinue && c.pipelined > 0) &&
     !/[#%]|\.\./.test(c.path)
   );
 }
@@ -288,13 +328,23 @@ export function renderBackend(b: BackendCase, id: string): { bytes: Buffer; clos
   const framed = frame(b.framing, b.body);
   const own: Header[] = [{ name: 'X-Answer-For', value: id }];
   if (b.trailerHeader) own.push({ name: 'Trailer', value: 'x-trailer' });
+  if (b.connection) own.push({ name: 'Connection', value: b.connection });
+  const framing = framed.headers.map((h) =>
+    b.gzipCoding && h.name === 'Transfer-Encoding' ? { ...h, value: 'gzip, chunked' } : h,
+  );
   const reason = b.reason === '' ? '' : ` ${b.reason}`;
-  parts.push(head(`HTTP/1.1 ${b.status}${reason}`, [...own, ...b.headers, ...framed.headers]));
+  parts.push(head(`HTTP/${b.version} ${b.status}${reason}`, [...own, ...b.headers, ...framing]));
   parts.push(framed.bytes);
   if (b.garbage) parts.push(Buffer.from(b.garbage));
   let bytes: Buffer = Buffer.concat(parts);
   if (b.cutAt !== null) bytes = bytes.subarray(0, Math.floor(bytes.length * b.cutAt));
-  const closes = b.framing.kind === 'close' || b.cutAt !== null || b.garbage !== null;
+  // A backend that says it closes (or speaks HTTP/1.0 without keep-alive) does, as servers do.
+  const closes =
+    b.framing.kind === 'close' ||
+    b.cutAt !== null ||
+    b.garbage !== null ||
+    b.connection === 'close' ||
+    (b.version === '1.0' && b.connection !== 'keep-alive');
   return { bytes, closes };
 }
 
@@ -308,6 +358,8 @@ export function wellFormedAnswer(b: BackendCase, method: string): boolean {
     (b.framing.kind === 'length' || b.framing.kind === 'chunked' || b.framing.kind === 'close') &&
     b.garbage === null &&
     b.cutAt === null &&
+    !b.gzipCoding &&
+    !(b.version === '1.0' && b.framing.kind === 'chunked') &&
     b.headers.every((h) => h.value.length < 4_000) &&
     b.informational.every((i) => i.headers.every((h) => h.value.length < 4_000)) &&
     // A bodyless answer has no body bytes at all: not even a chunked one's last chunk.
