@@ -69,6 +69,7 @@ export async function measureIpc(
             port: 10300,
             backend: 1,
             upTo: 0,
+            passes: 0,
           };
           worker.send(reply);
         }

@@ -28,6 +28,8 @@ interface Held {
   readonly port: number;
   readonly backend: number;
   upTo: number;
+  /** Passes left under the backend's max_requests (UNBOUNDED: no limit). */
+  passes: number;
 }
 
 /**
@@ -72,11 +74,12 @@ export class LeaseClient {
    */
   checkin(lease: number, outcome: CheckinOutcome): void {
     const held = this.held.get(lease);
-    if (held && outcome === 'ok') {
+    if (held && outcome === 'ok' && held.passes > 0) {
       for (const [seq, waiting] of this.waiting) {
         if (waiting.again) continue;
         if (seq > held.upTo) break;
         this.waiting.delete(seq);
+        held.passes--;
         this.send({ ns: NAMESPACE, type: 'pass', lease, to: seq });
         waiting.resolve({ status: 'granted', lease, port: held.port, backend: held.backend });
         return;
@@ -111,8 +114,8 @@ export class LeaseClient {
     if (!waiting) return false;
     this.waiting.delete(message.ack);
     if (message.type === 'granted') {
-      const { lease, port, backend, upTo } = message;
-      this.held.set(lease, { port, backend, upTo });
+      const { lease, port, backend, upTo, passes } = message;
+      this.held.set(lease, { port, backend, upTo, passes });
       waiting.resolve({ status: 'granted', lease, port, backend });
     } else waiting.resolve({ status: 'rejected', code: message.code, message: message.message });
     return true;

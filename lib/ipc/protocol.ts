@@ -6,7 +6,7 @@
  * receive.
  *
  * The lease protocol, per request:
- *   worker: checkout{seq}   ─▶ primary: granted{ack: seq, lease, upTo} or rejected{ack: seq}
+ *   worker: checkout{seq}   ─▶ primary: granted{ack: seq, lease, upTo, passes} or rejected{ack: seq}
  *   worker: checkin{lease}  ─▶ primary         (the backend is free again), or
  *   worker: pass{lease, to} ─▶ primary         (handed on to this worker's own checkout `to`)
  *
@@ -22,6 +22,9 @@
  * order holds to within one request per backend; after it, a pass beyond the bound is a bug.
  * A checkout the worker passed a backend to may meanwhile have been granted another one; the
  * primary takes that one back when the pass arrives, and the worker ignores the late grant.
+ * `passes` in a grant is how many times the worker may pass it on in all: what the backend's
+ * service_max_requests leaves after this request. It is a count, not a bound, because passes are
+ * reported after the fact: a revoke would arrive too late for a limit that must hold exactly.
  */
 import type { ErrorCode } from '../errors.js';
 
@@ -73,6 +76,8 @@ export type PrimaryMessage =
       port: number;
       backend: number;
       upTo: number;
+      /** How many times the worker may pass the lease on: the backend's max_requests left. */
+      passes: number;
     }
   | { ns: typeof NAMESPACE; type: 'rejected'; ack: number; code: ErrorCode; message: string }
   /** From now on, `leases` may be passed only to checkouts numbered ≤ upTo (0: to none). */
@@ -106,7 +111,14 @@ const workerShapes: Record<WorkerMessage['type'], Shape> = {
 };
 
 const primaryShapes: Record<PrimaryMessage['type'], Shape> = {
-  granted: { ack: 'number', lease: 'number', port: 'number', backend: 'number', upTo: 'number' },
+  granted: {
+    ack: 'number',
+    lease: 'number',
+    port: 'number',
+    backend: 'number',
+    upTo: 'number',
+    passes: 'number',
+  },
   rejected: { ack: 'number', code: 'string', message: 'string' },
   revoke: { seq: 'number', leases: 'array', upTo: 'number' },
   drain: {},

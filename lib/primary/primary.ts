@@ -154,15 +154,16 @@ export class Primary {
       }
     });
     this.supervisor = new Supervisor(config, log, {
-      grant: (worker, ack, lease, port, backend, upTo) =>
-        this.workers.send(worker, {
+      grant: (g) =>
+        this.workers.send(g.worker, {
           ns: NAMESPACE,
           type: 'granted',
-          ack,
-          lease,
-          port,
-          backend,
-          upTo: Math.min(upTo, UNBOUNDED),
+          ack: g.requestId,
+          lease: g.lease,
+          port: g.port,
+          backend: g.backend,
+          upTo: Math.min(g.upTo, UNBOUNDED),
+          passes: Math.min(g.passes, UNBOUNDED),
         }),
       revoke: (worker, seq, leases, upTo) =>
         this.workers.send(worker, {

@@ -76,6 +76,11 @@ export type PoolEffect =
       readonly backend: number;
       /** The highest of the worker's checkout numbers it may pass the lease to (Infinity: any). */
       readonly upTo: number;
+      /**
+       * How many times the worker may pass it on (Infinity: no limit): what is left of the
+       * backend's max_requests after this request, so the limit holds without a round trip.
+       */
+      readonly passes: number;
     }
   /**
    * The worker may pass these leases only to its checkouts numbered ≤ upTo from now on; it
@@ -371,8 +376,6 @@ export class Pool {
       }
       this.countServed(backend);
       this.move(backend, { type: 'pass', requestId: to });
-      // The request it was passed to is its last under max_requests: no pass after it.
-      if (backend.served + 1 >= backend.requestLimit) this.markForRetirement(backend);
     }
     this.reconcile({ shrink: true });
     return this.flush();
@@ -783,12 +786,11 @@ export class Pool {
 
   private grant(backend: BackendRecord, worker: number, requestId: number): void {
     const lease = this.nextLease++;
-    // Its last request under max_requests: the worker may not pass it on.
-    const last = backend.served + 1 >= backend.requestLimit;
-    const pass: PassRight = last ? { kind: 'bounded', upTo: 0 } : this.passRightFor(worker);
+    const pass = this.passRightFor(worker);
     this.move(backend, { type: 'lease', lease, worker, requestId, pass });
     const upTo = passLimit(pass);
-    this.emit({ type: 'grant', worker, requestId, lease, backend: backend.id, upTo });
+    const passes = Math.max(0, backend.requestLimit - backend.served - 1);
+    this.emit({ type: 'grant', worker, requestId, lease, backend: backend.id, upTo, passes });
   }
 
   /**

@@ -19,15 +19,8 @@ import { defaultRestartPolicy, type RestartPolicy } from './restart-policy.js';
 
 /** What the supervisor tells the outside world; the primary turns these into IPC messages. */
 export interface SupervisorHooks {
-  /** `upTo`: the highest of the worker's checkouts it may pass the lease to (Infinity: any). */
-  grant(
-    worker: number,
-    requestId: number,
-    lease: number,
-    port: number,
-    backend: number,
-    upTo: number,
-  ): void;
+  /** The pool's grant (see PoolEffect), with the backend's port. */
+  grant(grant: Omit<Extract<PoolEffect, { type: 'grant' }>, 'type'> & { port: number }): void;
   /** The worker may pass `leases` only to its checkouts numbered ≤ upTo; it confirms `seq`. */
   revoke(worker: number, seq: number, leases: readonly number[], upTo: number): void;
   reject(worker: number, requestId: number, code: RejectCode): void;
@@ -385,14 +378,7 @@ export class Supervisor {
           if (previous !== undefined && previous !== effect.worker)
             this.hooks.release(previous, port);
           this.lastWorker.set(effect.backend, effect.worker);
-          this.hooks.grant(
-            effect.worker,
-            effect.requestId,
-            effect.lease,
-            port,
-            effect.backend,
-            effect.upTo,
-          );
+          this.hooks.grant({ ...effect, port });
           break;
         }
         case 'reject':

@@ -65,10 +65,7 @@ describe('recycling', () => {
     const result = await load.stop();
     await stopWatching();
     assert.deepEqual(result.failures, []);
-    // Exact for every grant; a worker that hands a backend straight to its own waiting request
-    // (a sticky lease) tells the pool afterwards, so passes already made when the pool revokes the
-    // right go over, at most one per request of that worker waiting then (4 clients here).
-    assert.ok(result.mostServed <= 20 + 4, `a backend served ${result.mostServed} (limit 15 + 5)`);
+    assert.ok(result.mostServed <= 20, `a backend served ${result.mostServed} (limit 15 + 5)`);
     assert.ok(result.pids.length >= 6, 'answers came from the replacements too');
     assert.match(
       mpx.logs().find((r) => r.reason === 'max-requests')!.msg,

@@ -70,7 +70,9 @@ describe('the supervisor with real backends', () => {
     const recorded = new Set<number>();
     const { log } = captureLog();
     const sup = new Supervisor(await config({}, marker), log, {
-      grant: (worker, id, lease, port) => grants.push({ worker, id, lease, port }),
+      grant: (g) => {
+        grants.push({ worker: g.worker, id: g.requestId, lease: g.lease, port: g.port });
+      },
       revoke: () => undefined,
       reject: () => assert.fail('nothing should be rejected'),
       release: (worker, port) => releases.push({ worker, port }),

@@ -6,11 +6,35 @@ import { NAMESPACE, UNBOUNDED, type WorkerMessage } from '../../lib/ipc/protocol
 function setup() {
   const sent: WorkerMessage[] = [];
   const leases = new LeaseClient((m) => sent.push(m));
-  const grant = (ack: number, lease: number, upTo: number): void => {
-    leases.settle({ ns: NAMESPACE, type: 'granted', ack, lease, port: 10300, backend: 1, upTo });
+  const grant = (ack: number, lease: number, upTo: number, passes = UNBOUNDED): void => {
+    leases.settle({
+      ns: NAMESPACE,
+      type: 'granted',
+      ack,
+      lease,
+      port: 10300,
+      backend: 1,
+      upTo,
+      passes,
+    });
   };
   return { sent, leases, grant };
 }
+
+describe('the pass budget', () => {
+  it('a lease is passed on no more often than its grant allows (max_requests), then checked in', () => {
+    const { sent, leases, grant } = setup();
+    const first = leases.checkout();
+    const waiting = [leases.checkout(), leases.checkout(), leases.checkout()];
+    grant(first.seq, 7, UNBOUNDED, 2);
+    leases.checkin(7, 'ok');
+    leases.checkin(7, 'ok');
+    leases.checkin(7, 'ok');
+    const kinds = sent.filter((m) => m.type === 'pass' || m.type === 'checkin').map((m) => m.type);
+    assert.deepEqual(kinds, ['pass', 'pass', 'checkin'], 'two passes, then back to the primary');
+    void waiting;
+  });
+});
 
 describe("the lease client (a front worker's side)", () => {
   it('passes a backend it is done with to its oldest waiting checkout, and says so', async () => {

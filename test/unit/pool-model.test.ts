@@ -28,6 +28,8 @@ interface Model {
   upgraded: Set<number>;
   /** What each worker knows of its leases' bounds (Infinity: open), as granted and revoked. */
   bounds: Map<number, number>;
+  /** Passes each lease has left under max_requests, as its grant said. */
+  passes: Map<number, number>;
   /** Revokes sent and not yet delivered, in the order sent (each worker's channel is ordered). */
   undelivered: { worker: number; seq: number; leases: readonly number[]; upTo: number }[];
   /**
@@ -59,6 +61,7 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     queuedOrder: [],
     upgraded: new Set(),
     bounds: new Map(),
+    passes: new Map(),
     undelivered: [],
     order: new Map(),
     again: new Set(),
@@ -136,6 +139,7 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
           if (model.order.has(k)) assertNoneOvertaken(k, e.worker, step);
           model.asked = model.asked.filter((a) => key(a.worker, a.requestId) !== k);
           model.bounds.set(e.lease, e.upTo);
+          model.passes.set(e.lease, e.passes);
           model.fresh.add(e.lease);
           break;
         }
@@ -185,6 +189,13 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       assert.ok(model.alive.size <= cap, `${step}: ${model.alive.size} backends alive, cap ${cap}`);
     }
     const views = pool.view();
+    // max_requests is a limit, passes included.
+    if (current.maxRequests > 0) {
+      const most = current.maxRequests + current.maxRequestsJitter;
+      for (const v of views) {
+        assert.ok(v.served <= most, `${step}: backend ${v.id} served ${v.served}, limit ≤ ${most}`);
+      }
+    }
     assert.deepEqual(
       views.map((v) => v.id).sort((a, b) => a - b),
       [...model.alive].sort((a, b) => a - b),
@@ -261,6 +272,8 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       if (lease === undefined) continue;
       const l = model.leases.get(lease)!;
       const bound = model.bounds.get(lease) ?? 0;
+      // As the lease client does: no pass once the grant's budget is spent.
+      if ((model.passes.get(lease) ?? 0) <= 0) continue;
       const crossing = rand.random() < 0.2;
       let to: number | undefined;
       let crossed: number | undefined;
@@ -292,6 +305,7 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
         model.fresh.delete(crossed);
       }
       l.requestId = to;
+      model.passes.set(lease, model.passes.get(lease)! - 1);
       apply(pool.pass(l.worker, lease, to), `pass ${lease} → ${k}`);
       if (crossed !== undefined) {
         const backend = pool

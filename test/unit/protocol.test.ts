@@ -17,6 +17,7 @@ describe('IPC protocol', () => {
         port: 10300,
         backend: 3,
         upTo: 9,
+        passes: 4,
       }).ok,
     );
     assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'pass', lease: 2, to: 5 }).ok);
