@@ -63,12 +63,16 @@ function countEvent(event: string): void {
   counts.set(event, (counts.get(event) ?? 0) + 1);
 }
 
+/** The environment variables that choose the log's level and its format (json or readable). */
+export const LOG_LEVEL_ENV = 'MULTIPLEXER_LOG_LEVEL';
+export const LOG_FORMAT_ENV = 'MULTIPLEXER_LOG_FORMAT';
+
 function logLevel(): string {
-  return process.env.MULTIPLEXER_LOG_LEVEL ?? 'info';
+  return process.env[LOG_LEVEL_ENV] ?? 'info';
 }
 
 function readable(): boolean {
-  return process.stderr.isTTY && process.env.MULTIPLEXER_LOG_FORMAT !== 'json';
+  return process.stderr.isTTY && process.env[LOG_FORMAT_ENV] !== 'json';
 }
 
 /**

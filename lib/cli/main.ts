@@ -34,8 +34,9 @@ function load(argv: Record<string, unknown>) {
 }
 
 async function start(argv: Record<string, unknown>): Promise<number> {
-  const { config, file } = load(argv);
+  const { config, file, notes } = load(argv);
   const log = createLogger('primary');
+  for (const note of notes) log.warn({ event: 'config.note' }, note);
   const stateDir = resolveStateDir({
     flag: argv['state-dir'] as string | undefined,
     configFile: file,
@@ -50,7 +51,8 @@ async function start(argv: Record<string, unknown>): Promise<number> {
 }
 
 function check(argv: Record<string, unknown>): number {
-  const { config, sources, file } = load(argv);
+  const { config, sources, file, notes } = load(argv);
+  for (const note of notes) process.stderr.write(`multiplexer: warning: ${note}\n`);
   if (argv.explain) return explain(config, sources);
   const width = Math.max(...configKeys.map((k) => k.length));
   const stateDir = resolveStateDir({

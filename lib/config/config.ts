@@ -18,6 +18,8 @@ export interface LoadedConfig {
   /** Where each key's value came from, for `multiplexer check`. */
   sources: Readonly<Record<keyof Config, Source>>;
   file: string;
+  /** What is allowed but probably not meant (a mistyped MULTIPLEXER_* variable): warned at start. */
+  notes: readonly string[];
 }
 
 /** The host part of service_http_base_url, as a socket address (an IPv6 literal without brackets). */

@@ -1,11 +1,16 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { statSync } from 'node:fs';
 import convict from 'convict';
 import { MultiplexerError } from '../errors.js';
 import type { Config, LoadedConfig, Source } from './config.js';
 import { describeValue, isLoopback, parsePortRange } from './formats.js';
 import { locateJsonError } from './json-error.js';
 import { configKeys, envName, schema, type ConfigKey } from './schema.js';
+import { portProblem, serviceDir } from './service-command.js';
+import { STATE_DIR_ENV } from '../instance/state-dir.js';
+import { LOG_FORMAT_ENV, LOG_LEVEL_ENV } from '../log.js';
+import { WORKER_BUFFER_DIR_ENV, WORKER_CONFIG_ENV } from '../ipc/protocol.js';
 
 export interface ConfigInput {
   /** Path of the JSON config file. */
@@ -13,7 +18,18 @@ export interface ConfigInput {
   /** Values given as command-line flags, keyed by config key (strings, as typed). */
   flags?: Partial<Record<ConfigKey, unknown>>;
   env?: NodeJS.ProcessEnv;
+  /** Where start runs (default: this process's working directory), for service_cwd. */
+  startDir?: string;
 }
+
+/** MULTIPLEXER_* variables that are not settings. */
+const OTHER_ENV = [
+  STATE_DIR_ENV,
+  LOG_LEVEL_ENV,
+  LOG_FORMAT_ENV,
+  WORKER_CONFIG_ENV,
+  WORKER_BUFFER_DIR_ENV,
+];
 
 let formatsRegistered = false;
 
@@ -102,12 +118,37 @@ function distance(a: string, b: string): number {
   return row[b.length]!;
 }
 
-function unknownKeyProblem(key: string, value: unknown): string {
-  const nearest = configKeys
-    .map((known) => ({ known, d: distance(key, known) }))
+/** The nearest of `known` to `typed`, if it is near enough to be what was meant. */
+export function nearestName(typed: string, known: readonly string[]): string | undefined {
+  const nearest = known
+    .map((name) => ({ name, d: distance(typed, name) }))
     .sort((x, y) => x.d - y.d)[0];
-  const hint = nearest && nearest.d <= 3 ? ` (did you mean ${nearest.known}?)` : '';
-  return `${key} is not a known setting${hint}, got ${describeValue(value)}; known settings: ${configKeys.join(', ')}`;
+  return nearest && nearest.d <= Math.max(2, Math.floor(typed.length / 4))
+    ? nearest.name
+    : undefined;
+}
+
+/** The suggestion, not the list: the list is one `check --explain` away. */
+function unknownKeyProblem(key: string, value: unknown): string {
+  const nearest = nearestName(key, configKeys);
+  const hint = nearest ? `did you mean ${nearest}?` : 'every setting: multiplexer check --explain';
+  return `${key} is not a known setting (${hint}), got ${describeValue(value)}`;
+}
+
+/** A MULTIPLEXER_* variable that names no setting is most likely a typo, silently ignored. */
+function unknownEnvNotes(env: NodeJS.ProcessEnv): string[] {
+  const settings = configKeys.map(envName);
+  const known = new Set([...settings, ...OTHER_ENV]);
+  return Object.keys(env)
+    .filter((name) => name.startsWith('MULTIPLEXER_') && !known.has(name))
+    .sort()
+    .map((name) => {
+      const nearest = nearestName(name, [...settings, ...OTHER_ENV]);
+      const hint = nearest
+        ? `did you mean ${nearest}?`
+        : 'every setting: multiplexer check --explain';
+      return `environment variable ${name} names no setting and is ignored (${hint})`;
+    });
 }
 
 /**
@@ -164,11 +205,40 @@ export function loadConfig(input: ConfigInput): LoadedConfig {
 
   const values = conf.getProperties() as Record<ConfigKey, unknown>;
   const range = parsePortRange(values.service_port_range)!;
-  const config = Object.freeze({ ...values, service_port_range: Object.freeze(range) }) as Config;
+  const notes = unknownEnvNotes(env);
+  const cwd = serviceDir({
+    value: values.service_cwd as string,
+    given: sources.service_cwd !== 'default',
+    configFile: file,
+    command: values.service_start_process_cmd as string,
+    startDir: input.startDir ?? process.cwd(),
+  });
+  if (cwd.note) notes.push(cwd.note);
+  const config = Object.freeze({
+    ...values,
+    service_port_range: Object.freeze(range),
+    service_cwd: cwd.dir,
+  }) as Config;
 
-  const across = crossKeyProblems(config);
+  const across = [...crossKeyProblems(config), ...directoryProblems(values.service_cwd, cwd.dir)];
   if (across.length > 0) throw configError(across);
-  return { config, sources: Object.freeze(sources), file };
+  const port = portProblem(config.service_start_process_cmd, config.service_cwd);
+  if (port) notes.push(port);
+  return { config, sources: Object.freeze(sources), file, notes };
+}
+
+function directoryProblems(written: unknown, dir: string): string[] {
+  let isDir = false;
+  try {
+    isDir = statSync(dir).isDirectory();
+  } catch {
+    // missing: said below
+  }
+  return isDir
+    ? []
+    : [
+        `service_cwd must name a directory (relative to the config file's), got ${describeValue(written)}, which is ${dir}: not a directory`,
+      ];
 }
 
 /** Rules that tie keys together; also applied to runtime changes (scale) of a running config. */

@@ -173,6 +173,13 @@ export const schema = {
     defaultText: 'required',
     appliesOn: ['backends'],
   },
+  service_cwd: {
+    doc: 'Directory the command runs in; a relative one is taken from the config file\'s directory ("" = the config file\'s directory, so relative paths in the command work whatever directory start runs from). A config that does not set it and names a path that exists only from the directory where start runs keeps that directory, with a warning: configs written before this key keep working.',
+    format: anyString,
+    default: '',
+    defaultText: "the config file's directory",
+    appliesOn: ['backends'],
+  },
   service_start_delay_ms: {
     doc: 'When a started backend counts as ready: "wait_first_output" = at its first line on stdout (stderr does not count), a number = after that many milliseconds, then in both cases once its port accepts a connection; "wait_port" = as soon as its port accepts a connection, whatever it prints (for servers that log only to stderr: gunicorn, uvicorn).',
     format: startDelayFormat,
@@ -270,6 +277,12 @@ export const schema = {
     format: msAtLeast(0),
     default: 10_000,
     appliesOn: ['workers'],
+  },
+  exit_with_parent: {
+    doc: 'Shut down gracefully, as for SIGTERM, when the process that started multiplexer exits (npm start stopped with SIGTERM ends npm and its shell, not multiplexer); not when that process is PID 1. false: for a start deliberately left running in the background (nohup, setsid), though a service manager is the better home.',
+    format: booleanFormat,
+    default: true,
+    appliesOn: ['restart'],
   },
   admin_host: {
     doc: 'Interface of the admin API and dashboard. Anything but loopback requires admin_token.',

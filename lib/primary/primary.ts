@@ -24,6 +24,7 @@ import type { Logger } from '../log.js';
 import { MultiplexerError } from '../errors.js';
 import { BackendRegistry, endRecordedBackends } from '../instance/backend-registry.js';
 import { ListenerHold } from './listener-hold.js';
+import { watchParent } from './parent-watch.js';
 import { findRunningInstance, removeInstance, writeInstance } from '../instance/instance-file.js';
 import { bufferDirOf, ensureStateDir, resetPrivateDir } from '../instance/state-dir.js';
 import { endLeftovers } from '../supervisor/leftovers.js';
@@ -285,6 +286,15 @@ export class Primary {
     );
     for (const [signal, action] of Object.entries(SIGNALS)) {
       process.on(signal, () => this.enqueue({ ...action, trigger: signal }));
+    }
+    if (this.config.exit_with_parent) {
+      watchParent((parent, ppid) => {
+        this.log.warn(
+          { event: 'parent.exited', parent, ppid },
+          `the process that started multiplexer (pid ${parent}) has exited: shutting down as for SIGTERM (exit_with_parent)`,
+        );
+        this.enqueue({ type: 'stop', trigger: 'parent exited' });
+      });
     }
 
     cluster.on('message', (worker, raw) => this.onWorkerMessage(worker, raw));

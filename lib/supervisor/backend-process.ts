@@ -11,6 +11,8 @@ export interface BackendSpec {
   readonly port: number;
   /** The operator's command line; every %PORT% is replaced by the port. */
   readonly command: string;
+  /** service_cwd, resolved: where the command runs. */
+  readonly cwd: string;
   /** What must happen before its port is probed: a first stdout line, a delay, or nothing. */
   readonly readiness: number | 'wait_first_output' | 'wait_port';
   /** service_health_path: once its port accepts, GET this must answer 2xx/3xx ("" = no check). */
@@ -104,6 +106,7 @@ export class BackendProcess {
     this.command = spec.command.replaceAll('%PORT%', String(spec.port));
     this.child = spawn('/bin/sh', ['-c', this.command], {
       detached: true,
+      cwd: spec.cwd,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: backendEnvironment(process.env, spec.port),
     });

@@ -464,6 +464,7 @@ export class Supervisor {
         host,
         port,
         command: config.service_start_process_cmd,
+        cwd: config.service_cwd,
         readiness: config.service_start_delay_ms,
         healthPath: config.service_health_path,
         stopGraceMs: config.service_stop_timeout_ms,

@@ -10,8 +10,8 @@ import { killQuietly, pidsMatching } from '../helpers/procs.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
- * Each folder of examples/ run as its README says: its own multiplexer.json (only the ports
- * changed, to ephemeral ones), its own setup. Concurrent requests must reach every backend of the
+ * Each folder of examples/ run as its README says: its own multiplexer.json as shipped (only the
+ * ports moved to ephemeral ones, by environment variables), its own setup. Concurrent requests must reach every backend of the
  * pool, and no backend may ever have had a second request while it answered one: each example
  * reports that itself (node-express: requests in the process; the Python ones: a connection
  * already waiting in the listen queue).
@@ -66,15 +66,8 @@ interface ExampleAnswer {
   queued_behind?: boolean;
 }
 
-function exampleConfig(name: string): Record<string, unknown> {
-  const config = JSON.parse(
-    readFileSync(join(ROOT, 'examples', name, 'multiplexer.json'), 'utf8'),
-  ) as Record<string, unknown>;
-  // The test's own ports instead (launchMultiplexer picks free ones); the rest as shipped.
-  delete config.http_port;
-  delete config.service_port_range;
-  delete config.admin_port;
-  return config;
+function exampleFile(name: string): string {
+  return join(ROOT, 'examples', name, 'multiplexer.json');
 }
 
 function skip(t: TestContext, reason: string): void {
@@ -89,14 +82,17 @@ describe('the examples, each with its own multiplexer.json', () => {
     it(`${example.name}: 40 concurrent requests reach every backend, never two at once on one`, async (t) => {
       const reason = example.unavailable();
       if (reason !== undefined) return skip(t, `${example.name}: ${reason}`);
-      const config = exampleConfig(example.name);
+      const file = exampleFile(example.name);
+      const config = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
       const pattern = String(config.service_kill_pattern);
       assert.ok(pattern.includes(`examples/${example.name}/`), 'its kill pattern names its folder');
       after(() => {
         for (const pid of pidsMatching(pattern)) killQuietly(pid);
       });
 
-      const mpx = await startMultiplexer(config, { readyTimeoutMs: 30_000 });
+      // The file as shipped, its ports moved to free ones; run from a directory that is not
+      // the repository's: its relative paths hold through service_cwd.
+      const mpx = await startMultiplexer({}, { shipped: file, readyTimeoutMs: 30_000 });
       const poolPorts = mpx.ready.backends.map((b) => b.port).sort();
       assert.equal(poolPorts.length, config.pool_size);
 

@@ -11,22 +11,21 @@ import { tempDir } from '../helpers/temp.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
- * multiplexer as a user gets it from the registry: `npm pack` of this checkout, installed with
- * `npm install -g` into a temporary prefix, run from a directory that is not the checkout.
- * The pack skips the "prepare" build: `npm test` has just built dist/ (a publish runs it).
+ * multiplexer as a user gets it from the registry: `npm pack` of this checkout (with its prepack
+ * and postpack, as a publish runs them), installed with `npm install -g` into a temporary prefix,
+ * run from a directory that is not the checkout.
  */
-const version = (
-  JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
-).version;
+const manifestText = readFileSync(join(ROOT, 'package.json'), 'utf8');
+const { version, name } = JSON.parse(manifestText) as { version: string; name: string };
 
-function npm(args: string[], cwd: string): { stdout: string } {
-  const run = spawnSync('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], {
+function npm(args: string[], cwd: string): { stdout: string; stderr: string } {
+  const run = spawnSync('npm', [...args, '--no-audit', '--no-fund'], {
     cwd,
     encoding: 'utf8',
     timeout: 180_000,
   });
   assert.equal(run.status, 0, `npm ${args.join(' ')} failed:\n${run.stderr}`);
-  return { stdout: run.stdout };
+  return { stdout: run.stdout, stderr: run.stderr };
 }
 
 describe('the npm package', () => {
@@ -35,7 +34,7 @@ describe('the npm package', () => {
 
   it('packs only what the runtime needs: the CLI, the compiled lib, the default config and example', () => {
     const packed = JSON.parse(
-      npm(['pack', '--json', '--ignore-scripts', '--pack-destination', dir], ROOT).stdout,
+      npm(['pack', '--json', '--loglevel=error', '--pack-destination', dir], ROOT).stdout,
     ) as { filename: string; size: number; files: { path: string }[] }[];
     const [info] = packed;
     assert.ok(info);
@@ -58,13 +57,24 @@ describe('the npm package', () => {
     for (const needed of ['bin/multiplexer.js', 'dist/lib/cli/main.js', 'LICENSE'])
       assert.ok(paths.includes(needed), `${needed} is in the tarball`);
     assert.equal(statSync(tarball).size, info.size);
+    // "multiplexer" on the registry is another package (1.4.1, unrelated): ours has its own name.
+    assert.equal(name, 'multiplexer-server');
+    assert.equal(info.filename, `multiplexer-server-${version}.tgz`);
+    // postpack put the checkout's package.json back byte for byte, "prepare" included.
+    assert.equal(readFileSync(join(ROOT, 'package.json'), 'utf8'), manifestText);
     assert.ok(info.size < 200_000, `the tarball is ${info.size} bytes`);
   });
 
   it('installs with npm install -g, then --version and start work outside the checkout', async () => {
     assert.ok(tarball, 'packed by the test before');
     const prefix = join(dir, 'prefix');
-    npm(['install', '--global', '--prefix', prefix, tarball], dir);
+    const install = npm(['install', '--global', '--prefix', prefix, tarball], dir);
+    // Quiet: no install script for npm to warn about (dist/ is built in the tarball).
+    assert.doesNotMatch(install.stderr, /warn|prepare/i, install.stderr);
+    const installed = JSON.parse(
+      readFileSync(join(prefix, 'lib', 'node_modules', name, 'package.json'), 'utf8'),
+    ) as { scripts?: Record<string, string> };
+    assert.equal(installed.scripts?.prepare, undefined);
     const bin = join(prefix, 'bin', 'multiplexer');
 
     const v = spawnSync(bin, ['--version'], { cwd: dir, encoding: 'utf8' });
@@ -72,14 +82,7 @@ describe('the npm package', () => {
     assert.equal(v.stdout.trim(), version);
 
     // The installed package's own example, by absolute path: nothing comes from the checkout.
-    const example = join(
-      prefix,
-      'lib',
-      'node_modules',
-      'multiplexer',
-      'examples',
-      'hello-service.js',
-    );
+    const example = join(prefix, 'lib', 'node_modules', name, 'examples', 'hello-service.js');
     const marker = `mpxpkg-${process.pid}`;
     const port = await freePort();
     const adminPort = await freePort();

@@ -84,11 +84,11 @@ export function fixtureCommand(name: string, marker: string, extra = ''): string
 /** Runs bin/multiplexer with `args` and a config file holding `config`; does not wait for anything. */
 export function launch(
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; marker?: string } = {},
+  options: { env?: NodeJS.ProcessEnv; marker?: string; cwd?: string } = {},
 ): Launch {
   const stateDir = options.env?.MULTIPLEXER_STATE_DIR ?? join(tempDir().dir, 'state');
   const proc = spawn(process.execPath, [BIN, ...args], {
-    cwd: ROOT,
+    cwd: options.cwd ?? ROOT,
     env: {
       ...process.env,
       MULTIPLEXER_LOG_FORMAT: 'json',
@@ -165,12 +165,42 @@ export async function launchMultiplexer(
   return { ...l, port, configFile: file };
 }
 
+/**
+ * Launches multiplexer with a config file as shipped (an example's, conf/app.json), only its
+ * ports moved to free ones, by environment variables: the file itself is what is tested.
+ */
+export async function launchShipped(
+  file: string,
+  options: { env?: NodeJS.ProcessEnv } = {},
+): Promise<Launch & { port: number; configFile: string }> {
+  const port = await freePort();
+  const range = await freePortRange(12);
+  const l = launch(['start', '--config', file], {
+    env: {
+      MULTIPLEXER_HTTP_PORT: String(port),
+      MULTIPLEXER_SERVICE_PORT_RANGE: `${range.first}..${range.last}`,
+      MULTIPLEXER_ADMIN_PORT: '0',
+      ...options.env,
+    },
+    cwd: tempDir().dir,
+  });
+  return { ...l, port, configFile: file };
+}
+
 /** launchMultiplexer, then waits for the ready line. */
 export async function startMultiplexer(
   config: Record<string, unknown> = {},
-  options: { env?: NodeJS.ProcessEnv; args?: string[]; readyTimeoutMs?: number } = {},
+  options: {
+    env?: NodeJS.ProcessEnv;
+    args?: string[];
+    readyTimeoutMs?: number;
+    /** A shipped config file to run instead of `config` (see launchShipped). */
+    shipped?: string;
+  } = {},
 ): Promise<Running> {
-  const l = await launchMultiplexer(config, options);
+  const l = options.shipped
+    ? await launchShipped(options.shipped, options)
+    : await launchMultiplexer(config, options);
   const line = await Promise.race([
     waitFor(
       () =>

@@ -19,7 +19,16 @@ async function run(
   const events: string[] = [];
   let exit: ExitInfo | undefined;
   const proc = new BackendProcess(
-    { id: 7, host: '127.0.0.1', port, command, readiness, healthPath: '', stopGraceMs: 300 },
+    {
+      id: 7,
+      host: '127.0.0.1',
+      port,
+      command,
+      cwd: process.cwd(),
+      readiness,
+      healthPath: '',
+      stopGraceMs: 300,
+    },
     captured.log,
     {
       onReady: () => events.push('ready'),
