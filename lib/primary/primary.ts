@@ -665,13 +665,23 @@ export class Primary {
    */
   private bootFailed(failure: BootFailure): void {
     if (this.state !== 'running') return;
+    const why = failure.conclusive
+      ? `the first start showed that another would end the same way: ${failure.how}`
+      : `${failure.attempts} starts in a row failed before any backend was ever ready (service_boot_attempts); the last one ${failure.how}`;
     this.log.fatal(
       { event: 'service.boot-failed', attempts: failure.attempts, command: failure.command },
-      `the service cannot start: ${failure.attempts} starts in a row failed before any backend was ever ready (service_boot_attempts); the last one ${failure.how}`,
+      `the service cannot start: ${why}`,
     );
-    const shown = failure.tail.length > 0 ? failure.tail : ['(it printed nothing)'];
+    const output = failure.started
+      ? [
+          '  its last output:',
+          ...(failure.tail.length > 0 ? failure.tail : ['(it printed nothing)']).map(
+            (l) => `    ${l}`,
+          ),
+        ]
+      : [];
     process.stderr.write(
-      `multiplexer: the service cannot start.\n  command: ${failure.command}\n  ${failure.how}\n  its last output:\n${shown.map((l) => `    ${l}`).join('\n')}\n`,
+      `${['multiplexer: the service cannot start.', `  command: ${failure.command}`, `  ${failure.how}`, ...output].join('\n')}\n`,
     );
     this.exitCode = 1;
     this.enqueue({ type: 'stop', trigger: 'boot failure' });

@@ -33,6 +33,11 @@ export interface ExitInfo {
 export interface BackendCallbacks {
   onReady(): void;
   onExit(info: ExitInfo): void;
+  /**
+   * Waiting for a first stdout line, its port has accepted connections for a while and no line
+   * came: the line is most likely stuck in the service's output buffer.
+   */
+  onSilentListener?(): void;
 }
 
 const MAX_LINE = 64 * 1024;
@@ -44,6 +49,13 @@ const PORT_POLL_MS = 20;
 const HEALTH_RETRY_MS = 100;
 /** Output lines kept to show why a backend could not start. */
 const TAIL_LINES = 20;
+/** How often the port is tried while a first stdout line is awaited (to diagnose, not to decide). */
+const SILENT_POLL_MS = 100;
+/**
+ * How long a port may accept with no stdout line before that is said: a service prints its line
+ * a moment after it listens, well within this.
+ */
+const SILENT_GRACE_MS = 1000;
 
 /**
  * A backend's environment: ours, without multiplexer's own variables (MULTIPLEXER_ADMIN_TOKEN
@@ -65,6 +77,8 @@ export interface StartReport {
   readonly stderrLines: number;
   /** The readiness trigger (first stdout line or delay) happened; the port is being probed. */
   readonly probing: boolean;
+  /** Waiting for a first stdout line, its port accepted connections meanwhile. */
+  readonly acceptedWithoutLine: boolean;
   /** Why the last health check failed, when its port accepted but its health path did not pass. */
   readonly health: string | undefined;
   /** The last lines it wrote, on either stream, oldest first. */
@@ -93,6 +107,8 @@ export class BackendProcess {
   private probeTimer: NodeJS.Timeout | undefined;
   private probeSocket: net.Socket | undefined;
   private probing = false;
+  private silentTimer: NodeJS.Timeout | undefined;
+  private acceptedWithoutLine = false;
   /** Why its last health check at start failed, if it did. */
   private lastHealth: string | undefined;
   private readonly lines = { stdout: 0, stderr: 0 };
@@ -118,7 +134,11 @@ export class BackendProcess {
     this.pipeToLog(this.child.stdout!, 'stdout');
     this.pipeToLog(this.child.stderr!, 'stderr');
     if (spec.readiness === 'wait_first_output') {
-      this.child.stdout!.once('data', () => this.probePort());
+      this.child.stdout!.once('data', () => {
+        this.stopSilentWatch();
+        this.probePort();
+      });
+      this.silentTimer = setTimeout(() => this.watchSilentPort(), SILENT_POLL_MS);
     } else if (spec.readiness === 'wait_port') {
       this.probePort();
     } else {
@@ -156,12 +176,40 @@ export class BackendProcess {
     });
   }
 
+  /**
+   * While a first stdout line is awaited, the port is tried too, only to tell a service that
+   * listens but whose line sits in its output buffer (Python, Perl, C with stdout on a pipe)
+   * from one that does not listen: the line still decides readiness.
+   */
+  private watchSilentPort(): void {
+    if (this.probing || this.leaderExit || this.terminating) return;
+    const socket = net.connect({ host: this.spec.host, port: this.spec.port });
+    const again = (ms: number, then: () => void): void => {
+      socket.destroy();
+      if (this.probing || this.leaderExit || this.terminating) return;
+      this.silentTimer = setTimeout(then, ms);
+    };
+    socket.once('connect', () =>
+      again(SILENT_GRACE_MS, () => {
+        this.acceptedWithoutLine = true;
+        this.callbacks.onSilentListener?.();
+      }),
+    );
+    socket.once('error', () => again(SILENT_POLL_MS, () => this.watchSilentPort()));
+  }
+
+  private stopSilentWatch(): void {
+    clearTimeout(this.silentTimer);
+    this.silentTimer = undefined;
+  }
+
   /** What it did while starting, to say why it was given up on. */
   startReport(): StartReport {
     return {
       stdoutLines: this.lines.stdout,
       stderrLines: this.lines.stderr,
       probing: this.probing,
+      acceptedWithoutLine: this.acceptedWithoutLine && this.lines.stdout === 0,
       health: this.lastHealth,
       tail: [...this.tail],
     };
@@ -181,6 +229,7 @@ export class BackendProcess {
     if (this.terminating) return;
     this.terminating = true;
     this.stopProbing();
+    this.stopSilentWatch();
     this.signal('SIGTERM');
     this.killTimer = setTimeout(() => this.signal('SIGKILL'), this.spec.stopGraceMs);
   }
@@ -225,6 +274,7 @@ export class BackendProcess {
     clearTimeout(this.delayTimer);
     clearTimeout(this.termTimer);
     this.stopProbing();
+    this.stopSilentWatch();
     if (!this.groupAlive()) return this.reportExit();
     this.stop();
     this.groupPoll = setInterval(() => {

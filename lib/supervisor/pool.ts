@@ -210,7 +210,7 @@ export class Pool {
   private spawnPending = false;
   private announcedReady = false;
   /** Some backend has been ready at least once: failures from now on are crashes, not boot. */
-  private everReady = false;
+  private hasBeenReady = false;
   /** Starts in a row that ended before the backend was ready. */
   private bootFailures = 0;
   private gaveUp = false;
@@ -255,6 +255,11 @@ export class Pool {
   }
 
   /** Backends that take requests now (idle or busy). */
+  /** Some backend has been ready at least once since start. */
+  get everReady(): boolean {
+    return this.hasBeenReady;
+  }
+
   get readyCount(): number {
     return this.count('idle', 'busy');
   }
@@ -394,7 +399,7 @@ export class Pool {
     const backend = this.backends.get(id);
     if (!backend || backend.state.phase !== 'starting') return this.flush();
     backend.readyAt = this.clock.now();
-    this.everReady = true;
+    this.hasBeenReady = true;
     this.bootFailures = 0;
     // A start that succeeds proves the command works: the backoff is for starts that fail. So
     // backends killed from outside, or crashing on some request, are replaced at the base delay
@@ -420,7 +425,7 @@ export class Pool {
     const bootFailure =
       before.phase === 'starting' ||
       (before.phase === 'retiring' && before.reason === 'start-timeout');
-    if (bootFailure && !this.everReady && !this.stopping) {
+    if (bootFailure && !this.hasBeenReady && !this.stopping) {
       this.bootFailures += 1;
       if (this.bootFailures >= this.settings.bootAttempts && !this.gaveUp) {
         this.gaveUp = true;

@@ -43,6 +43,14 @@ export interface BootFailure {
   /** How it ended: "exited with code 127", "killed by SIGKILL", "not ready within …". */
   readonly how: string;
   readonly tail: readonly string[];
+  /** False when no process was started at all (no free port): there is no output to show. */
+  readonly started: boolean;
+  /**
+   * Set when one failed start already said why no other will do better (a service that listens
+   * but whose stdout is buffered): the start gives up at once instead of after
+   * service_boot_attempts.
+   */
+  readonly conclusive?: boolean;
 }
 
 /** Whether the pool can serve, and why not, for /readyz and /healthz. */
@@ -101,16 +109,26 @@ const RSS_INTERVAL_MS = 2000;
 /** How long a backend whose connection broke may take to exit on its own before it is stopped. */
 const BROKEN_GRACE_MS = 250;
 
+/** The hint for a service that listens while its first stdout line stays in its buffer. */
+function bufferedHint(port: number): string {
+  return `port ${port} accepts connections but no line arrived on stdout: the service's stdout is probably buffered (python -u, flush=True, $|=1, or use "service_start_delay_ms": "wait_port")`;
+}
+
 /** What a backend given up on at start showed, in words, with the hint that fits. */
-function describeStart(report: StartReport, config: Config): string {
+function describeStart(report: StartReport, config: Config, port: number): string {
   const ms = config.service_start_timeout_ms;
+  const lines = (n: number): string => `${n} line${n === 1 ? '' : 's'}`;
   if (config.service_start_delay_ms === 'wait_first_output' && report.stdoutLines === 0) {
-    return `no line on stdout in ${ms} ms; it wrote ${report.stderrLines} line${report.stderrLines === 1 ? '' : 's'} to stderr; for servers that log to stderr use "service_start_delay_ms": "wait_port"`;
+    if (report.acceptedWithoutLine) return `${bufferedHint(port)}; waited ${ms} ms`;
+    if (report.stderrLines > 0) {
+      return `no line on stdout in ${ms} ms; it wrote ${lines(report.stderrLines)} to stderr; for servers that log to stderr use "service_start_delay_ms": "wait_port"`;
+    }
+    return `no line on stdout and no connection accepted on port ${port} in ${ms} ms, nothing on stderr either; does it listen on %PORT% / $PORT?`;
   }
   if (!report.probing) return `its readiness delay did not pass within ${ms} ms`;
   if (report.health)
     return `its port accepted, but its health check never passed in ${ms} ms (${report.health})`;
-  return `its port never accepted a connection in ${ms} ms (it wrote ${report.stdoutLines} line${report.stdoutLines === 1 ? '' : 's'} to stdout, ${report.stderrLines} to stderr); does it listen on %PORT% / $PORT?`;
+  return `its port never accepted a connection in ${ms} ms (it wrote ${lines(report.stdoutLines)} to stdout, ${report.stderrLines} to stderr); does it listen on %PORT% / $PORT?`;
 }
 
 const realClock: PoolClock = { now: () => Date.now(), random: Math.random };
@@ -423,6 +441,7 @@ export class Supervisor {
             command: last?.command ?? this.config.service_start_process_cmd,
             how: last?.how ?? 'unknown',
             tail: last?.tail ?? [],
+            started: last?.started ?? true,
           });
           break;
         }
@@ -451,10 +470,14 @@ export class Supervisor {
     }
     if (port === undefined) {
       const { first, last } = config.service_port_range;
-      this.log.error(
-        { event: 'backend.no-port', backend: id },
-        `no free port in service_port_range ${first}..${last}: every port is held by a backend or another program`,
-      );
+      const why = `no free port in service_port_range ${first}..${last}: every port is held by a backend or another program`;
+      this.log.error({ event: 'backend.no-port', backend: id }, why);
+      this.lastFailure = {
+        command: config.service_start_process_cmd,
+        how: `was never started: ${why}`,
+        tail: [],
+        started: false,
+      };
       this.apply(this.pool.backendExited(id));
       return;
     }
@@ -480,6 +503,11 @@ export class Supervisor {
           this.noteReadiness();
         },
         onExit: (info) => this.handleExit(id, port, info),
+        onSilentListener: () =>
+          this.log.warn(
+            { event: 'backend.stdout-buffered', backend: id, backend_pid: proc.pid, port },
+            `${bufferedHint(port)}; still waiting up to service_start_timeout_ms for it`,
+          ),
       },
     );
     this.processes.set(id, proc);
@@ -497,8 +525,12 @@ export class Supervisor {
     let why: string = RETIRE_WHY[reason];
     if (reason === 'start-timeout' && proc) {
       const report = proc.startReport();
-      why = `${why}: ${describeStart(report, this.config)}`;
-      this.lastFailure = { command: proc.command, how: why, tail: report.tail };
+      why = `${why}: ${describeStart(report, this.config, proc.spec.port)}`;
+      this.lastFailure = { command: proc.command, how: why, tail: report.tail, started: true };
+      // Another start would wait as long and end the same way: say so now.
+      if (report.acceptedWithoutLine && !this.pool.everReady) {
+        this.hooks.bootFailed({ ...this.lastFailure, attempts: 1, conclusive: true });
+      }
     }
     this.log[level](
       { event: 'backend.stopping', backend: id, backend_pid: proc?.pid, reason },
@@ -524,7 +556,12 @@ export class Supervisor {
         : `exited with code ${info.code}`;
     const proc = { backend: id, port, code: info.code, signal: info.signal };
     if (!info.stopped && ended) {
-      this.lastFailure = { command: ended.command, how, tail: ended.startReport().tail };
+      this.lastFailure = {
+        command: ended.command,
+        how,
+        tail: ended.startReport().tail,
+        started: true,
+      };
     }
     // A stopped backend was retired, and the pool's state still says why.
     const reason = info.stopped

@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { readProcessTable } from '../../lib/supervisor/process-table.js';
 import { request } from '../helpers/http.js';
-import type { LogRecord } from '../helpers/multiplexer.js';
-import { BIN, ROOT } from '../helpers/paths.js';
+import { launchMultiplexer, startMultiplexer, type LogRecord } from '../helpers/multiplexer.js';
+import { BIN, fixture, ROOT } from '../helpers/paths.js';
 import { freePort, freePortRange } from '../helpers/ports.js';
 import { isAlive, killQuietly } from '../helpers/procs.js';
 import { tempDir } from '../helpers/temp.js';
@@ -159,5 +160,82 @@ describe('the first hour', () => {
     assert.equal((await request(Number(env.MULTIPLEXER_HTTP_PORT), '/')).status, 200);
     process.kill(record.pid, 'SIGTERM');
     await waitFor(() => pids.every((pid) => !isAlive(pid)), 'every process to end', 20_000);
+  });
+
+  it('a service whose stdout is buffered: said within a second or two, and start gives up after one start_timeout, not service_boot_attempts of them', async () => {
+    const t0 = Date.now();
+    const mpx = await launchMultiplexer({
+      pool_size: 2,
+      workers: 1,
+      service_start_timeout_ms: 3000,
+      service_start_process_cmd: `perl ${fixture('perl-service.pl')} %PORT% # {marker}`,
+    });
+    const said = await waitFor(
+      () => mpx.logs().find((r) => r.event === 'backend.stdout-buffered'),
+      'the diagnosis in the log',
+      5000,
+    );
+    assert.ok(Date.now() - t0 < 2800, `said after ${Date.now() - t0} ms, before the start timeout`);
+    assert.match(
+      said.msg,
+      /^port \d+ accepts connections but no line arrived on stdout: the service's stdout is probably buffered \(python -u, flush=True, \$\|=1, or use "service_start_delay_ms": "wait_port"\)/,
+    );
+    const exit = await waitFor(() => mpx.exited, 'start to give up', 10_000);
+    assert.equal(exit.code, 1);
+    const elapsed = Date.now() - t0;
+    // Before: 5 starts × 3 s (service_boot_attempts), each ending in "wrote 0 lines to stderr".
+    assert.ok(elapsed < 3000 * 2, `gave up after ${elapsed} ms`);
+    const stderr = mpx.stderr();
+    assert.match(
+      stderr,
+      /the service cannot start: the first start showed that another would end the same way: .*stdout is probably buffered/,
+    );
+    assert.match(
+      stderr,
+      /\n {2}not ready within service_start_timeout_ms: port \d+ accepts connections but no line arrived on stdout/,
+    );
+    assert.doesNotMatch(stderr, /for servers that log to stderr/);
+  });
+
+  it('the same service with its stdout flushed serves, and nothing is said about buffering', async () => {
+    const mpx = await startMultiplexer({
+      pool_size: 2,
+      workers: 1,
+      service_start_process_cmd: `perl ${fixture('perl-service.pl')} %PORT% flush # {marker}`,
+    });
+    const answer = await request(mpx.port, '/perl');
+    assert.equal(answer.status, 200);
+    assert.match(answer.body, /^hello from perl \d+ on port \d+: GET \/perl/);
+    assert.ok(!mpx.logs().some((r) => r.event === 'backend.stdout-buffered'));
+    assert.equal((await mpx.stop()).code, 0);
+  });
+
+  it('every port of service_port_range held by another program: the summary says so, not "it printed nothing"', async () => {
+    const range = await freePortRange(2);
+    const holders = await Promise.all(
+      [range.first, range.last].map(
+        (port) =>
+          new Promise<Server>((resolve) => {
+            const server = createServer();
+            server.listen(port, '127.0.0.1', () => resolve(server));
+          }),
+      ),
+    );
+    after(() => holders.forEach((h) => h.close()));
+    const mpx = await launchMultiplexer({
+      pool_size: 1,
+      workers: 1,
+      service_port_range: [range.first, range.last],
+    });
+    const exit = await waitFor(() => mpx.exited, 'start to give up', 20_000);
+    assert.equal(exit.code, 1);
+    const stderr = mpx.stderr();
+    assert.match(
+      stderr,
+      new RegExp(
+        `\\n  was never started: no free port in service_port_range ${range.first}\\.\\.${range.last}: every port is held by a backend or another program\\n`,
+      ),
+    );
+    assert.doesNotMatch(stderr, /printed nothing|unknown/);
   });
 });

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { chmodSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { locateJsonError } from '../../lib/config/json-error.js';
 import { loadConfig } from '../../lib/config/load.js';
@@ -117,7 +118,17 @@ describe('config', () => {
       [
         'a typo in a key',
         () => ({ file: file({ ...base, pool_sizee: 3 }) }),
-        /^pool_sizee is not a known setting \(did you mean pool_size\?\), got 3/,
+        /^pool_sizee is not a known setting \(did you mean pool_size\?\), got 3$/,
+      ],
+      [
+        'a key like no other: the way to the list, not the list',
+        () => ({ file: file({ ...base, colour: 'red' }) }),
+        /^colour is not a known setting \(every setting: multiplexer check --explain\), got "red"$/,
+      ],
+      [
+        'a service_cwd that is not a directory',
+        () => ({ file: file({ ...base, service_cwd: 'no-such-dir' }) }),
+        /^service_cwd must name a directory \(relative to the config file's\), got "no-such-dir", which is \/.+\/no-such-dir: not a directory$/,
       ],
       [
         'a missing command',
@@ -283,5 +294,80 @@ describe('admin settings', () => {
     assert.deepEqual(problems({ file: file({ ...base, admin_port: 70000 }) }), [
       'admin_port must be a TCP port from 1 to 65535, or 0 for off, got 70000 (from config file)',
     ]);
+  });
+
+  it('warns about a MULTIPLEXER_* variable that names no setting, with the nearest one', () => {
+    const { notes, config } = loadConfig({
+      file: file(base),
+      env: { MULTIPLEXER_POOL_SISE: '3', MULTIPLEXER_LOG_LEVEL: 'debug', MULTIPLEXER_XYZZY: '1' },
+    });
+    assert.equal(config.pool_size, 4);
+    assert.deepEqual(notes, [
+      'environment variable MULTIPLEXER_POOL_SISE names no setting and is ignored (did you mean MULTIPLEXER_POOL_SIZE?)',
+      'environment variable MULTIPLEXER_XYZZY names no setting and is ignored (every setting: multiplexer check --explain)',
+    ]);
+  });
+
+  it("runs the command in service_cwd: the config file's directory unless set, relative to it when set", () => {
+    const dir = tempDir();
+    mkdirSync(join(dir.dir, 'conf'));
+    mkdirSync(join(dir.dir, 'app'));
+    dir.write('app/server.js', 'process.env.PORT');
+    const conf = (c: unknown) =>
+      dir.write(`conf/c${Math.random().toString(36).slice(2)}.json`, JSON.stringify(c));
+    const elsewhere = tmp.dir;
+    const plain = loadConfig({ file: conf(base), env: {}, startDir: elsewhere });
+    assert.equal(plain.config.service_cwd, join(dir.dir, 'conf'));
+    assert.equal(plain.sources.service_cwd, 'default');
+    const set = loadConfig({
+      file: conf({ ...base, service_cwd: '../app' }),
+      env: {},
+      startDir: elsewhere,
+    });
+    assert.equal(set.config.service_cwd, join(dir.dir, 'app'));
+    // Written before service_cwd existed, for a start from the project's root: kept, and said.
+    const old = loadConfig({
+      file: conf({ service_start_process_cmd: 'node app/server.js' }),
+      env: {},
+      startDir: dir.dir,
+    });
+    assert.equal(old.config.service_cwd, dir.dir);
+    assert.match(
+      old.notes.join('\n'),
+      /service_cwd is not set: .*"app\/server\.js" exists only from there/,
+    );
+    // The same config once it says where: no note, from any start directory.
+    const fixed = loadConfig({
+      file: conf({ service_cwd: '..', service_start_process_cmd: 'node app/server.js' }),
+      env: {},
+      startDir: elsewhere,
+    });
+    assert.equal(fixed.config.service_cwd, dir.dir);
+    assert.deepEqual(fixed.notes, []);
+  });
+
+  it('notes a command that can never learn its port', () => {
+    const dir = tempDir();
+    dir.write('reads.pl', 'my $port = $ENV{PORT};');
+    dir.write('deaf.pl', 'listen on 8080;');
+    const conf = (cmd: string) =>
+      dir.write(
+        `c${Math.random().toString(36).slice(2)}.json`,
+        JSON.stringify({ service_start_process_cmd: cmd }),
+      );
+    for (const ok of [
+      'perl reads.pl',
+      'perl deaf.pl %PORT%',
+      'python3 -m http.server $PORT',
+      'sh -c "exec app --port=${PORT}"',
+    ]) {
+      assert.deepEqual(loadConfig({ file: conf(ok), env: {} }).notes, [], ok);
+    }
+    const { notes } = loadConfig({ file: conf('perl deaf.pl'), env: {} });
+    assert.equal(notes.length, 1);
+    assert.match(
+      notes[0]!,
+      /^service_start_process_cmd "perl deaf\.pl" has no %PORT% and does not read \$PORT \(nor does \/.+\/deaf\.pl mention PORT\)/,
+    );
   });
 });
