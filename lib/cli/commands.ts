@@ -15,7 +15,7 @@ export const COMMANDS = {
     console: false,
   },
   check: {
-    usage: 'check',
+    usage: 'check [keys..]',
     describe: 'Validate the config and print every resolved value with where it came from',
     console: false,
   },

@@ -2,14 +2,17 @@ import type { Argv } from 'yargs';
 import { STATE_DIR_ENV } from '../instance/state-dir.js';
 import { configKeys, envName, kebabName, schema, type ConfigKey } from '../config/schema.js';
 
-/** How a command finds its instance: the config file, or the state directory explicitly. */
+/**
+ * How a control command finds its instance: the config file it was started with, or its state
+ * directory; with neither, the only instance this user runs.
+ */
 export function withInstanceOptions<T>(yargs: Argv<T>): Argv<T> {
   return yargs
     .option('config', {
       alias: 'c',
       type: 'string',
-      default: 'conf/app.json',
-      describe: 'JSON config file',
+      describe:
+        'The config file the instance was started with (default: the only running instance)',
     })
     .option('state-dir', {
       type: 'string',
@@ -19,7 +22,12 @@ export function withInstanceOptions<T>(yargs: Argv<T>): Argv<T> {
 
 /** Every config key as a flag: --pool_size 4 and --pool-size 4 alike; values stay strings for the config loader. */
 export function withConfigOptions<T>(yargs: Argv<T>): Argv<T> {
-  let y = withInstanceOptions(yargs);
+  let y = withInstanceOptions(yargs).option('config', {
+    alias: 'c',
+    type: 'string',
+    default: 'conf/app.json',
+    describe: 'JSON config file',
+  });
   for (const key of configKeys) {
     y = y.option(key, {
       alias: kebabName(key),

@@ -1,8 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { callAdmin } from '../admin/admin-client.js';
 import { MultiplexerError } from '../errors.js';
-import { isRunning, requireRunningInstance } from '../instance/instance-file.js';
-import { resolveStateDir } from '../instance/state-dir.js';
+import {
+  isRunning,
+  requireRunningInstance,
+  runningInstancesUnder,
+  type InstanceRecord,
+} from '../instance/instance-file.js';
+import { resolveStateDir, STATE_DIR_ENV, stateRoot } from '../instance/state-dir.js';
 import { backendTable, formatStatus, type StatusBody } from './status-format.js';
 
 /**
@@ -12,12 +17,34 @@ import { backendTable, formatStatus, type StatusBody } from './status-format.js'
 
 type Out = (text: string) => void;
 
-export function instanceFor(argv: Record<string, unknown>) {
-  const stateDir = resolveStateDir({
-    flag: argv['state-dir'] as string | undefined,
-    configFile: String(argv.config),
+/**
+ * The instance a control command acts on: the one started with --config (or living in
+ * --state-dir / MULTIPLEXER_STATE_DIR); with neither, the only one this user runs.
+ */
+export function instanceFor(argv: Record<string, unknown>): InstanceRecord {
+  const flag = argv['state-dir'] as string | undefined;
+  const config = argv.config as string | undefined;
+  if (config !== undefined || flag !== undefined || process.env[STATE_DIR_ENV]) {
+    return requireRunningInstance(resolveStateDir({ flag, configFile: config ?? 'conf/app.json' }));
+  }
+  const root = stateRoot();
+  const running = runningInstancesUnder(root);
+  if (running.length === 1) return running[0]!.record;
+  if (running.length === 0) {
+    throw new MultiplexerError(
+      'MPX_NOT_RUNNING',
+      `no running multiplexer of this user found in ${root} (one started with --state-dir or ${STATE_DIR_ENV} is found only by the same here)`,
+    );
+  }
+  const list = running.map(({ record }) => {
+    const http = record.http ? `http ${record.http.host}:${record.http.port}` : 'http ?';
+    const admin = record.admin ? `admin ${record.admin.host}:${record.admin.port}` : 'admin off';
+    return `  --config ${record.config}   (pid ${record.pid}, ${http}, ${admin})`;
   });
-  return requireRunningInstance(stateDir);
+  throw new MultiplexerError(
+    'MPX_USAGE',
+    `${running.length} multiplexers of this user are running; name one with --config:\n${list.join('\n')}`,
+  );
 }
 
 /** The admin API's refusal of a bad token or request, as an error. */

@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { asWritten } from '../config/formats.js';
-import { describeSource, loadConfig } from '../config/load.js';
+import { describeSource, loadConfig, nearestName } from '../config/load.js';
 import type { Config, Source } from '../config/config.js';
-import { configKeys, schema, type ConfigKey } from '../config/schema.js';
+import { configKeys, kebabName, schema, type ConfigKey } from '../config/schema.js';
 import { exitCodeFor, MultiplexerError, type ErrorCode } from '../errors.js';
 import { createLogger } from '../log.js';
 import { resolveStateDir } from '../instance/state-dir.js';
@@ -51,9 +51,21 @@ async function start(argv: Record<string, unknown>): Promise<number> {
 }
 
 function check(argv: Record<string, unknown>): number {
+  const keys = (argv.keys as string[] | undefined) ?? [];
+  const unknown = keys.filter((k) => !(k in schema));
+  if (unknown.length > 0) {
+    throw new MultiplexerError('MPX_USAGE', `check --explain names no setting ${unknown[0]}`, {
+      problems: unknown.map((k) => {
+        const near = nearestName(k, configKeys);
+        return `${k} is not a setting (${near ? `did you mean ${near}?` : 'every setting: multiplexer check --explain'})`;
+      }),
+    });
+  }
   const { config, sources, file, notes } = load(argv);
   for (const note of notes) process.stderr.write(`multiplexer: warning: ${note}\n`);
-  if (argv.explain) return explain(config, sources);
+  if (argv.explain || keys.length > 0) {
+    return explain(config, sources, keys.length > 0 ? (keys as ConfigKey[]) : configKeys);
+  }
   const width = Math.max(...configKeys.map((k) => k.length));
   const stateDir = resolveStateDir({
     flag: argv['state-dir'] as string | undefined,
@@ -74,9 +86,13 @@ function shown(key: ConfigKey, value: unknown): string {
   return JSON.stringify(asWritten(value));
 }
 
-/** check --explain: every key with its doc, type, default, the value in force and its source. */
-function explain(config: Config, sources: Readonly<Record<ConfigKey, Source>>): number {
-  for (const key of configKeys) {
+/** check --explain [KEY...]: each key with its doc, type, default, the value in force and its source. */
+function explain(
+  config: Config,
+  sources: Readonly<Record<ConfigKey, Source>>,
+  keys: readonly ConfigKey[],
+): number {
+  for (const key of keys) {
     const spec = schema[key];
     write(
       [
@@ -111,6 +127,41 @@ function report(err: unknown): number {
   return 70;
 }
 
+/** Every flag a command may take, as it would be typed. */
+const FLAG_NAMES = [
+  ...configKeys.flatMap((k) => [k, kebabName(k)]),
+  'config',
+  'state-dir',
+  'explain',
+  'json',
+  'cmd',
+  'force',
+  'pool-size',
+  'frames',
+  'timeout',
+  'help',
+  'version',
+];
+
+/**
+ * yargs' words for a usage error, made to say what was typed and what was probably meant:
+ * "Did you mean start?" names the command it guessed from; an unknown flag gets the nearest one.
+ */
+function usageWords(message: string, args: readonly string[]): string {
+  const guessed = /^Did you mean (\S+)\?$/.exec(message);
+  if (guessed)
+    return `"${args.find((a) => !a.startsWith('-'))}" is not a command (did you mean ${guessed[1]}?)`;
+  const unknown = /^Unknown arguments?: (.+)$/.exec(message);
+  if (!unknown) return message;
+  return unknown[1]!
+    .split(', ')
+    .map((flag) => {
+      const near = nearestName(flag, FLAG_NAMES);
+      return `--${flag} is not an option${near ? ` (did you mean --${near}?)` : ''}`;
+    })
+    .join('; ');
+}
+
 /** Runs the CLI; resolves with the process exit code. */
 export async function run(args: string[]): Promise<number> {
   // `multiplexer status | head -1`, or a start whose reader of the ready line went away: a closed
@@ -136,10 +187,17 @@ export async function run(args: string[]): Promise<number> {
       COMMANDS.check.usage,
       COMMANDS.check.describe,
       (y) =>
-        withConfigOptions(y).option('explain', {
-          type: 'boolean',
-          describe: 'Print every setting: its meaning, type, default, value in force and source',
-        }),
+        withConfigOptions(y)
+          .positional('keys', {
+            type: 'string',
+            array: true,
+            describe: 'Only these settings (implies --explain)',
+          })
+          .option('explain', {
+            type: 'boolean',
+            describe:
+              'Print each setting (every one, or the KEYs named): its meaning, type, default, value in force and source',
+          }),
       (argv) => {
         code = check(argv);
       },
@@ -158,10 +216,21 @@ export async function run(args: string[]): Promise<number> {
             type: 'string',
             describe: 'The command that starts one backend (%PORT% becomes its port)',
           })
+          .option('pool-size', {
+            type: 'number',
+            default: schema.pool_size.default,
+            describe: 'Permanent backends (pool_size)',
+          })
           .option('force', { type: 'boolean', describe: 'Overwrite the file if it exists' })
           .strict(),
       (argv) => {
-        code = initCommand(argv.file, argv.cmd, argv.force ?? false, write);
+        code = initCommand(
+          argv.file,
+          { command: argv.cmd, poolSize: argv['pool-size'], startDir: process.cwd() },
+          argv.force ?? false,
+          write,
+          (text) => void process.stderr.write(`multiplexer: warning: ${text}\n`),
+        );
       },
     )
     .command(
@@ -252,6 +321,10 @@ export async function run(args: string[]): Promise<number> {
       },
     )
     .demandCommand(1, `Name a command: ${Object.keys(COMMANDS).join(', ')}.`)
+    // Flags are reported as typed: no camelCase twin of --pool-size for yargs to list.
+    .parserConfiguration({ 'camel-case-expansion': false })
+    .recommendCommands()
+    .strictCommands()
     .strict()
     .version(version)
     .help()
@@ -260,7 +333,11 @@ export async function run(args: string[]): Promise<number> {
     .fail((message, err) => {
       // Throwing stops yargs from running the command's handler after a usage error.
       throw (
-        err ?? new MultiplexerError('MPX_USAGE', `${message} (run "multiplexer --help" for usage)`)
+        err ??
+        new MultiplexerError(
+          'MPX_USAGE',
+          `${usageWords(message, args)} (run "multiplexer --help" for usage)`,
+        )
       );
     });
   try {

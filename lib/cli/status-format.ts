@@ -8,6 +8,8 @@ export interface StatusBody {
   pool: { size: number; maxOverflow: number; strategy: string; renewing: boolean };
   workers: { id: number; pid: number; listening: boolean; phase?: string }[];
   endings?: { backend: number; ending: string }[];
+  /** Set while backends keep failing. */
+  degraded?: string;
   backends: {
     id: number;
     pid?: number;
@@ -57,10 +59,15 @@ export function backendTable(s: StatusBody): string {
   return table([['ID', 'PID', 'PORT', 'STATE', 'AGE', 'SERVED', 'RSS', 'LEASE'], ...rows]);
 }
 
+/** The endings shown by `status`: enough to see a pattern, not a log. */
+const ENDINGS_SHOWN = 5;
+
 export function formatStatus(s: StatusBody): string {
   const t = s.totals;
+  const endings = (s.endings ?? []).slice(-ENDINGS_SHOWN);
   return [
     `multiplexer ${s.version}, pid ${s.pid}, ${s.state} for ${duration(s.uptimeMs)}`,
+    ...(s.degraded ? [`DEGRADED: ${s.degraded}`] : []),
     `config: ${s.config}`,
     `pool: size ${s.pool.size}, max overflow ${s.pool.maxOverflow}, ${s.pool.strategy}${s.pool.renewing ? ', rolling restart in progress' : ''}; ${s.queue} waiting`,
     `front workers: ${s.workers.map((w) => `${w.pid}${w.listening ? '' : ' (not listening)'}`).join(', ')}`,
@@ -68,6 +75,12 @@ export function formatStatus(s: StatusBody): string {
     backendTable(s),
     '',
     `requests ${t.requests}, 502: ${t.status502}, 503: ${t.status503}, 504: ${t.status504}, restarts ${t.restarts}, overflow spawns ${t.overflowSpawns}`,
+    ...(endings.length > 0
+      ? [
+          `last backend endings (newest last; every one in \`status --json\`):`,
+          ...endings.map((e) => `  backend ${e.backend}: ${e.ending}`),
+        ]
+      : []),
     '',
   ].join('\n');
 }

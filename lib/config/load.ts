@@ -167,6 +167,8 @@ export function loadConfig(input: ConfigInput): LoadedConfig {
   // wrong type and the operator should hear about it.
   const problems: string[] = [];
   for (const [key, value] of Object.entries(fromFile)) {
+    // "$comment", "$schema": notes for people and editors, as JSON Schema has them.
+    if (key.startsWith('$')) continue;
     if (!(key in schema)) problems.push(unknownKeyProblem(key, value));
     else if (!schema[key as ConfigKey].format.valid(value)) {
       problems.push(invalidProblem(key as ConfigKey, value, 'config file'));

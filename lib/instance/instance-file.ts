@@ -1,4 +1,4 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MultiplexerError } from '../errors.js';
 import { startTimeOf } from '../supervisor/process-table.js';
@@ -9,6 +9,8 @@ export interface InstanceRecord {
   /** From /proc: a stale record whose pid was reused is told apart from the real instance. */
   readonly startTime: string;
   readonly config: string;
+  /** Where it serves (absent in records written before it was added). */
+  readonly http?: { readonly host: string; readonly port: number };
   /** Absent when the admin API is off. */
   readonly admin?: { readonly host: string; readonly port: number; readonly token: string };
 }
@@ -56,6 +58,23 @@ export function findRunningInstance(stateDir: string): InstanceRecord | undefine
 
 export function isRunning(record: InstanceRecord): boolean {
   return startTimeOf(record.pid) === record.startTime;
+}
+
+/** Every instance of this user running with a state directory under `root`, with that directory. */
+export function runningInstancesUnder(
+  root: string,
+): { stateDir: string; record: InstanceRecord }[] {
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return [];
+  }
+  return names.sort().flatMap((name) => {
+    const stateDir = join(root, name);
+    const record = findRunningInstance(stateDir);
+    return record ? [{ stateDir, record }] : [];
+  });
 }
 
 /** For the control commands: the running instance, or an error that says where we looked. */

@@ -26,8 +26,13 @@ export function resolveStateDir(input: {
   const file = resolve(input.configFile);
   const name = basename(file, extname(file)).replace(/[^\w.-]/g, '_');
   const hash = createHash('sha256').update(file).digest('hex').slice(0, 8);
+  return join(stateRoot(env), `${name}-${hash}`);
+}
+
+/** This user's directory of derived state directories, one per config file started. */
+export function stateRoot(env: NodeJS.ProcessEnv = process.env): string {
   const uid = process.getuid?.() ?? 'user';
-  return join(env.XDG_RUNTIME_DIR || tmpdir(), `multiplexer-${uid}`, `${name}-${hash}`);
+  return join(env.XDG_RUNTIME_DIR || tmpdir(), `multiplexer-${uid}`);
 }
 
 /**

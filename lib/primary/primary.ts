@@ -267,6 +267,7 @@ export class Primary {
       pid: process.pid,
       startTime: startTimeOf(process.pid) ?? '',
       config: this.options.configFile,
+      http: { host: this.config.http_host, port: this.config.http_port },
       ...(this.config.admin_port !== 0 && {
         admin: {
           host: this.config.admin_host,
@@ -517,6 +518,11 @@ export class Primary {
       if (this.state !== 'running') return { ready: false, reason: `the server is ${this.state}` };
       if (this.listening.size === 0) return { ready: false, reason: 'no front worker listens yet' };
       const health = this.supervisor.health();
+      // Degraded is still ready (200) while one backend serves: a probe reads only the status
+      // code, and taking the instance out of rotation would only move its load onto the others.
+      if (health.ready > 0 && health.degraded) {
+        return { ready: true, degraded: true, reason: `degraded: ${health.degraded}` };
+      }
       if (health.ready > 0) {
         return { ready: true, reason: 'front workers listen and a backend is ready' };
       }
@@ -605,6 +611,7 @@ export class Primary {
       backends,
       queue: this.supervisor.queueLength,
       totals: { ...totals, ...this.supervisor.poolTotals },
+      degraded: this.supervisor.health().degraded,
       endings: this.supervisor.recentEndings(),
     };
   }

@@ -177,7 +177,7 @@ interface Waiter {
 /** Retirements after which the backend's end counts as a failure for the restart backoff. */
 const FAILURE_REASONS: ReadonlySet<RetireReason> = new Set(['start-timeout', 'broken']);
 /** Retirements of a backend that failed in some way, so that another takes its place. */
-const REPLACED_REASONS: ReadonlySet<RetireReason> = new Set([
+export const REPLACED_REASONS: ReadonlySet<RetireReason> = new Set([
   'unhealthy',
   'start-timeout',
   'broken',

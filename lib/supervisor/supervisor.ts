@@ -5,6 +5,7 @@ import type { RetireReason } from './backend-state.js';
 import { BackendProcess, type ExitInfo, type StartReport } from './backend-process.js';
 import {
   Pool,
+  REPLACED_REASONS,
   type CheckinOutcome,
   type PoolClock,
   type PoolEffect,
@@ -60,7 +61,14 @@ export interface PoolHealth {
   readonly noneReadySince: number | undefined;
   /** The last backend failure, in words. */
   readonly lastFailure: string | undefined;
+  /** Set while backends keep failing (serving or not): how many, and since when, in words. */
+  readonly degraded: string | undefined;
 }
+
+/** Backends that failed within this window... */
+const DEGRADED_WINDOW_MS = 60_000;
+/** ...at least this many of them: the pool is degraded (one crash now and then is not). */
+const DEGRADED_FAILURES = 3;
 
 export interface BackendStatus {
   id: number;
@@ -165,6 +173,8 @@ export class Supervisor {
   private wakeAt = Infinity;
   private onEmpty: (() => void) | undefined;
   private lastFailure: Omit<BootFailure, 'attempts'> | undefined;
+  /** When backends failed (crashed, failed to start, replaced as unhealthy...), oldest first. */
+  private readonly failureTimes: number[] = [];
   private readonly rss = new Map<number, number>();
   private rssTimer: NodeJS.Timeout | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
@@ -343,12 +353,20 @@ export class Supervisor {
   health(): PoolHealth {
     const ready = this.pool.readyCount;
     const last = this.lastFailure;
+    // A short cause only: the probes answer anyone who reaches the admin port, and a command
+    // line or a service's output may hold secrets. The log and /status have the rest.
+    const lastFailure = last?.how.split(':')[0];
+    const since = this.clock.now() - DEGRADED_WINDOW_MS;
+    while (this.failureTimes.length > 0 && this.failureTimes[0]! < since) this.failureTimes.shift();
+    const failed = this.failureTimes.length;
     return {
       ready,
       noneReadySince: ready > 0 ? undefined : this.noneReadySince,
-      // A short cause only: the probes answer anyone who reaches the admin port, and a command
-      // line or a service's output may hold secrets. The log and /status have the rest.
-      lastFailure: last?.how.split(':')[0],
+      lastFailure,
+      degraded:
+        failed >= DEGRADED_FAILURES
+          ? `${failed} backends failed in the last ${DEGRADED_WINDOW_MS / 1000} s (last: ${lastFailure ?? 'unknown'}); ${ready} of pool_size ${this.config.pool_size} ready`
+          : undefined,
     };
   }
 
@@ -573,6 +591,10 @@ export class Supervisor {
         : 'crash';
     const counts = this.backendCounts.exits;
     counts.set(reason, (counts.get(reason) ?? 0) + 1);
+    if (!info.stopped || REPLACED_REASONS.has(reason as RetireReason)) {
+      this.failureTimes.push(this.clock.now());
+      if (this.failureTimes.length > 1000) this.failureTimes.shift();
+    }
     this.noteEnding(id, `${reason}: ${how}`);
     if (info.stopped) {
       this.log.info({ event: 'backend.stopped', ...proc }, `backend stopped (${how})`);

@@ -1,12 +1,17 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { chmodSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { readProcessTable } from '../../lib/supervisor/process-table.js';
 import { request } from '../helpers/http.js';
-import { launchMultiplexer, startMultiplexer, type LogRecord } from '../helpers/multiplexer.js';
+import {
+  launch,
+  launchMultiplexer,
+  startMultiplexer,
+  type LogRecord,
+} from '../helpers/multiplexer.js';
 import { BIN, fixture, ROOT } from '../helpers/paths.js';
 import { freePort, freePortRange } from '../helpers/ports.js';
 import { isAlive, killQuietly } from '../helpers/procs.js';
@@ -237,5 +242,138 @@ describe('the first hour', () => {
       ),
     );
     assert.doesNotMatch(stderr, /printed nothing|unknown/);
+  });
+
+  it('the CLI finds the only running instance without --config, and asks which when there are several', async () => {
+    // XDG_RUNTIME_DIR picks where derived state directories live: a private one, so that
+    // instances elsewhere on this machine are not "this user's" here.
+    const xdg = tempDir().dir;
+    chmodSync(xdg, 0o700);
+    const env = { XDG_RUNTIME_DIR: xdg, MULTIPLEXER_STATE_DIR: undefined };
+    const cli = async (args: string[]) => {
+      const l = launch(args, { env });
+      const exit = await l.exited;
+      return { code: exit.code, stdout: l.stdout(), stderr: l.stderr() };
+    };
+    const none = await cli(['status']);
+    assert.equal(none.code, 69, none.stderr);
+    assert.match(
+      none.stderr,
+      new RegExp(`no running multiplexer of this user found in ${xdg}/multiplexer-\\d+`),
+    );
+
+    const adminPort = await freePort();
+    const first = await startMultiplexer(
+      { admin_port: adminPort, pool_size: 2, workers: 1 },
+      { env },
+    );
+    const one = await cli(['status']);
+    assert.equal(one.code, 0, one.stderr);
+    assert.match(one.stdout, new RegExp(`pid ${first.pid}, running`));
+    assert.match(one.stdout, new RegExp(`config: ${first.configFile}`));
+
+    // Three crashes within a minute: status says so, with the causes, and /readyz is degraded.
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await request(first.port, '/crash')).status, 502);
+      await first.waitForLog(
+        (r) => r.event === 'backend.ready' && (r.backend as number) === 3 + i,
+        `replacement ${i + 1}`,
+      );
+    }
+    const degraded = await cli(['status']);
+    assert.match(
+      degraded.stdout,
+      /^DEGRADED: 3 backends failed in the last 60 s \(last: exited with code 3\); 2 of pool_size 2 ready$/m,
+    );
+    assert.match(
+      degraded.stdout,
+      /^last backend endings \(newest last; every one in `status --json`\):\n {2}backend \d+: crash: exited with code 3$/m,
+    );
+    const readyz = await request(adminPort, '/readyz');
+    assert.equal(readyz.status, 200, 'degraded is still ready while a backend serves');
+    assert.deepEqual(JSON.parse(readyz.body), {
+      ready: true,
+      degraded: true,
+      reason:
+        'degraded: 3 backends failed in the last 60 s (last: exited with code 3); 2 of pool_size 2 ready',
+    });
+
+    const second = await startMultiplexer({ pool_size: 1, workers: 1 }, { env });
+    const several = await cli(['status']);
+    assert.equal(several.code, 64, several.stderr);
+    assert.match(
+      several.stderr,
+      /2 multiplexers of this user are running; name one with --config:/,
+    );
+    for (const m of [first, second]) {
+      assert.match(
+        several.stderr,
+        new RegExp(
+          `--config ${m.configFile} {3}\\(pid ${m.pid}, http 127\\.0\\.0\\.1:${m.port}, admin (127\\.0\\.0\\.1:${adminPort}|off)\\)`,
+        ),
+      );
+    }
+    const named = await cli(['status', '--config', first.configFile]);
+    assert.equal(named.code, 0, named.stderr);
+    assert.equal((await second.stop()).code, 0);
+    const stopped = await cli(['stop']);
+    assert.equal(stopped.code, 0, stopped.stderr);
+    assert.deepEqual(await first.exited, { code: 0, signal: null });
+  });
+
+  it('words: a mistyped command or flag gets a did-you-mean as typed; check --explain KEY...', async () => {
+    const cli = async (args: string[], env: NodeJS.ProcessEnv = {}) => {
+      const l = launch(args, { env });
+      const exit = await l.exited;
+      return { code: exit.code, stdout: l.stdout(), stderr: l.stderr() };
+    };
+    const strat = await cli(['strat', '--config', 'x.json']);
+    assert.equal(strat.code, 64);
+    assert.equal(
+      strat.stderr,
+      'multiplexer: usage: "strat" is not a command (did you mean start?) (run "multiplexer --help" for usage)\n',
+    );
+    const flag = await cli(['check', '--config', 'conf/app.json', '--pool-sise', '3']);
+    assert.equal(flag.code, 64);
+    assert.match(flag.stderr, /--pool-sise is not an option \(did you mean --pool-size\?\)/);
+    assert.doesNotMatch(flag.stderr, /poolSise/, 'no camelCase form the user never typed');
+
+    const some = await cli([
+      'check',
+      '--config',
+      'conf/app.json',
+      '--explain',
+      'pool_size',
+      'queue_max',
+    ]);
+    assert.equal(some.code, 0, some.stderr);
+    assert.deepEqual(
+      some.stdout.split('\n').filter((l: string) => /^\S/.test(l)),
+      ['pool_size', 'queue_max'],
+    );
+    const typo = await cli(['check', '--config', 'conf/app.json', '--explain', 'pool_sise']);
+    assert.equal(typo.code, 64);
+    assert.match(typo.stderr, /pool_sise is not a setting \(did you mean pool_size\?\)/);
+
+    const env = await cli(['check', '--config', 'conf/app.json'], { MULTIPLEXER_POOL_SISE: '3' });
+    assert.equal(env.code, 0, env.stderr);
+    assert.match(
+      env.stderr,
+      /warning: environment variable MULTIPLEXER_POOL_SISE names no setting and is ignored \(did you mean MULTIPLEXER_POOL_SIZE\?\)/,
+    );
+  });
+
+  it('a MULTIPLEXER_* typo is warned about at start, in the log', async () => {
+    const mpx = await startMultiplexer(
+      { pool_size: 1, workers: 1 },
+      { env: { MULTIPLEXER_POOL_SISE: '3' } },
+    );
+    const note = mpx.logs().find((r) => r.event === 'config.note');
+    assert.ok(note);
+    assert.match(
+      note.msg,
+      /MULTIPLEXER_POOL_SISE names no setting .*did you mean MULTIPLEXER_POOL_SIZE/,
+    );
+    assert.equal((await mpx.stop()).code, 0);
   });
 });
