@@ -7,7 +7,7 @@ import type { Config, LoadedConfig, Source } from './config.js';
 import { describeValue, isLoopback, parsePortRange } from './formats.js';
 import { locateJsonError } from './json-error.js';
 import { configKeys, envName, schema, type ConfigKey } from './schema.js';
-import { portProblem, serviceDir } from './service-command.js';
+import { missingPathProblem, portProblem, serviceDir } from './service-command.js';
 import { STATE_DIR_ENV } from '../instance/state-dir.js';
 import { LOG_FORMAT_ENV, LOG_LEVEL_ENV } from '../log.js';
 import { WORKER_BUFFER_DIR_ENV, WORKER_CONFIG_ENV } from '../ipc/protocol.js';
@@ -226,6 +226,8 @@ export function loadConfig(input: ConfigInput): LoadedConfig {
   if (across.length > 0) throw configError(across);
   const port = portProblem(config.service_start_process_cmd, config.service_cwd);
   if (port) notes.push(port);
+  const missing = missingPathProblem(config.service_start_process_cmd, config.service_cwd);
+  if (missing) notes.push(missing);
   return { config, sources: Object.freeze(sources), file, notes };
 }
 

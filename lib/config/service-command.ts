@@ -81,3 +81,15 @@ export function portProblem(command: string, dir: string): string | undefined {
   const looked = scripts.length > 0 ? ` (nor does ${scripts.join(', ')} mention PORT)` : '';
   return `service_start_process_cmd ${JSON.stringify(command)} has no %PORT% and does not read $PORT${looked}: each backend must listen on the port multiplexer gives it, or it never counts as ready`;
 }
+
+/**
+ * A path in the command that does not exist from where it runs (a config copied elsewhere, a
+ * service_cwd that points past the app): said at start and by check, before the first start fails.
+ */
+export function missingPathProblem(command: string, dir: string): string | undefined {
+  const missing = words(command).find(
+    (w) => w.includes('/') && !w.includes('://') && !isAbsolute(w) && !existsSync(resolve(dir, w)),
+  );
+  if (missing === undefined) return undefined;
+  return `service_start_process_cmd names ${JSON.stringify(missing)}, which does not exist from service_cwd ${dir} (service_cwd is relative to the config file's directory)`;
+}

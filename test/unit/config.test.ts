@@ -370,4 +370,27 @@ describe('admin settings', () => {
       /^service_start_process_cmd "perl deaf\.pl" has no %PORT% and does not read \$PORT \(nor does \/.+\/deaf\.pl mention PORT\)/,
     );
   });
+
+  it('notes a path in the command that does not exist from service_cwd', () => {
+    const dir = tempDir();
+    mkdirSync(join(dir.dir, 'app'));
+    dir.write('app/server.py', 'PORT');
+    const conf = (c: unknown) =>
+      dir.write(`c${Math.random().toString(36).slice(2)}.json`, JSON.stringify(c));
+    const here = loadConfig({
+      file: conf({ service_start_process_cmd: 'python3 app/server.py %PORT%' }),
+      env: {},
+    });
+    assert.deepEqual(here.notes, []);
+    const copied = loadConfig({
+      file: conf({
+        service_cwd: '..',
+        service_start_process_cmd: 'python3 app/server.py %PORT% http://x/y',
+      }),
+      env: {},
+    });
+    assert.deepEqual(copied.notes, [
+      `service_start_process_cmd names "app/server.py", which does not exist from service_cwd ${join(dir.dir, '..')} (service_cwd is relative to the config file's directory)`,
+    ]);
+  });
 });
