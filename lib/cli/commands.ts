@@ -21,7 +21,8 @@ export const COMMANDS = {
   },
   init: {
     usage: 'init [file]',
-    describe: 'Write a starting config file: every setting at its default, and your command',
+    describe:
+      'Write a starting config file: your command, pool_size, loopback and an admin port; every other setting at its default',
     console: false,
   },
   status: {
