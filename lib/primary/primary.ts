@@ -35,7 +35,11 @@ import { keysFor } from '../config/schema.js';
 import { aggregate, bucketsOf, countsByCode, PoolMetrics } from '../metrics/pool-metrics.js';
 import { describeChange, diffConfig, touches } from './config-diff.js';
 import { MetricsGather } from './metrics-gather.js';
-import { FrontWorkers } from './worker-pool.js';
+import { FrontWorkers, replacedDrainMs } from './worker-pool.js';
+import { FrontCore, type FrontEffect, type FrontEvent } from './front.js';
+
+/** How the front core answers a reload. */
+type FrontAnswer = Extract<FrontEffect, { type: 'settled' | 'unsettled' | 'refused' }>;
 
 type State = 'starting' | 'running' | 'draining' | 'stopping';
 
@@ -123,14 +127,16 @@ export class Primary {
   private watchdog: ChildProcess | undefined;
   private readonly actions: Action[] = [];
   private stepping = false;
-  private readonly listening = new Set<number>();
-  private readonly drained = new Set<number>();
   private readonly ipcCounts = new MessageCounts();
-  private poolReady = false;
+  /** Which front workers should exist and what becomes of them (front.ts); this is its edge. */
+  private readonly front: FrontCore;
+  private frontWake: NodeJS.Timeout | undefined;
+  /** Reloads waiting for the front core's answer, by ticket. */
+  private readonly frontReplies = new Map<number, (effect: FrontAnswer) => void>();
+  private nextTicket = 0;
   /** Set when the server stops because of a failure, whatever the drain does. */
   private exitCode: number | undefined;
   private announced = false;
-  private onDrainProgress: (() => void) | undefined;
   private finish!: (code: number) => void;
   readonly finished = new Promise<number>((resolve) => {
     this.finish = resolve;
@@ -186,15 +192,13 @@ export class Primary {
         this.workers.send(worker, { ns: NAMESPACE, type: 'release', port }),
       closeUpgraded: (worker, lease) =>
         this.workers.send(worker, { ns: NAMESPACE, type: 'close-upgraded', lease }),
-      poolReady: () => {
-        this.poolReady = true;
-        this.announceIfReady();
-      },
+      poolReady: () => this.feed({ type: 'pool-ready' }),
       backendStarted: (pid, command) => this.registry.record(pid, command),
       bootFailed: (failure) => this.bootFailed(failure),
       backendEnded: (pid) => this.registry.forget(pid),
     });
-    this.workers = new FrontWorkers(config, log, bufferDirOf(options.stateDir), this.ipcCounts);
+    this.workers = new FrontWorkers(log, bufferDirOf(options.stateDir), this.ipcCounts);
+    this.front = new FrontCore(config.workers, replacedDrainMs(config), { now: () => Date.now() });
     this.gather = new MetricsGather((worker, message) => this.workers.send(worker, message));
     this.poolMetrics = new PoolMetrics({
       backends: () => this.supervisor.status(),
@@ -299,10 +303,7 @@ export class Primary {
     }
 
     cluster.on('message', (worker, raw) => this.onWorkerMessage(worker, raw));
-    cluster.on('listening', (worker) => {
-      this.listening.add(worker.id);
-      this.announceIfReady();
-    });
+    cluster.on('listening', (worker) => this.feed({ type: 'listening', worker: worker.id }));
     cluster.on('exit', (worker, code, signal) => this.onWorkerExit(worker, code, signal));
 
     this.state = 'running';
@@ -322,8 +323,90 @@ export class Primary {
         'this Node has no net._createServerHandle: http_port closes while no front worker accepts',
       );
     }
-    this.workers.startAll();
+    this.carry(this.front.start());
     return this.finished;
+  }
+
+  /** An event for the front core, and its effects carried out. */
+  private feed(event: FrontEvent): void {
+    this.carry(this.front.apply(event));
+  }
+
+  /** The front core's effects, carried out; then its next tick scheduled. */
+  private carry(effects: readonly FrontEffect[]): void {
+    for (const effect of effects) {
+      switch (effect.type) {
+        case 'fork': {
+          const worker = this.workers.fork(this.config);
+          this.feed({ type: 'forked', worker: worker.id, generation: effect.generation });
+          break;
+        }
+        case 'drain':
+          this.workers.send(effect.worker, { ns: NAMESPACE, type: 'drain' });
+          break;
+        case 'kill':
+          if (effect.why === 'deadline') {
+            this.log.warn(
+              {
+                event: 'worker.drain-cut',
+                worker: effect.worker,
+                worker_pid: this.workers.pidOf(effect.worker),
+              },
+              'front worker still draining at its deadline; ending it with what it carries',
+            );
+          }
+          this.workers.kill(effect.worker, 'SIGKILL');
+          break;
+        case 'died':
+          this.log.error(
+            {
+              event: 'worker.died',
+              worker: effect.worker,
+              code: effect.code,
+              signal: effect.signal,
+            },
+            `front worker died (${effect.signal ? `killed by ${effect.signal}` : `exit code ${effect.code}`}); starting a replacement${effect.retryInMs ? ` in ${effect.retryInMs} ms` : ''}`,
+          );
+          break;
+        case 'announce':
+          this.announce();
+          break;
+        case 'settled':
+        case 'unsettled':
+        case 'refused':
+          this.frontReplies.get(effect.ticket)?.(effect);
+          this.frontReplies.delete(effect.ticket);
+          break;
+        case 'finish':
+          void this.finishShutdown(effect.complete);
+          break;
+        default:
+          effect satisfies never;
+      }
+    }
+    clearTimeout(this.frontWake);
+    const at = this.front.nextWakeAt();
+    if (at !== undefined) {
+      this.frontWake = setTimeout(() => this.feed({ type: 'tick' }), Math.max(0, at - Date.now()));
+    }
+  }
+
+  /** Asks the front core for `wanted` workers (all replaced if `replace`); resolves with its answer. */
+  private reloadWorkers(config: Config, replace: boolean): Promise<FrontAnswer> {
+    const ticket = ++this.nextTicket;
+    return new Promise((resolve) => {
+      this.frontReplies.set(ticket, resolve);
+      this.feed({
+        type: 'action',
+        action: {
+          type: 'reload',
+          ticket,
+          wanted: config.workers,
+          replace,
+          drainMs: replacedDrainMs(config),
+        },
+      });
+    });
   }
 
   /**
@@ -355,7 +438,7 @@ export class Primary {
     if (action.type === 'stop') {
       if (this.state === 'draining') {
         this.log.warn({ event: 'shutdown.hurried' }, `${action.trigger} again: skipping the drain`);
-        this.workers.killAll('SIGKILL');
+        this.feed({ type: 'action', action: { type: 'stop-now' } });
       } else this.beginShutdown(action.trigger);
       return;
     }
@@ -447,8 +530,10 @@ export class Primary {
       if (changes.some((c) => c.key === 'http_port' || c.key === 'http_host')) {
         this.listenerHold.release();
       }
-      if (touches(workerChanges, 'workers')) workersReplaced = await this.workers.roll(next);
-      else await this.workers.resize(next);
+      const replace = touches(workerChanges, 'workers');
+      const answer = await this.reloadWorkers(next, replace);
+      if (answer.type !== 'settled') throw new Error(answer.reason);
+      if (replace) workersReplaced = answer.started;
     } catch (err) {
       const problem = `pool and backends follow the new config, but front workers could not start with it (${(err as Error).message}); the old ones keep serving, and replacements are retried`;
       this.log.error({ event: 'reload.refused' }, `${trigger}: ${problem}`);
@@ -516,7 +601,9 @@ export class Primary {
   private readonly adminActions = {
     readiness: () => {
       if (this.state !== 'running') return { ready: false, reason: `the server is ${this.state}` };
-      if (this.listening.size === 0) return { ready: false, reason: 'no front worker listens yet' };
+      if (!this.someWorkerListens()) {
+        return { ready: false, reason: 'no front worker listens yet' };
+      }
       const health = this.supervisor.health();
       // Degraded is still ready (200) while one backend serves: a probe reads only the status
       // code, and taking the instance out of rotation would only move its load onto the others.
@@ -602,11 +689,11 @@ export class Primary {
         strategy: this.config.pool_strategy,
         renewing: this.supervisor.renewing,
       },
-      workers: this.workers.list().map((w) => ({
-        id: w.id,
-        pid: w.process.pid,
-        listening: this.listening.has(w.id),
-        phase: this.workers.phaseOf(w.id)?.phase ?? 'exiting',
+      workers: [...this.front.workers].map(([id, w]) => ({
+        id,
+        pid: this.workers.pidOf(id),
+        listening: w.state === 'serving' || (w.state === 'draining' && w.listening),
+        phase: w.state,
       })),
       backends,
       queue: this.supervisor.queueLength,
@@ -644,14 +731,15 @@ export class Primary {
     pass: (m, worker) => this.supervisor.pass(worker, m.lease, m.to),
     revoked: (m, worker) => this.supervisor.revoked(worker, m.ack),
     upgraded: (m, worker) => this.supervisor.upgraded(worker, m.lease),
-    drained: (_m, worker) => this.drained.add(worker),
+    drained: (m, worker) => this.feed({ type: 'drained', worker, complete: m.complete }),
     metrics: (m, worker) => this.gather.reply(worker, m.ack, m.metrics),
   };
 
   private onWorkerExit(worker: Worker, code: number | null, signal: string | null): void {
-    this.listening.delete(worker.id);
     this.supervisor.workerExited(worker.id);
     this.gather.workerExited(worker.id);
+    this.workers.exited(worker.id);
+    // Stopped first, so that the core drains the rest instead of replacing this one.
     if (this.state === 'running' && !this.announced && code === WORKER_SETUP_FAILED) {
       this.log.fatal(
         { event: 'worker.setup-failed' },
@@ -659,10 +747,14 @@ export class Primary {
       );
       this.exitCode = WORKER_SETUP_FAILED;
       this.enqueue({ type: 'stop', trigger: 'startup failure' });
-      return;
     }
-    this.workers.exited(worker, code, signal);
-    this.onDrainProgress?.();
+    this.feed({ type: 'exited', worker: worker.id, code, signal });
+  }
+
+  private someWorkerListens(): boolean {
+    return [...this.front.workers.values()].some(
+      (w) => w.state === 'serving' || (w.state === 'draining' && w.listening),
+    );
   }
 
   /**
@@ -694,8 +786,9 @@ export class Primary {
     this.enqueue({ type: 'stop', trigger: 'boot failure' });
   }
 
-  private announceIfReady(): void {
-    if (this.announced || !this.poolReady || this.listening.size < this.config.workers) return;
+  /** The front core says every wanted worker listens and the pool is ready: the ready line. */
+  private announce(): void {
+    if (this.announced) return;
     this.announced = true;
     const line = {
       event: 'ready',
@@ -717,19 +810,36 @@ export class Primary {
   private beginShutdown(reason: string): void {
     if (this.state !== 'running') return;
     this.state = 'draining';
-    void this.shutdown(reason);
+    this.shutdown(reason);
   }
 
-  private async shutdown(reason: string): Promise<void> {
-    this.workers.stopReplacing();
+  private shutdown(reason: string): void {
     // From now a connection nobody will accept is refused, not left waiting in the backlog.
     this.listenerHold.release();
     this.log.info(
       { event: 'shutdown.started', shutdown_timeout_ms: this.config.shutdown_timeout_ms },
       `${reason}: stopping; draining requests in flight`,
     );
-    const complete = await this.drainWorkers();
+    // Workers close their upgraded connections themselves at shutdown_timeout_ms (they have no
+    // end of their own); the kill comes a moment later, so that a closed WebSocket is a
+    // completed drain, not one cut short.
+    this.feed({
+      type: 'action',
+      action: {
+        type: 'stop',
+        drainMs: this.config.shutdown_timeout_ms + UPGRADED_CLOSE_MARGIN_MS,
+      },
+    });
+  }
+
+  /**
+   * Every front worker is gone (the core's finish): `complete` when each reported its requests
+   * done and exited within shutdown_timeout_ms, false when the drain was cut (the deadline, a
+   * second signal, a death). Then the backends stop, and the process ends.
+   */
+  private async finishShutdown(complete: boolean): Promise<void> {
     this.state = 'stopping';
+    clearTimeout(this.frontWake);
     await this.supervisor.stop();
     this.log.info(
       { event: 'shutdown.done', complete },
@@ -740,35 +850,9 @@ export class Primary {
     removeInstance(this.options.stateDir);
     this.finish(this.exitCode ?? (complete ? 0 : 1));
   }
-
-  /**
-   * Resolves true when every front worker reported its requests done and exited within
-   * shutdown_timeout_ms; false when the drain was cut (the deadline, a second signal, a death).
-   */
-  private drainWorkers(): Promise<boolean> {
-    // A worker already dead but not yet removed (its channel still closing) has nothing to drain.
-    const expected = this.workers
-      .list()
-      .filter((w) => !w.isDead())
-      .map((w) => w.id);
-    return new Promise((resolve) => {
-      this.onDrainProgress = () => {
-        if (this.workers.list().some((w) => !w.isDead())) return;
-        this.onDrainProgress = undefined;
-        resolve(expected.every((id) => this.drained.has(id)));
-      };
-      // Workers close their upgraded connections themselves at shutdown_timeout_ms (they have no
-      // end of their own); the kill comes a moment later, so that a closed WebSocket is a
-      // completed drain, not one cut short.
-      this.workers.drainAll(
-        Date.now() + this.config.shutdown_timeout_ms + UPGRADED_CLOSE_MARGIN_MS,
-      );
-      this.onDrainProgress();
-    });
-  }
 }
 
-/** See drainWorkers. */
+/** See shutdown(). */
 const UPGRADED_CLOSE_MARGIN_MS = 500;
 
 const REJECTION = {
