@@ -1,4 +1,4 @@
-import { writeSync } from 'node:fs';
+import { write, writeSync } from 'node:fs';
 import { pino, type Logger, type LoggerOptions } from 'pino';
 
 export type { Logger };
@@ -128,6 +128,56 @@ function unfailing<T extends { on(event: 'error', listener: (err: Error) => void
   return destination;
 }
 
+/**
+ * Lines gathered into blocks of 8 KiB, each written with one write(2). Not pino's sonic-boom:
+ * its flushSync at exit loops for ever on a full disk (seen: a front worker on stderr = /dev/full
+ * never exited after its drain, and was killed at the deadline). A block that cannot be written
+ * is dropped and counted, like any log line.
+ */
+class BlockWriter {
+  private pending = '';
+  private writing = false;
+
+  constructor(private readonly fd: number) {}
+
+  write(line: string): void {
+    this.pending += line;
+    if (this.pending.length >= 8 * 1024) this.flush();
+  }
+
+  flush(): void {
+    if (this.writing || this.pending === '') return;
+    this.writeBlock(Buffer.from(this.pending));
+    this.pending = '';
+  }
+
+  /** A pipe that is full (EAGAIN) or takes part of the block gets the rest a moment later. */
+  private writeBlock(block: Buffer): void {
+    this.writing = true;
+    write(this.fd, block, (err, written) => {
+      if (err?.code === 'EAGAIN' || (!err && written < block.length)) {
+        const rest = err ? block : block.subarray(written);
+        setTimeout(() => this.writeBlock(rest), 10).unref();
+        return;
+      }
+      this.writing = false;
+      if (err) droppedLines++;
+      if (this.pending.length >= 8 * 1024) this.flush();
+    });
+  }
+
+  /** At exit, once, synchronously: what is still gathered (a block in flight may be lost). */
+  flushAtExit(): void {
+    if (this.pending === '') return;
+    try {
+      writeSync(this.fd, this.pending);
+    } catch {
+      droppedLines++;
+    }
+    this.pending = '';
+  }
+}
+
 /** The fields of an access log line: flat, numbers, strings or null. */
 export type LineFields = { readonly event: string } & Readonly<
   Record<string, string | number | null>
@@ -160,15 +210,9 @@ export function createAccessLog(role: string, fields: Record<string, number>): L
   }
   let bindings = `"role":${JSON.stringify(role)},"pid":${process.pid}`;
   for (const [key, value] of Object.entries(fields)) bindings += `,"${key}":${value}`;
-  const destination = unfailing(pino.destination({ dest: 2, sync: false, minLength: 8 * 1024 }));
-  setInterval(() => destination.flush(), 200).unref();
-  process.on('exit', () => {
-    try {
-      destination.flushSync();
-    } catch {
-      // A write still in flight at exit: what it holds is lost with the process anyway.
-    }
-  });
+  const out = new BlockWriter(2);
+  setInterval(() => out.flush(), 200).unref();
+  process.on('exit', () => out.flushAtExit());
   return {
     info(line, msg) {
       countEvent(line.event);
@@ -177,7 +221,7 @@ export function createAccessLog(role: string, fields: Record<string, number>): L
         const value = line[key];
         json += `,"${key}":${typeof value === 'string' ? JSON.stringify(value) : String(value)}`;
       }
-      destination.write(`${json},"msg":${JSON.stringify(msg)}}\n`);
+      out.write(`${json},"msg":${JSON.stringify(msg)}}\n`);
     },
   };
 }

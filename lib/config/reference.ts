@@ -1,5 +1,5 @@
 import { asWritten } from './formats.js';
-import { configKeys, schema, type KeySpec, type Scope } from './schema.js';
+import { configKeys, keysFor, schema, type KeySpec, type Scope } from './schema.js';
 
 /** Where the generated table sits in the README. */
 export const TABLE_START =
@@ -10,6 +10,7 @@ const WHEN: Record<Scope, string> = {
   pool: 'at once',
   backends: 'rolling restart of the backends',
   workers: 'front workers replaced',
+  'worker-count': 'front workers added or drained',
   restart: 'next start',
 };
 
@@ -41,10 +42,32 @@ export function configTable(): string {
   ].join('\n');
 }
 
-/** The README with its table replaced by the current one. */
+const keyList = (keys: readonly string[]): string => keys.map((k) => `\`${k}\``).join(', ');
+
+/** The signals table's SIGHUP row: what a reload does, key by key, from each key's appliesOn. */
+export function sighupRow(): string {
+  const atOnce = configKeys.filter(
+    (k) => schema[k].appliesOn.length === 0 || keysFor('pool').includes(k),
+  );
+  return [
+    '| `SIGHUP` | reload: read the config file again (environment and flags still apply on top). Invalid: every problem is logged and nothing changes. Valid, key by key as the schema says (`appliesOn`; this row is generated from it):',
+    `**at once**, growing or shrinking the pool without touching busy backends: ${keyList(atOnce)};`,
+    `**rolling restart of the backends**: ${keyList(keysFor('backends'))};`,
+    `**front workers replaced**, one at a time, the new one listening before the old one stops accepting, the old one draining for as long as its requests may take (\`queue_timeout_ms\` + \`http_proxy_timeout\`, not \`shutdown_timeout_ms\`): ${keyList(keysFor('workers'))};`,
+    `**front workers added or drained** (none replaced): ${keyList(keysFor('worker-count'))};`,
+    `**at the next start** (the reload says so): ${keyList(keysFor('restart'))}. |`,
+  ].join(' ');
+}
+
+/** The README with its table and SIGHUP row replaced by the current ones. */
 export function withTable(readme: string): string {
   const start = readme.indexOf(TABLE_START);
   const end = readme.indexOf(TABLE_END);
   if (start < 0 || end < start) throw new Error('the README has no generated config table markers');
-  return readme.slice(0, start) + configTable() + readme.slice(end + TABLE_END.length);
+  const tabled = readme.slice(0, start) + configTable() + readme.slice(end + TABLE_END.length);
+  const lines = tabled.split('\n');
+  const row = lines.findIndex((line) => line.startsWith('| `SIGHUP` |'));
+  if (row < 0) throw new Error('the README has no SIGHUP row in its signals table');
+  lines[row] = sighupRow();
+  return lines.join('\n');
 }

@@ -37,7 +37,12 @@ export interface KeySpec {
   appliesOn: readonly Scope[];
 }
 
-export type Scope = 'pool' | 'backends' | 'workers' | 'restart';
+/**
+ * pool: the pool's decisions, at once; backends: a rolling restart of every backend; workers:
+ * every front worker replaced; worker-count: front workers added or drained; restart: the next
+ * start only.
+ */
+export type Scope = 'pool' | 'backends' | 'workers' | 'worker-count' | 'restart';
 
 export const schema = {
   pool_size: {
@@ -252,7 +257,7 @@ export const schema = {
     format: intBetween(1, 256),
     default: Math.max(1, Math.min(Math.floor(availableParallelism() / 2), 256)),
     defaultText: 'half the number of CPUs, at least 1 (at most 256)',
-    appliesOn: ['workers'],
+    appliesOn: ['worker-count'],
   },
   queue_timeout_ms: {
     doc: 'Longest a request waits for a free backend, then 503 (0 = no limit).',

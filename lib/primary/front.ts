@@ -143,6 +143,8 @@ export class FrontCore {
   private readonly reloads: Reload[] = [];
   /** Set when a stop's drain was cut: a kill, a death, a worker that could not finish. */
   private cut = false;
+  /** Workers that reported their drain complete and have not exited yet. */
+  private readonly drainedOut = new Set<number>();
   private readonly queue: FrontAction[] = [];
 
   /**
@@ -231,7 +233,8 @@ export class FrontCore {
         this.exited(event, now, effects);
         return;
       case 'drained':
-        if (!event.complete && this.phaseNow.phase !== 'running') this.cut = true;
+        if (event.complete) this.drainedOut.add(event.worker);
+        else if (this.phaseNow.phase !== 'running') this.cut = true;
         return;
       case 'pool-ready':
         this.poolReady = true;
@@ -258,11 +261,13 @@ export class FrontCore {
     const w = this.workersNow.get(event.worker);
     if (!w) return;
     this.workersNow.delete(event.worker);
-    if (w.state === 'draining') return;
+    const reported = this.drainedOut.delete(event.worker);
+    // A stop is complete only if every worker said it finished what it carried before it went.
     if (this.phaseNow.phase !== 'running') {
-      this.cut = true;
+      if (!reported) this.cut = true;
       return;
     }
+    if (w.state === 'draining') return;
     const atBoot = w.state === 'booting' || now - w.startedAt < this.settings.bootGraceMs;
     this.bootStreak = atBoot ? this.bootStreak + 1 : 0;
     const retryInMs =

@@ -31,9 +31,8 @@ import { endLeftovers } from '../supervisor/leftovers.js';
 import { canBind } from '../supervisor/port-ring.js';
 import { startTimeOf } from '../supervisor/process-table.js';
 import { Supervisor, type BootFailure } from '../supervisor/supervisor.js';
-import { keysFor } from '../config/schema.js';
 import { aggregate, bucketsOf, countsByCode, PoolMetrics } from '../metrics/pool-metrics.js';
-import { describeChange, diffConfig, touches } from './config-diff.js';
+import { describeChange, diffConfig, reloadPlan } from '../config/diff.js';
 import { MetricsGather } from './metrics-gather.js';
 import { FrontWorkers, replacedDrainMs } from './worker-pool.js';
 import { FrontCore, type FrontEffect, type FrontEvent } from './front.js';
@@ -515,8 +514,8 @@ export class Primary {
       return { reloaded: false, problems };
     }
     const changes = diffConfig(this.config, next);
-    const restartKeys = keysFor('restart');
-    const needsRestart = changes.filter((c) => restartKeys.includes(c.key)).map((c) => c.key);
+    const plan = reloadPlan(changes);
+    const { needsRestart } = plan;
     this.log.info(
       { event: 'reload.started', changes: changes.map(describeChange) },
       `${trigger}: reloading (${changes.length} change${changes.length === 1 ? '' : 's'})`,
@@ -525,15 +524,13 @@ export class Primary {
     const { backends } = this.supervisor.reconfigure(next);
     let workersReplaced = 0;
     try {
-      const workerChanges = changes.filter((c) => c.key !== 'workers');
       // Moving to another address: the old socket closes with the last old worker.
       if (changes.some((c) => c.key === 'http_port' || c.key === 'http_host')) {
         this.listenerHold.release();
       }
-      const replace = touches(workerChanges, 'workers');
-      const answer = await this.reloadWorkers(next, replace);
+      const answer = await this.reloadWorkers(next, plan.replaceWorkers);
       if (answer.type !== 'settled') throw new Error(answer.reason);
-      if (replace) workersReplaced = answer.started;
+      if (plan.replaceWorkers) workersReplaced = answer.started;
     } catch (err) {
       const problem = `pool and backends follow the new config, but front workers could not start with it (${(err as Error).message}); the old ones keep serving, and replacements are retried`;
       this.log.error({ event: 'reload.refused' }, `${trigger}: ${problem}`);
@@ -546,7 +543,7 @@ export class Primary {
     return {
       reloaded: true,
       changes: changes.map(describeChange),
-      needsRestart,
+      needsRestart: [...needsRestart],
       backendsReplaced: backends,
       workersReplaced,
     };

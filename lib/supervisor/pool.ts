@@ -255,6 +255,14 @@ export class Pool {
   }
 
   /** Backends that take requests now (idle or busy). */
+  /**
+   * The service was found unable to start by other means than service_boot_attempts (one start
+   * already said why every other would fail): no further backend is started.
+   */
+  giveUp(): void {
+    this.gaveUp = true;
+  }
+
   /** Some backend has been ready at least once since start. */
   get everReady(): boolean {
     return this.hasBeenReady;

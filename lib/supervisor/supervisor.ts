@@ -1,5 +1,4 @@
 import { backendHost, type Config } from '../config/config.js';
-import { keysFor } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { RetireReason } from './backend-state.js';
 import { BackendProcess, type ExitInfo, type StartReport } from './backend-process.js';
@@ -14,6 +13,7 @@ import {
   type RejectCode,
 } from './pool.js';
 import { canBind, PortRing } from './port-ring.js';
+import { diffConfig, reloadPlan } from '../config/diff.js';
 import { checkHealth } from './health.js';
 import { groupRssBytes } from './process-table.js';
 import { defaultRestartPolicy, type RestartPolicy } from './restart-policy.js';
@@ -103,10 +103,6 @@ export interface SupervisorChange {
   /** How backends start changed: they are being replaced by a rolling restart. */
   backends: boolean;
 }
-
-/** Keys that decide how a backend starts: changing any of them replaces every backend. */
-const BACKEND_KEYS = keysFor('backends');
-const POOL_KEYS = keysFor('pool');
 
 /** Failed health checks in a row after which a backend is replaced. */
 const HEALTH_FAILURES = 3;
@@ -217,11 +213,8 @@ export class Supervisor {
    * if anything about how backends start changed, a rolling restart onto the new way.
    */
   reconfigure(next: Config): SupervisorChange {
-    const before = this.config;
-    const change = {
-      pool: POOL_KEYS.some((k) => JSON.stringify(before[k]) !== JSON.stringify(next[k])),
-      backends: BACKEND_KEYS.some((k) => JSON.stringify(before[k]) !== JSON.stringify(next[k])),
-    };
+    const plan = reloadPlan(diffConfig(this.config, next));
+    const change = { pool: plan.pool, backends: plan.backends };
     this.config = next;
     this.ring.retarget(next.service_port_range);
     if (change.pool) this.apply(this.pool.reconfigure(this.poolSettings(next)));
@@ -547,6 +540,7 @@ export class Supervisor {
       this.lastFailure = { command: proc.command, how: why, tail: report.tail, started: true };
       // Another start would wait as long and end the same way: say so now.
       if (report.acceptedWithoutLine && !this.pool.everReady) {
+        this.pool.giveUp();
         this.hooks.bootFailed({ ...this.lastFailure, attempts: 1, conclusive: true });
       }
     }
