@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { configTable, sighupRow, withTable } from '../../lib/config/reference.js';
-import { configKeys, schema, type ConfigKey } from '../../lib/config/schema.js';
+import { configKeys, schema } from '../../lib/config/schema.js';
 import { reloadPlan } from '../../lib/config/diff.js';
 import { ROOT } from '../helpers/paths.js';
 
