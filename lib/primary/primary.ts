@@ -34,11 +34,9 @@ import { Supervisor, type BootFailure } from '../supervisor/supervisor.js';
 import { aggregate, bucketsOf, countsByCode, PoolMetrics } from '../metrics/pool-metrics.js';
 import { describeChange, diffConfig, reloadPlan } from '../config/diff.js';
 import { MetricsGather } from './metrics-gather.js';
-import { FrontWorkers, replacedDrainMs } from './worker-pool.js';
-import { FrontCore, type FrontEffect, type FrontEvent } from './front.js';
-
-/** How the front core answers a reload. */
-type FrontAnswer = Extract<FrontEffect, { type: 'settled' | 'unsettled' | 'refused' }>;
+import { FrontWorkers } from './worker-pool.js';
+import { FrontEdge } from './front-edge.js';
+import { liveness, readiness } from './probes.js';
 
 type State = 'starting' | 'running' | 'draining' | 'stopping';
 
@@ -127,12 +125,8 @@ export class Primary {
   private readonly actions: Action[] = [];
   private stepping = false;
   private readonly ipcCounts = new MessageCounts();
-  /** Which front workers should exist and what becomes of them (front.ts); this is its edge. */
-  private readonly front: FrontCore;
-  private frontWake: NodeJS.Timeout | undefined;
-  /** Reloads waiting for the front core's answer, by ticket. */
-  private readonly frontReplies = new Map<number, (effect: FrontAnswer) => void>();
-  private nextTicket = 0;
+  /** Which front workers should exist and what becomes of them (front.ts, through its edge). */
+  private readonly front: FrontEdge;
   /** Set when the server stops because of a failure, whatever the drain does. */
   private exitCode: number | undefined;
   private announced = false;
@@ -191,13 +185,17 @@ export class Primary {
         this.workers.send(worker, { ns: NAMESPACE, type: 'release', port }),
       closeUpgraded: (worker, lease) =>
         this.workers.send(worker, { ns: NAMESPACE, type: 'close-upgraded', lease }),
-      poolReady: () => this.feed({ type: 'pool-ready' }),
+      poolReady: () => this.front.feed({ type: 'pool-ready' }),
       backendStarted: (pid, command) => this.registry.record(pid, command),
       bootFailed: (failure) => this.bootFailed(failure),
       backendEnded: (pid) => this.registry.forget(pid),
     });
     this.workers = new FrontWorkers(log, bufferDirOf(options.stateDir), this.ipcCounts);
-    this.front = new FrontCore(config.workers, replacedDrainMs(config), { now: () => Date.now() });
+    this.front = new FrontEdge(config, this.workers, log, {
+      config: () => this.config,
+      announce: () => this.announce(),
+      finished: (complete) => void this.finishShutdown(complete),
+    });
     this.gather = new MetricsGather((worker, message) => this.workers.send(worker, message));
     this.poolMetrics = new PoolMetrics({
       backends: () => this.supervisor.status(),
@@ -302,7 +300,7 @@ export class Primary {
     }
 
     cluster.on('message', (worker, raw) => this.onWorkerMessage(worker, raw));
-    cluster.on('listening', (worker) => this.feed({ type: 'listening', worker: worker.id }));
+    cluster.on('listening', (worker) => this.front.feed({ type: 'listening', worker: worker.id }));
     cluster.on('exit', (worker, code, signal) => this.onWorkerExit(worker, code, signal));
 
     this.state = 'running';
@@ -322,90 +320,8 @@ export class Primary {
         'this Node has no net._createServerHandle: http_port closes while no front worker accepts',
       );
     }
-    this.carry(this.front.start());
+    this.front.start();
     return this.finished;
-  }
-
-  /** An event for the front core, and its effects carried out. */
-  private feed(event: FrontEvent): void {
-    this.carry(this.front.apply(event));
-  }
-
-  /** The front core's effects, carried out; then its next tick scheduled. */
-  private carry(effects: readonly FrontEffect[]): void {
-    for (const effect of effects) {
-      switch (effect.type) {
-        case 'fork': {
-          const worker = this.workers.fork(this.config);
-          this.feed({ type: 'forked', worker: worker.id, generation: effect.generation });
-          break;
-        }
-        case 'drain':
-          this.workers.send(effect.worker, { ns: NAMESPACE, type: 'drain' });
-          break;
-        case 'kill':
-          if (effect.why === 'deadline') {
-            this.log.warn(
-              {
-                event: 'worker.drain-cut',
-                worker: effect.worker,
-                worker_pid: this.workers.pidOf(effect.worker),
-              },
-              'front worker still draining at its deadline; ending it with what it carries',
-            );
-          }
-          this.workers.kill(effect.worker, 'SIGKILL');
-          break;
-        case 'died':
-          this.log.error(
-            {
-              event: 'worker.died',
-              worker: effect.worker,
-              code: effect.code,
-              signal: effect.signal,
-            },
-            `front worker died (${effect.signal ? `killed by ${effect.signal}` : `exit code ${effect.code}`}); starting a replacement${effect.retryInMs ? ` in ${effect.retryInMs} ms` : ''}`,
-          );
-          break;
-        case 'announce':
-          this.announce();
-          break;
-        case 'settled':
-        case 'unsettled':
-        case 'refused':
-          this.frontReplies.get(effect.ticket)?.(effect);
-          this.frontReplies.delete(effect.ticket);
-          break;
-        case 'finish':
-          void this.finishShutdown(effect.complete);
-          break;
-        default:
-          effect satisfies never;
-      }
-    }
-    clearTimeout(this.frontWake);
-    const at = this.front.nextWakeAt();
-    if (at !== undefined) {
-      this.frontWake = setTimeout(() => this.feed({ type: 'tick' }), Math.max(0, at - Date.now()));
-    }
-  }
-
-  /** Asks the front core for `wanted` workers (all replaced if `replace`); resolves with its answer. */
-  private reloadWorkers(config: Config, replace: boolean): Promise<FrontAnswer> {
-    const ticket = ++this.nextTicket;
-    return new Promise((resolve) => {
-      this.frontReplies.set(ticket, resolve);
-      this.feed({
-        type: 'action',
-        action: {
-          type: 'reload',
-          ticket,
-          wanted: config.workers,
-          replace,
-          drainMs: replacedDrainMs(config),
-        },
-      });
-    });
   }
 
   /**
@@ -437,7 +353,7 @@ export class Primary {
     if (action.type === 'stop') {
       if (this.state === 'draining') {
         this.log.warn({ event: 'shutdown.hurried' }, `${action.trigger} again: skipping the drain`);
-        this.feed({ type: 'action', action: { type: 'stop-now' } });
+        this.front.act({ type: 'stop-now' });
       } else this.beginShutdown(action.trigger);
       return;
     }
@@ -528,7 +444,7 @@ export class Primary {
       if (changes.some((c) => c.key === 'http_port' || c.key === 'http_host')) {
         this.listenerHold.release();
       }
-      const answer = await this.reloadWorkers(next, plan.replaceWorkers);
+      const answer = await this.front.reload(next, plan.replaceWorkers);
       if (answer.type !== 'settled') throw new Error(answer.reason);
       if (plan.replaceWorkers) workersReplaced = answer.started;
     } catch (err) {
@@ -596,40 +512,18 @@ export class Primary {
   }
 
   private readonly adminActions = {
-    readiness: () => {
-      if (this.state !== 'running') return { ready: false, reason: `the server is ${this.state}` };
-      if (!this.someWorkerListens()) {
-        return { ready: false, reason: 'no front worker listens yet' };
-      }
-      const health = this.supervisor.health();
-      // Degraded is still ready (200) while one backend serves: a probe reads only the status
-      // code, and taking the instance out of rotation would only move its load onto the others.
-      if (health.ready > 0 && health.degraded) {
-        return { ready: true, degraded: true, reason: `degraded: ${health.degraded}` };
-      }
-      if (health.ready > 0) {
-        return { ready: true, reason: 'front workers listen and a backend is ready' };
-      }
-      return {
-        ready: false,
-        reason: health.lastFailure ? `backends failing: ${health.lastFailure}` : 'starting',
-      };
-    },
-    /**
-     * Alive unless no backend has been ready for 3 × service_start_timeout_ms: a container stuck
-     * in a crash loop is then restarted by its liveness probe rather than kept as "healthy".
-     */
-    liveness: () => {
-      const { noneReadySince, lastFailure } = this.supervisor.health();
-      const limit = 3 * this.config.service_start_timeout_ms;
-      if (noneReadySince === undefined || Date.now() - noneReadySince < limit) {
-        return { alive: true, reason: 'alive' };
-      }
-      return {
-        alive: false,
-        reason: `no backend has been ready for ${Date.now() - noneReadySince} ms (limit 3 × service_start_timeout_ms = ${limit} ms)${lastFailure ? `; last failure: ${lastFailure}` : ''}`,
-      };
-    },
+    readiness: () =>
+      readiness({
+        state: this.state,
+        someWorkerListens: this.front.someListens,
+        health: this.supervisor.health(),
+      }),
+    liveness: () =>
+      liveness({
+        health: this.supervisor.health(),
+        startTimeoutMs: this.config.service_start_timeout_ms,
+        now: Date.now(),
+      }),
     status: () => this.status(),
     metrics: async () => {
       const registry = await this.metrics();
@@ -728,7 +622,7 @@ export class Primary {
     pass: (m, worker) => this.supervisor.pass(worker, m.lease, m.to),
     revoked: (m, worker) => this.supervisor.revoked(worker, m.ack),
     upgraded: (m, worker) => this.supervisor.upgraded(worker, m.lease),
-    drained: (m, worker) => this.feed({ type: 'drained', worker, complete: m.complete }),
+    drained: (m, worker) => this.front.feed({ type: 'drained', worker, complete: m.complete }),
     metrics: (m, worker) => this.gather.reply(worker, m.ack, m.metrics),
   };
 
@@ -745,13 +639,7 @@ export class Primary {
       this.exitCode = WORKER_SETUP_FAILED;
       this.enqueue({ type: 'stop', trigger: 'startup failure' });
     }
-    this.feed({ type: 'exited', worker: worker.id, code, signal });
-  }
-
-  private someWorkerListens(): boolean {
-    return [...this.front.workers.values()].some(
-      (w) => w.state === 'serving' || (w.state === 'draining' && w.listening),
-    );
+    this.front.feed({ type: 'exited', worker: worker.id, code, signal });
   }
 
   /**
@@ -820,12 +708,9 @@ export class Primary {
     // Workers close their upgraded connections themselves at shutdown_timeout_ms (they have no
     // end of their own); the kill comes a moment later, so that a closed WebSocket is a
     // completed drain, not one cut short.
-    this.feed({
-      type: 'action',
-      action: {
-        type: 'stop',
-        drainMs: this.config.shutdown_timeout_ms + UPGRADED_CLOSE_MARGIN_MS,
-      },
+    this.front.act({
+      type: 'stop',
+      drainMs: this.config.shutdown_timeout_ms + UPGRADED_CLOSE_MARGIN_MS,
     });
   }
 
@@ -836,7 +721,6 @@ export class Primary {
    */
   private async finishShutdown(complete: boolean): Promise<void> {
     this.state = 'stopping';
-    clearTimeout(this.frontWake);
     await this.supervisor.stop();
     this.log.info(
       { event: 'shutdown.done', complete },
