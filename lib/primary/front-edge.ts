@@ -3,6 +3,7 @@ import { NAMESPACE } from '../ipc/protocol.js';
 import type { Logger } from '../log.js';
 import {
   FrontCore,
+  listens,
   type FrontAction,
   type FrontEffect,
   type FrontEvent,
@@ -48,9 +49,7 @@ export class FrontEdge {
 
   /** Some worker accepts connections (serving, or listening while it drains). */
   get someListens(): boolean {
-    return [...this.core.workers.values()].some(
-      (w) => w.state === 'serving' || (w.state === 'draining' && w.listening),
-    );
+    return [...this.core.workers.values()].some(listens);
   }
 
   start(): void {

@@ -119,6 +119,11 @@ export type FrontEffect =
 
 type Draining = Extract<FrontWorker, { state: 'draining' }>;
 
+/** It accepts connections: serving, or draining a listener it still has open. */
+export function listens(w: FrontWorker): boolean {
+  return w.state === 'serving' || (w.state === 'draining' && w.listening);
+}
+
 interface Reload {
   readonly ticket: number;
   readonly generation: number;

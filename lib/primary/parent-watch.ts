@@ -8,9 +8,9 @@
  */
 const POLL_MS = 500;
 
-export function watchParent(onGone: (parent: number, now: number) => void): () => void {
+export function watchParent(onGone: (parent: number, now: number) => void): void {
   const parent = process.ppid;
-  if (parent <= 1) return () => undefined;
+  if (parent <= 1) return;
   const timer = setInterval(() => {
     const now = process.ppid;
     if (now === parent) return;
@@ -18,5 +18,4 @@ export function watchParent(onGone: (parent: number, now: number) => void): () =
     onGone(parent, now);
   }, POLL_MS);
   timer.unref();
-  return () => clearInterval(timer);
 }

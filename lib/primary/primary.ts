@@ -36,6 +36,7 @@ import { describeChange, diffConfig, reloadPlan } from '../config/diff.js';
 import { MetricsGather } from './metrics-gather.js';
 import { FrontWorkers } from './worker-pool.js';
 import { FrontEdge } from './front-edge.js';
+import { listens } from './front.js';
 import { liveness, readiness } from './probes.js';
 
 type State = 'starting' | 'running' | 'draining' | 'stopping';
@@ -291,6 +292,8 @@ export class Primary {
     }
     if (this.config.exit_with_parent) {
       watchParent((parent, ppid) => {
+        // Already stopping (a SIGTERM first): a second stop would skip the drain.
+        if (this.state !== 'running') return;
         this.log.warn(
           { event: 'parent.exited', parent, ppid },
           `the process that started multiplexer (pid ${parent}) has exited: shutting down as for SIGTERM (exit_with_parent)`,
@@ -583,7 +586,7 @@ export class Primary {
       workers: [...this.front.workers].map(([id, w]) => ({
         id,
         pid: this.workers.pidOf(id),
-        listening: w.state === 'serving' || (w.state === 'draining' && w.listening),
+        listening: listens(w),
         phase: w.state,
       })),
       backends,

@@ -110,7 +110,7 @@ export type PoolEffect =
   /** Find out again whether the backend listens (it refused a connection). */
   | { readonly type: 'probe'; readonly backend: number }
   /** No backend was ever ready and bootAttempts starts in a row failed: the service cannot start. */
-  | { readonly type: 'boot-failed'; readonly attempts: number }
+  | { readonly type: 'boot-failed'; readonly attempts: number; readonly conclusive?: boolean }
   | { readonly type: 'backoff'; readonly streak: number; readonly delayMs: number }
   | { readonly type: 'anomaly'; readonly message: string };
 
@@ -256,16 +256,16 @@ export class Pool {
 
   /** Backends that take requests now (idle or busy). */
   /**
-   * The service was found unable to start by other means than service_boot_attempts (one start
-   * already said why every other would fail): no further backend is started.
+   * One failed start already said why every other would fail (its port accepts, its first line
+   * never comes): the same end as service_boot_attempts failures, at once. No further backend is
+   * started.
    */
-  giveUp(): void {
-    this.gaveUp = true;
-  }
-
-  /** Some backend has been ready at least once since start. */
-  get everReady(): boolean {
-    return this.hasBeenReady;
+  giveUp(): PoolEffect[] {
+    if (!this.gaveUp && !this.hasBeenReady && !this.stopping) {
+      this.gaveUp = true;
+      this.emit({ type: 'boot-failed', attempts: this.bootFailures + 1, conclusive: true });
+    }
+    return this.flush();
   }
 
   get readyCount(): number {

@@ -453,6 +453,7 @@ export class Supervisor {
             how: last?.how ?? 'unknown',
             tail: last?.tail ?? [],
             started: last?.started ?? true,
+            conclusive: effect.conclusive ?? false,
           });
           break;
         }
@@ -539,10 +540,7 @@ export class Supervisor {
       why = `${why}: ${describeStart(report, this.config, proc.spec.port)}`;
       this.lastFailure = { command: proc.command, how: why, tail: report.tail, started: true };
       // Another start would wait as long and end the same way: say so now.
-      if (report.acceptedWithoutLine && !this.pool.everReady) {
-        this.pool.giveUp();
-        this.hooks.bootFailed({ ...this.lastFailure, attempts: 1, conclusive: true });
-      }
+      if (report.acceptedWithoutLine) this.apply(this.pool.giveUp());
     }
     this.log[level](
       { event: 'backend.stopping', backend: id, backend_pid: proc?.pid, reason },

@@ -68,6 +68,7 @@ function run(command: string, args: string[], env: NodeJS.ProcessEnv): Started {
     if (proc.pid !== undefined) seen = [...new Set([...seen, ...treeOf(proc.pid)])];
   }, 100);
   remember.unref();
+  after(() => clearInterval(remember));
   return {
     proc,
     out: () => out,
@@ -157,8 +158,10 @@ describe('the first hour', () => {
       readFileSync(join(env.MULTIPLEXER_STATE_DIR!, 'instance.json'), 'utf8'),
     ) as { pid: number };
     shell.proc.kill('SIGKILL');
-    await waitFor(() => !isAlive(shell.proc.pid!), 'the shell to end');
-    // Two of the primary's polls of its parent, then it must still serve.
+    const parentOf = (pid: number) => readProcessTable().find((p) => p.pid === pid)?.ppid;
+    await waitFor(() => parentOf(record.pid) !== shell.proc.pid, 'the primary to be re-parented');
+    // A negative: nothing announces "not stopping", so the primary gets the time of two of the
+    // polls exit_with_parent would make, then it must still serve.
     const pollsLater = Date.now() + 1200;
     await waitFor(() => Date.now() > pollsLater, 'two polls');
     assert.ok(isAlive(record.pid), 'the primary still runs');
