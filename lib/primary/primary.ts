@@ -159,7 +159,7 @@ export class Primary {
         this.workers.send(g.worker, {
           ns: NAMESPACE,
           type: 'granted',
-          ack: g.requestId,
+          ack: g.checkoutSeq,
           lease: g.lease,
           port: g.port,
           backend: g.backend,

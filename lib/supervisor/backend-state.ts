@@ -58,7 +58,7 @@ export type BackendState =
       readonly phase: 'busy';
       readonly lease: number;
       readonly worker: number;
-      readonly requestId: number;
+      readonly checkoutSeq: number;
       /**
        * What holds it: one request, or a connection upgraded to another protocol (a WebSocket),
        * for as long as that lasts. An upgraded lease has no answer to wait for, so a rolling
@@ -80,11 +80,11 @@ export type BackendEvent =
       readonly type: 'lease';
       readonly lease: number;
       readonly worker: number;
-      readonly requestId: number;
+      readonly checkoutSeq: number;
       readonly pass: PassRight;
     }
-  /** Its worker handed it on to its own request `requestId`. */
-  | { readonly type: 'pass'; readonly requestId: number }
+  /** Its worker handed it on to its own request `checkoutSeq`. */
+  | { readonly type: 'pass'; readonly checkoutSeq: number }
   | { readonly type: 'revoke'; readonly seq: number; readonly upTo: number }
   | { readonly type: 'revoke-confirmed'; readonly seq: number }
   | { readonly type: 'mark-for-retirement' }
@@ -118,7 +118,7 @@ export function transition(
           phase: 'busy',
           lease: event.lease,
           worker: event.worker,
-          requestId: event.requestId,
+          checkoutSeq: event.checkoutSeq,
           use: 'request',
           retireOnReturn: false,
           pass: event.pass,
@@ -129,7 +129,7 @@ export function transition(
       // Taken as a fact even beyond the bound: the request is on the backend already (the pool
       // reports a pass beyond a confirmed bound as an anomaly).
       if (state.phase === 'busy' && state.use === 'request')
-        return { ...state, requestId: event.requestId };
+        return { ...state, checkoutSeq: event.checkoutSeq };
       break;
     case 'revoke':
       if (state.phase === 'busy')

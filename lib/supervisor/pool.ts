@@ -4,11 +4,11 @@ import {
   transition,
   type BackendEvent,
   type BackendState,
-  type PassRight,
   type Phase,
   type RetireReason,
 } from './backend-state.js';
-import { restartDelay, type RestartPolicy } from './restart-policy.js';
+import { boundsForNewcomer, passRightFor } from './pass-order.js';
+import { RestartGate, type RestartPolicy } from './restart-gate.js';
 
 /**
  * The pool's decisions, and nothing else: who gets which backend, when to grow, whom to retire,
@@ -71,7 +71,7 @@ export type PoolEffect =
   | {
       readonly type: 'grant';
       readonly worker: number;
-      readonly requestId: number;
+      readonly checkoutSeq: number;
       readonly lease: number;
       readonly backend: number;
       /** The highest of the worker's checkout numbers it may pass the lease to (Infinity: any). */
@@ -96,7 +96,7 @@ export type PoolEffect =
   | {
       readonly type: 'reject';
       readonly worker: number;
-      readonly requestId: number;
+      readonly checkoutSeq: number;
       readonly code: RejectCode;
     }
   | { readonly type: 'pool-ready' }
@@ -166,7 +166,7 @@ type RecycleReason = NonNullable<BackendRecord['recycle']>;
 
 interface Waiter {
   readonly worker: number;
-  readonly requestId: number;
+  readonly checkoutSeq: number;
   readonly deadline: number;
   /** Asked again after a refusal: at the head of the queue, and never the target of a pass. */
   readonly again: boolean;
@@ -197,23 +197,9 @@ export class Pool {
   private nextBackendId = 1;
   private nextLease = 1;
   private nextRevoke = 1;
-  private failureStreak = 0;
-  private lastFailureAt = -Infinity;
-  private spawnBlockedUntil = -Infinity;
-  /**
-   * grow() was held back by the backoff, so a wake is owed at spawnBlockedUntil. Kept as a fact
-   * rather than read again from the clock: a timer may fire a millisecond before the clock
-   * says the backoff is over, and the clock read again a moment later then says it is, so no
-   * wake was asked for and the pool stayed below pool_size until the next request (found by the
-   * fuzz suite).
-   */
-  private spawnPending = false;
+  /** Failure streak, backoff, boot failures, gave up: what holds starts back. */
+  private readonly gate = new RestartGate();
   private announcedReady = false;
-  /** Some backend has been ready at least once: failures from now on are crashes, not boot. */
-  private hasBeenReady = false;
-  /** Starts in a row that ended before the backend was ready. */
-  private bootFailures = 0;
-  private gaveUp = false;
   private stopping = false;
   private generation = 1;
   private effects: PoolEffect[] = [];
@@ -261,10 +247,8 @@ export class Pool {
    * started.
    */
   giveUp(): PoolEffect[] {
-    if (!this.gaveUp && !this.hasBeenReady && !this.stopping) {
-      this.gaveUp = true;
-      this.emit({ type: 'boot-failed', attempts: this.bootFailures + 1, conclusive: true });
-    }
+    const attempts = this.stopping ? undefined : this.gate.giveUp();
+    if (attempts !== undefined) this.emit({ type: 'boot-failed', attempts, conclusive: true });
     return this.flush();
   }
 
@@ -282,22 +266,22 @@ export class Pool {
    * A request wants a backend. `first`: it was already granted one that refused its connection,
    * so it goes back to the head of the queue rather than the end.
    */
-  checkout(worker: number, requestId: number, first = false, client = ''): PoolEffect[] {
+  checkout(worker: number, checkoutSeq: number, first = false, client = ''): PoolEffect[] {
     if (this.stopping) {
-      this.emit({ type: 'reject', worker, requestId, code: 'MPX_SHUTTING_DOWN' });
+      this.emit({ type: 'reject', worker, checkoutSeq, code: 'MPX_SHUTTING_DOWN' });
       return this.flush();
     }
     const idle = this.pickIdle();
     if (idle) {
-      this.grant(idle, worker, requestId);
+      this.grant(idle, worker, checkoutSeq);
     } else if (this.waiters.length >= this.settings.queueMax) {
-      this.emit({ type: 'reject', worker, requestId, code: 'MPX_QUEUE_FULL' });
+      this.emit({ type: 'reject', worker, checkoutSeq, code: 'MPX_QUEUE_FULL' });
     } else if (!first && this.clientQueueFull(client)) {
-      this.emit({ type: 'reject', worker, requestId, code: 'MPX_CLIENT_QUEUE_FULL' });
+      this.emit({ type: 'reject', worker, checkoutSeq, code: 'MPX_CLIENT_QUEUE_FULL' });
     } else {
       const timeout = this.settings.queueTimeoutMs;
       const deadline = timeout > 0 ? this.clock.now() + timeout : Infinity;
-      const waiter = { worker, requestId, deadline, again: first, client };
+      const waiter = { worker, checkoutSeq, deadline, again: first, client };
       if (first) this.waiters.unshift(waiter);
       else this.waiters.push(waiter);
       this.limitPasses(first ? 0 : this.waiters.length - 1);
@@ -319,9 +303,9 @@ export class Pool {
    * The worker gave up on a checkout (its client left, or it timed out). If the checkout was already
    * granted, the grant is in flight to a worker that will ignore it, so the lease comes back here.
    */
-  cancel(worker: number, requestId: number): PoolEffect[] {
-    if (this.dropWaiter(worker, requestId)) return this.flush();
-    const leased = this.grantedTo(worker, requestId);
+  cancel(worker: number, checkoutSeq: number): PoolEffect[] {
+    if (this.dropWaiter(worker, checkoutSeq)) return this.flush();
+    const leased = this.grantedTo(worker, checkoutSeq);
     // Granted, and given back unused: the backend is free again, and served nothing.
     if (leased && leased.state.phase === 'busy')
       return this.checkin(worker, leased.state.lease, 'ok', { served: false });
@@ -388,7 +372,7 @@ export class Pool {
         });
       }
       this.countServed(backend);
-      this.move(backend, { type: 'pass', requestId: to });
+      this.move(backend, { type: 'pass', checkoutSeq: to });
     }
     this.reconcile({ shrink: true });
     return this.flush();
@@ -407,12 +391,7 @@ export class Pool {
     const backend = this.backends.get(id);
     if (!backend || backend.state.phase !== 'starting') return this.flush();
     backend.readyAt = this.clock.now();
-    this.hasBeenReady = true;
-    this.bootFailures = 0;
-    // A start that succeeds proves the command works: the backoff is for starts that fail. So
-    // backends killed from outside, or crashing on some request, are replaced at the base delay
-    // (gunicorn restarts workers at once) instead of leaving the pool empty for seconds.
-    this.failureStreak = 0;
+    this.gate.ready();
     this.move(backend, { type: 'ready' });
     if (!this.announcedReady && this.count('idle', 'busy') >= this.settings.size) {
       this.announcedReady = true;
@@ -433,12 +412,9 @@ export class Pool {
     const bootFailure =
       before.phase === 'starting' ||
       (before.phase === 'retiring' && before.reason === 'start-timeout');
-    if (bootFailure && !this.hasBeenReady && !this.stopping) {
-      this.bootFailures += 1;
-      if (this.bootFailures >= this.settings.bootAttempts && !this.gaveUp) {
-        this.gaveUp = true;
-        this.emit({ type: 'boot-failed', attempts: this.bootFailures });
-      }
+    if (bootFailure && !this.stopping) {
+      const attempts = this.gate.bootFailed(this.settings.bootAttempts);
+      if (attempts !== undefined) this.emit({ type: 'boot-failed', attempts });
     }
     const replaced = before.phase !== 'retiring' || REPLACED_REASONS.has(before.reason);
     if (replaced && !this.stopping) this.totals.restarts += 1;
@@ -513,9 +489,8 @@ export class Pool {
         wake = Math.min(wake, backend.startingSince + this.settings.startTimeoutMs);
       }
     }
-    if (this.spawnPending && !this.stopping && !this.gaveUp) {
-      wake = Math.min(wake, this.spawnBlockedUntil);
-    }
+    const held = this.stopping ? undefined : this.gate.wakeAt();
+    if (held !== undefined) wake = Math.min(wake, held);
     const surplus = this.nextSurplusAt();
     if (surplus !== undefined) wake = Math.min(wake, surplus);
     return Number.isFinite(wake) ? wake : undefined;
@@ -551,7 +526,7 @@ export class Pool {
   }
 
   private reconcile({ shrink }: { shrink: boolean }): void {
-    if (this.stopping || this.gaveUp) return;
+    if (this.stopping || this.gate.gaveUp) return;
     this.serveWaiters();
     this.retireReplaced();
     this.grow();
@@ -617,7 +592,7 @@ export class Pool {
       if (backend.state.phase !== 'idle') continue;
       const lease = this.nextLease++;
       const pass = { kind: 'bounded', upTo: 0 } as const;
-      this.move(backend, { type: 'lease', lease, worker: HEALTH_CHECKER, requestId: 0, pass });
+      this.move(backend, { type: 'lease', lease, worker: HEALTH_CHECKER, checkoutSeq: 0, pass });
       this.emit({ type: 'health-check', backend: backend.id, lease });
     }
     return this.flush();
@@ -669,7 +644,7 @@ export class Pool {
       const idle = this.pickIdle();
       if (!idle) return;
       const waiter = this.waiters.shift()!;
-      this.grant(idle, waiter.worker, waiter.requestId);
+      this.grant(idle, waiter.worker, waiter.checkoutSeq);
     }
   }
 
@@ -681,8 +656,7 @@ export class Pool {
    */
   private grow(): void {
     const now = this.clock.now();
-    this.spawnPending = now < this.spawnBlockedUntil;
-    if (this.spawnPending) return;
+    if (this.gate.holdsBack(now)) return;
     const starting = this.count('starting');
     const active = starting + this.count('idle') + this.countBusy({ marked: false });
     // A backend retiring at its max_requests is replaced at once, while it finishes exiting.
@@ -696,7 +670,8 @@ export class Pool {
     // A rolling restart's replacement: one at a time, allowed one process beyond the cap.
     const surge = wanted <= 0 && starting === 0 && this.replacing && total < cap + 1;
     if (surge) wanted = 1;
-    if (this.inBackoff(now)) wanted = Math.min(wanted, starting === 0 ? 1 : 0);
+    if (this.gate.probing(now, this.settings.restart))
+      wanted = Math.min(wanted, starting === 0 ? 1 : 0);
     const concurrency = this.settings.startConcurrency;
     if (concurrency > 0) wanted = Math.min(wanted, concurrency - starting);
     for (let i = 0; i < wanted; i++) {
@@ -782,76 +757,23 @@ export class Pool {
   }
 
   private recordFailure(): void {
-    const now = this.clock.now();
-    if (now - this.lastFailureAt >= this.settings.restart.stableAfterMs) this.failureStreak = 0;
-    this.failureStreak += 1;
-    this.lastFailureAt = now;
-    const delayMs = restartDelay(this.settings.restart, this.failureStreak);
-    this.spawnBlockedUntil = now + delayMs;
-    this.emit({ type: 'backoff', streak: this.failureStreak, delayMs });
+    const { streak, delayMs } = this.gate.failed(this.clock.now(), this.settings.restart);
+    this.emit({ type: 'backoff', streak, delayMs });
   }
 
-  private inBackoff(now: number): boolean {
-    return (
-      this.failureStreak >= 2 && now - this.lastFailureAt < this.settings.restart.stableAfterMs
-    );
-  }
-
-  private grant(backend: BackendRecord, worker: number, requestId: number): void {
+  private grant(backend: BackendRecord, worker: number, checkoutSeq: number): void {
     const lease = this.nextLease++;
-    const pass = this.passRightFor(worker);
-    this.move(backend, { type: 'lease', lease, worker, requestId, pass });
+    const pass = passRightFor(this.waiters, worker);
+    this.move(backend, { type: 'lease', lease, worker, checkoutSeq, pass });
     const upTo = passLimit(pass);
     const passes = Math.max(0, backend.requestLimit - backend.served - 1);
-    this.emit({ type: 'grant', worker, requestId, lease, backend: backend.id, upTo, passes });
+    this.emit({ type: 'grant', worker, checkoutSeq, lease, backend: backend.id, upTo, passes });
   }
 
-  /**
-   * A new lease of `worker` may be passed to its waiting checkouts ahead of every other worker's
-   * waiting request; to any later one of its own while no other worker has a request waiting.
-   */
-  private passRightFor(worker: number): PassRight {
-    let upTo = 0;
-    for (const w of this.waiters) {
-      if (w.worker !== worker) return { kind: 'bounded', upTo };
-      if (!w.again) upTo = Math.max(upTo, w.requestId);
-    }
-    return { kind: 'open' };
-  }
-
-  /**
-   * The waiter at `index` just joined the queue: no other worker may pass a backend on to a
-   * checkout of its own that is behind it. Each worker whose leases allow more is told its new
-   * bound, once for all its leases.
-   */
+  /** The checkout at `index` just joined the queue: bound the other workers' passes behind it. */
   private limitPasses(index: number): void {
-    const newcomer = this.waiters[index]!;
-    let held: BackendRecord[] | undefined;
-    // Health checks' leases are bounded to 0: never among these.
-    for (const b of this.backends.values()) {
-      if (
-        b.state.phase === 'busy' &&
-        b.state.worker !== newcomer.worker &&
-        passLimit(b.state.pass) > 0
-      )
-        (held ??= []).push(b);
-    }
-    if (!held) return;
-    const ahead = new Map<number, number>();
-    for (let i = 0; i < index; i++) {
-      const w = this.waiters[i]!;
-      if (!w.again) ahead.set(w.worker, Math.max(ahead.get(w.worker) ?? 0, w.requestId));
-    }
-    const byWorker = new Map<number, BackendRecord[]>();
-    for (const b of held) {
-      if (b.state.phase !== 'busy') continue;
-      if (passLimit(b.state.pass) <= (ahead.get(b.state.worker) ?? 0)) continue;
-      const list = byWorker.get(b.state.worker) ?? [];
-      list.push(b);
-      byWorker.set(b.state.worker, list);
-    }
-    for (const [worker, backends] of byWorker)
-      this.revoke(worker, backends, ahead.get(worker) ?? 0);
+    for (const bound of boundsForNewcomer(this.waiters, index, this.backends.values()))
+      this.revoke(bound.worker, bound.backends, bound.upTo);
   }
 
   private revoke(worker: number, backends: readonly BackendRecord[], upTo: number): void {
@@ -917,18 +839,22 @@ export class Pool {
   }
 
   /** Takes the request out of the queue; false when it was not waiting. */
-  private dropWaiter(worker: number, requestId: number): boolean {
-    const index = this.waiters.findIndex((w) => w.worker === worker && w.requestId === requestId);
+  private dropWaiter(worker: number, checkoutSeq: number): boolean {
+    const index = this.waiters.findIndex(
+      (w) => w.worker === worker && w.checkoutSeq === checkoutSeq,
+    );
     if (index < 0) return false;
     this.waiters.splice(index, 1);
     return true;
   }
 
   /** The backend granted to the request, if any (its grant may still be on its way). */
-  private grantedTo(worker: number, requestId: number): BackendRecord | undefined {
+  private grantedTo(worker: number, checkoutSeq: number): BackendRecord | undefined {
     return this.find(
       (b) =>
-        b.state.phase === 'busy' && b.state.worker === worker && b.state.requestId === requestId,
+        b.state.phase === 'busy' &&
+        b.state.worker === worker &&
+        b.state.checkoutSeq === checkoutSeq,
     );
   }
 
@@ -958,8 +884,8 @@ export class Pool {
     return n;
   }
 
-  private replyTo(waiter: Waiter): { worker: number; requestId: number } {
-    return { worker: waiter.worker, requestId: waiter.requestId };
+  private replyTo(waiter: Waiter): { worker: number; checkoutSeq: number } {
+    return { worker: waiter.worker, checkoutSeq: waiter.checkoutSeq };
   }
 
   private emit(effect: PoolEffect): void {

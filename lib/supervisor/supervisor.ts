@@ -16,7 +16,7 @@ import { canBind, PortRing } from './port-ring.js';
 import { diffConfig, reloadPlan } from '../config/diff.js';
 import { checkHealth } from './health.js';
 import { groupRssBytes } from './process-table.js';
-import { defaultRestartPolicy, type RestartPolicy } from './restart-policy.js';
+import { defaultRestartPolicy, type RestartPolicy } from './restart-gate.js';
 
 /** What the supervisor tells the outside world; the primary turns these into IPC messages. */
 export interface SupervisorHooks {
@@ -24,7 +24,7 @@ export interface SupervisorHooks {
   grant(grant: Omit<Extract<PoolEffect, { type: 'grant' }>, 'type'> & { port: number }): void;
   /** The worker may pass `leases` only to its checkouts numbered ≤ upTo; it confirms `seq`. */
   revoke(worker: number, seq: number, leases: readonly number[], upTo: number): void;
-  reject(worker: number, requestId: number, code: RejectCode): void;
+  reject(worker: number, checkoutSeq: number, code: RejectCode): void;
   poolReady(): void;
   /** `worker` may hold an idle connection to the backend on `port`, now leased to another worker. */
   release(worker: number, port: number): void;
@@ -285,19 +285,19 @@ export class Supervisor {
   }
 
   /** `again`: the request's backend refused its connection; it goes first in the queue. */
-  checkout(worker: number, requestId: number, again = false, client = ''): void {
+  checkout(worker: number, checkoutSeq: number, again = false, client = ''): void {
     const waiting = this.pool.queueLength;
-    this.apply(this.pool.checkout(worker, requestId, again, client));
+    this.apply(this.pool.checkout(worker, checkoutSeq, again, client));
     if (this.pool.queueLength > waiting) {
       this.log.debug(
-        { event: 'request.queued', worker, requestId, queue: this.pool.queueLength },
+        { event: 'request.queued', worker, checkoutSeq, queue: this.pool.queueLength },
         'request waits for a free backend',
       );
     }
   }
 
-  cancel(worker: number, requestId: number): void {
-    this.apply(this.pool.cancel(worker, requestId));
+  cancel(worker: number, checkoutSeq: number): void {
+    this.apply(this.pool.cancel(worker, checkoutSeq));
   }
 
   checkin(worker: number, lease: number, outcome: CheckinOutcome): void {
@@ -411,7 +411,7 @@ export class Supervisor {
           break;
         }
         case 'reject':
-          this.hooks.reject(effect.worker, effect.requestId, effect.code);
+          this.hooks.reject(effect.worker, effect.checkoutSeq, effect.code);
           break;
         case 'revoke':
           this.hooks.revoke(effect.worker, effect.seq, effect.leases, effect.upTo);

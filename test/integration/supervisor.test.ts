@@ -73,7 +73,7 @@ describe('the supervisor with real backends', () => {
     const { log } = captureLog();
     const sup = new Supervisor(await config({}, marker), log, {
       grant: (g) => {
-        grants.push({ worker: g.worker, id: g.requestId, lease: g.lease, port: g.port });
+        grants.push({ worker: g.worker, id: g.checkoutSeq, lease: g.lease, port: g.port });
       },
       revoke: () => undefined,
       reject: () => assert.fail('nothing should be rejected'),

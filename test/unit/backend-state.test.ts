@@ -15,7 +15,7 @@ const states: Record<Phase, BackendState> = {
     phase: 'busy',
     lease: 7,
     worker: 1,
-    requestId: 3,
+    checkoutSeq: 3,
     use: 'request',
     retireOnReturn: false,
     pass: { kind: 'open' },
@@ -26,8 +26,8 @@ const states: Record<Phase, BackendState> = {
 
 const events: Record<BackendEvent['type'], BackendEvent> = {
   ready: { type: 'ready' },
-  lease: { type: 'lease', lease: 9, worker: 2, requestId: 5, pass: { kind: 'open' } },
-  pass: { type: 'pass', requestId: 6 },
+  lease: { type: 'lease', lease: 9, worker: 2, checkoutSeq: 5, pass: { kind: 'open' } },
+  pass: { type: 'pass', checkoutSeq: 6 },
   revoke: { type: 'revoke', seq: 1, upTo: 4 },
   'revoke-confirmed': { type: 'revoke-confirmed', seq: 1 },
   'mark-for-retirement': { type: 'mark-for-retirement' },
@@ -141,7 +141,7 @@ describe('backend state machine', () => {
       phase: 'busy',
       lease: 9,
       worker: 2,
-      requestId: 5,
+      checkoutSeq: 5,
       use: 'request',
       retireOnReturn: false,
       pass: { kind: 'open' },
@@ -150,7 +150,7 @@ describe('backend state machine', () => {
       phase: 'busy',
       lease: 9,
       worker: 2,
-      requestId: 5,
+      checkoutSeq: 5,
       use: 'request',
       retireOnReturn: true,
       pass: { kind: 'open' },
@@ -159,9 +159,9 @@ describe('backend state machine', () => {
 
   it('a sticky lease is passed on, bounded by a revoke, and the bound holds once confirmed', () => {
     const open = transition(states.idle, events.lease) as BackendState;
-    const passed = transition(open, { type: 'pass', requestId: 8 });
+    const passed = transition(open, { type: 'pass', checkoutSeq: 8 });
     assert.ok(!isInvalid(passed) && passed.phase === 'busy');
-    assert.equal(passed.requestId, 8, 'the pass moves the lease to the next request');
+    assert.equal(passed.checkoutSeq, 8, 'the pass moves the lease to the next request');
     assert.equal(passed.lease, 9, 'and keeps the lease');
     const revoking = transition(passed, { type: 'revoke', seq: 3, upTo: 10 });
     assert.ok(!isInvalid(revoking) && revoking.phase === 'busy');
@@ -174,7 +174,7 @@ describe('backend state machine', () => {
     assert.deepEqual(bounded.pass, { kind: 'bounded', upTo: 0 });
     const upgraded = transition(bounded, events.upgrade) as BackendState;
     assert.ok(
-      isInvalid(transition(upgraded, { type: 'pass', requestId: 9 })),
+      isInvalid(transition(upgraded, { type: 'pass', checkoutSeq: 9 })),
       'an upgraded lease is not passed',
     );
   });

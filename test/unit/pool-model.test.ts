@@ -12,9 +12,9 @@ import { FakeClock } from '../helpers/fake-clock.js';
  */
 interface Model {
   /** lease → backend, for every grant not yet returned or voided. */
-  leases: Map<number, { backend: number; worker: number; requestId: number }>;
+  leases: Map<number, { backend: number; worker: number; checkoutSeq: number }>;
   /** requests asked and not yet answered, in arrival order. */
-  asked: { worker: number; requestId: number }[];
+  asked: { worker: number; checkoutSeq: number }[];
   /** requests that got an answer (grant or reject): each at most once. */
   answered: Set<string>;
   /** backends started and not yet exited; those asked to stop. */
@@ -42,7 +42,7 @@ interface Model {
   fresh: Set<number>;
 }
 
-const key = (worker: number, requestId: number) => `${worker}:${requestId}`;
+const key = (worker: number, checkoutSeq: number) => `${worker}:${checkoutSeq}`;
 
 function runWalk(seed: number, settings: PoolSettings, steps: number): void {
   const clock = new FakeClock(seed);
@@ -68,9 +68,9 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     fresh: new Set(),
   };
   let arrivals = 0;
-  const ask = (worker: number, requestId: number, again: boolean): void => {
-    model.asked.push({ worker, requestId });
-    const k = key(worker, requestId);
+  const ask = (worker: number, checkoutSeq: number, again: boolean): void => {
+    model.asked.push({ worker, checkoutSeq });
+    const k = key(worker, checkoutSeq);
     arrivals++;
     model.order.set(k, again ? -arrivals : arrivals);
     if (again) model.again.add(k);
@@ -80,10 +80,10 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     const mine = model.order.get(k)!;
     for (const a of model.asked) {
       if (a.worker === worker) continue;
-      const theirs = model.order.get(key(a.worker, a.requestId))!;
+      const theirs = model.order.get(key(a.worker, a.checkoutSeq))!;
       assert.ok(
         theirs > mine,
-        `${step}: request ${k} was served before ${key(a.worker, a.requestId)}, which waited longer`,
+        `${step}: request ${k} was served before ${key(a.worker, a.checkoutSeq)}, which waited longer`,
       );
     }
   };
@@ -120,7 +120,7 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
           assert.doesNotMatch(e.message, /beyond its confirmed bound/, step);
           break;
         case 'grant': {
-          const k = key(e.worker, e.requestId);
+          const k = key(e.worker, e.checkoutSeq);
           assert.ok(!model.answered.has(k), `${step}: request ${k} answered twice`);
           model.answered.add(k);
           assert.ok(
@@ -134,10 +134,10 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
           model.leases.set(e.lease, {
             backend: e.backend,
             worker: e.worker,
-            requestId: e.requestId,
+            checkoutSeq: e.checkoutSeq,
           });
           if (model.order.has(k)) assertNoneOvertaken(k, e.worker, step);
-          model.asked = model.asked.filter((a) => key(a.worker, a.requestId) !== k);
+          model.asked = model.asked.filter((a) => key(a.worker, a.checkoutSeq) !== k);
           model.bounds.set(e.lease, e.upTo);
           model.passes.set(e.lease, e.passes);
           model.fresh.add(e.lease);
@@ -148,7 +148,7 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
           for (const l of model.leases.values()) {
             assert.notEqual(l.backend, e.backend, `${step}: health check of a leased backend`);
           }
-          model.leases.set(e.lease, { backend: e.backend, worker: 0, requestId: 0 });
+          model.leases.set(e.lease, { backend: e.backend, worker: 0, checkoutSeq: 0 });
           break;
         case 'close-upgraded': {
           const held = model.leases.get(e.lease);
@@ -164,10 +164,10 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
           break;
         }
         case 'reject': {
-          const k = key(e.worker, e.requestId);
+          const k = key(e.worker, e.checkoutSeq);
           assert.ok(!model.answered.has(k), `${step}: request ${k} answered twice`);
           model.answered.add(k);
-          model.asked = model.asked.filter((a) => key(a.worker, a.requestId) !== k);
+          model.asked = model.asked.filter((a) => key(a.worker, a.checkoutSeq) !== k);
           break;
         }
         default:
@@ -218,9 +218,9 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     const roll = rand.random();
     if (roll < 0.3) {
       const worker = pick(workers)!;
-      const requestId = nextRequest++;
-      ask(worker, requestId, false);
-      apply(pool.checkout(worker, requestId), `checkout ${worker}:${requestId}`);
+      const checkoutSeq = nextRequest++;
+      ask(worker, checkoutSeq, false);
+      apply(pool.checkout(worker, checkoutSeq), `checkout ${worker}:${checkoutSeq}`);
     } else if (roll < 0.55) {
       const lease = pick([...model.leases.keys()]);
       if (lease === undefined) continue;
@@ -250,9 +250,9 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       if (outcome === 'refused') model.ready.delete(l.backend);
       apply(pool.checkin(l.worker, lease, outcome), `checkin ${lease} ${outcome}`);
       if (outcome === 'refused') {
-        const requestId = nextRequest++;
-        ask(l.worker, requestId, true);
-        apply(pool.checkout(l.worker, requestId, true), `checkout again ${l.worker}:${requestId}`);
+        const checkoutSeq = nextRequest++;
+        ask(l.worker, checkoutSeq, true);
+        apply(pool.checkout(l.worker, checkoutSeq, true), `checkout again ${l.worker}:${checkoutSeq}`);
       }
     } else if (roll < 0.58) {
       const lease = pick(
@@ -281,22 +281,22 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
         crossed = pick(
           [...model.fresh].filter((id) => {
             const other = model.leases.get(id);
-            return id !== lease && other?.worker === l.worker && other.requestId <= bound;
+            return id !== lease && other?.worker === l.worker && other.checkoutSeq <= bound;
           }),
         );
         if (crossed === undefined) continue;
-        to = model.leases.get(crossed)!.requestId;
+        to = model.leases.get(crossed)!.checkoutSeq;
       } else {
         to = model.asked
-          .filter((a) => a.worker === l.worker && !model.again.has(key(a.worker, a.requestId)))
-          .map((a) => a.requestId)
+          .filter((a) => a.worker === l.worker && !model.again.has(key(a.worker, a.checkoutSeq)))
+          .map((a) => a.checkoutSeq)
           .sort((a, b) => a - b)[0];
         if (to === undefined || to > bound) continue;
         const current = !model.undelivered.some((r) => r.worker === l.worker);
         if (current) assertNoneOvertaken(key(l.worker, to), l.worker, `pass ${lease} → ${to}`);
       }
       const k = key(l.worker, to);
-      model.asked = model.asked.filter((a) => key(a.worker, a.requestId) !== k);
+      model.asked = model.asked.filter((a) => key(a.worker, a.checkoutSeq) !== k);
       model.answered.add(k);
       model.fresh.delete(lease);
       if (crossed !== undefined) {
@@ -304,7 +304,7 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
         model.leases.delete(crossed);
         model.fresh.delete(crossed);
       }
-      l.requestId = to;
+      l.checkoutSeq = to;
       model.passes.set(lease, model.passes.get(lease)! - 1);
       apply(pool.pass(l.worker, lease, to), `pass ${lease} → ${k}`);
       if (crossed !== undefined) {
@@ -332,10 +332,10 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       const waiting = pick(model.asked);
       if (!waiting) continue;
       model.asked = model.asked.filter((a) => a !== waiting);
-      model.answered.add(key(waiting.worker, waiting.requestId));
+      model.answered.add(key(waiting.worker, waiting.checkoutSeq));
       apply(
-        pool.cancel(waiting.worker, waiting.requestId),
-        `cancel ${key(waiting.worker, waiting.requestId)}`,
+        pool.cancel(waiting.worker, waiting.checkoutSeq),
+        `cancel ${key(waiting.worker, waiting.checkoutSeq)}`,
       );
     } else if (roll < 0.8) {
       const starting = pool
@@ -402,8 +402,8 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     }
     for (const waiting of [...model.asked]) {
       model.asked = model.asked.filter((a) => a !== waiting);
-      model.answered.add(key(waiting.worker, waiting.requestId));
-      apply(pool.cancel(waiting.worker, waiting.requestId), 'final cancel');
+      model.answered.add(key(waiting.worker, waiting.checkoutSeq));
+      apply(pool.cancel(waiting.worker, waiting.checkoutSeq), 'final cancel');
     }
     clock.advance(settings.restart.maxDelayMs);
     apply(pool.tick(), 'final tick');

@@ -71,7 +71,7 @@ describe('pool decisions', () => {
     assert.equal(grant(waiting), undefined);
     assert.deepEqual(spawned(waiting), [], 'starting backends already cover the waiter');
     const g = grant(pool.backendReady(2));
-    assert.deepEqual(g && [g.worker, g.requestId, g.backend], [W1, 10, 2]);
+    assert.deepEqual(g && [g.worker, g.checkoutSeq, g.backend], [W1, 10, 2]);
   });
 
   it('never leases a backend twice: a second checkout waits while the only backend is busy', () => {
@@ -104,9 +104,9 @@ describe('pool decisions', () => {
     pool.checkout(W2, 2);
     pool.checkout(W1, 3);
     const next = grant(pool.checkin(W1, first.lease, 'ok'))!;
-    assert.deepEqual([next.worker, next.requestId], [W2, 2]);
+    assert.deepEqual([next.worker, next.checkoutSeq], [W2, 2]);
     const after = grant(pool.checkin(W2, next.lease, 'ok'))!;
-    assert.deepEqual([after.worker, after.requestId], [W1, 3]);
+    assert.deepEqual([after.worker, after.checkoutSeq], [W1, 3]);
   });
 
   describe('overflow and shrinking (the original tool example: pool_size 1, overflow 2)', () => {
@@ -246,7 +246,7 @@ describe('pool decisions', () => {
       const a = grant(pool.checkout(W1, 1))!;
       const [overflow] = spawned(pool.checkout(W2, 2));
       const served = grant(pool.checkin(W1, a.lease, 'ok'))!;
-      assert.deepEqual([served.requestId, served.backend], [2, 1]);
+      assert.deepEqual([served.checkoutSeq, served.backend], [2, 1]);
       // The overflow backend becomes ready with nobody waiting: the fifo victim is backend 1, busy,
       // so it is only marked and the new one stays idle.
       assert.deepEqual(stopped(pool.backendReady(overflow!)), []);
@@ -296,7 +296,7 @@ describe('pool decisions', () => {
       assert.equal(reject(pool.tick()), undefined);
       clock.advance(1);
       const r = reject(pool.tick())!;
-      assert.deepEqual([r.worker, r.requestId, r.code], [W2, 2, 'MPX_QUEUE_TIMEOUT']);
+      assert.deepEqual([r.worker, r.checkoutSeq, r.code], [W2, 2, 'MPX_QUEUE_TIMEOUT']);
       assert.equal(pool.queueLength, 0);
     });
 
@@ -595,7 +595,7 @@ describe('readiness, boot failure and recycling in the pool', () => {
     // The refused request asks again and goes before request 3, which waited longer.
     pool.checkout(W1, 4, true);
     const next = grant(pool.checkin(W1, leaseOf(pool, other), 'ok'));
-    assert.deepEqual([next?.worker, next?.requestId], [W1, 4]);
+    assert.deepEqual([next?.worker, next?.checkoutSeq], [W1, 4]);
   });
 
   it('no backend ever ready and boot_attempts failed starts in a row: the pool gives up, once', () => {
@@ -707,7 +707,7 @@ describe('health checks in the pool', () => {
     assert.equal(grant(pool.checkout(W1, 1)), undefined, 'the request waits');
     const lease = checks[0]!.type === 'health-check' ? checks[0]!.lease : -1;
     const next = grant(pool.healthChecked(lease, true));
-    assert.deepEqual([next?.worker, next?.requestId, next?.backend], [W1, 1, a]);
+    assert.deepEqual([next?.worker, next?.checkoutSeq, next?.backend], [W1, 1, a]);
   });
 
   it('three failed checks in a row replace the backend; a passing one resets the count', () => {
@@ -748,7 +748,7 @@ describe('sticky leases', () => {
     assert.equal(pool.queueLength, 0);
     const [busy] = pool.view();
     assert.ok(busy?.state.phase === 'busy');
-    assert.equal(busy.state.requestId, 2);
+    assert.equal(busy.state.checkoutSeq, 2);
     assert.equal(busy.state.lease, first.lease);
     assert.equal(busy.served, 1, 'the request before the pass counts as served');
   });
@@ -783,7 +783,7 @@ describe('sticky leases', () => {
     ] as const)
       pool.checkout(worker, id);
     const next = grant(pool.checkin(W2, held.lease, 'ok'))!;
-    assert.deepEqual([next.worker, next.requestId, next.upTo], [W1, 1, 3]);
+    assert.deepEqual([next.worker, next.checkoutSeq, next.upTo], [W1, 1, 3]);
   });
 
   it('a pass beyond a bound the worker had not confirmed is accepted; beyond a confirmed one it is an anomaly', () => {
@@ -810,7 +810,7 @@ describe('sticky leases', () => {
     pool.pass(W1, first.lease, 2);
     const other = pool.view().find((b) => b.id === second.backend)!;
     assert.equal(other.state.phase, 'busy', 'it went straight to request 3');
-    assert.ok(other.state.phase === 'busy' && other.state.requestId === 3);
+    assert.ok(other.state.phase === 'busy' && other.state.checkoutSeq === 3);
   });
 
   it('a busy backend chosen to retire is revoked to nothing, so its worker returns it', () => {
