@@ -252,7 +252,10 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       if (outcome === 'refused') {
         const checkoutSeq = nextRequest++;
         ask(l.worker, checkoutSeq, true);
-        apply(pool.checkout(l.worker, checkoutSeq, true), `checkout again ${l.worker}:${checkoutSeq}`);
+        apply(
+          pool.checkout(l.worker, checkoutSeq, true),
+          `checkout again ${l.worker}:${checkoutSeq}`,
+        );
       }
     } else if (roll < 0.58) {
       const lease = pick(
