@@ -1,6 +1,7 @@
 import type { ErrorCode } from '../errors.js';
 import type { CheckinOutcome, PrimaryMessage, WorkerMessage } from './protocol.js';
 import { NAMESPACE } from './protocol.js';
+import { Pending, Sequence } from './request.js';
 
 export type CheckoutResult =
   | {
@@ -39,30 +40,34 @@ interface Held {
  * that crossed a pass to the same checkout: the supervisor takes it back when the pass arrives.
  */
 export class LeaseClient {
-  private nextSeq = 1;
   /** In the order asked, which is the order of `seq`: the first is the oldest. */
-  private readonly waiting = new Map<number, Waiting>();
+  private readonly waiting: Pending<Waiting>;
   private readonly held = new Map<number, Held>();
 
-  constructor(private readonly send: (message: WorkerMessage) => void) {}
+  /** `sequence`: this worker's one numbering of its requests. */
+  constructor(
+    private readonly send: (message: WorkerMessage) => void,
+    sequence = new Sequence(),
+  ) {
+    this.waiting = new Pending(sequence);
+  }
 
   /**
    * Asks for a backend. `again`: this request's backend refused its connection (it never saw the
    * request), so it asks to be first in the queue rather than last.
    */
   checkout(again = false, client = ''): Checkout {
-    const seq = this.nextSeq++;
-    const result = new Promise<CheckoutResult>((resolve) =>
-      this.waiting.set(seq, { resolve, again }),
-    );
+    let seq = 0;
+    const result = new Promise<CheckoutResult>((resolve) => {
+      seq = this.waiting.open({ resolve, again });
+    });
     this.send({ ns: NAMESPACE, type: again ? 'checkout-again' : 'checkout', seq, client });
     return { seq, result };
   }
 
   cancel(seq: number): void {
-    const waiting = this.waiting.get(seq);
+    const waiting = this.waiting.take(seq);
     if (!waiting) return;
-    this.waiting.delete(seq);
     this.send({ ns: NAMESPACE, type: 'cancel', seq });
     waiting.resolve({ status: 'cancelled' });
   }
@@ -75,10 +80,10 @@ export class LeaseClient {
   checkin(lease: number, outcome: CheckinOutcome): void {
     const held = this.held.get(lease);
     if (held && outcome === 'ok' && held.passes > 0) {
-      for (const [seq, waiting] of this.waiting) {
+      for (const [seq, waiting] of this.waiting.entries()) {
         if (waiting.again) continue;
         if (seq > held.upTo) break;
-        this.waiting.delete(seq);
+        this.waiting.take(seq);
         held.passes--;
         this.send({ ns: NAMESPACE, type: 'pass', lease, to: seq });
         waiting.resolve({ status: 'granted', lease, port: held.port, backend: held.backend });
@@ -110,9 +115,8 @@ export class LeaseClient {
 
   /** Handles a reply from the primary; returns false for a reply to nothing waiting. */
   settle(message: Extract<PrimaryMessage, { type: 'granted' | 'rejected' }>): boolean {
-    const waiting = this.waiting.get(message.ack);
+    const waiting = this.waiting.take(message.ack);
     if (!waiting) return false;
-    this.waiting.delete(message.ack);
     if (message.type === 'granted') {
       const { lease, port, backend, upTo, passes } = message;
       this.held.set(lease, { port, backend, upTo, passes });

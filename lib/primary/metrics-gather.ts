@@ -1,11 +1,11 @@
 import type { Worker } from 'node:cluster';
 import { NAMESPACE, type PrimaryMessage } from '../ipc/protocol.js';
+import { Pending, type Sequence } from '../ipc/request.js';
 
-interface Pending {
-  waiting: Set<number>;
-  results: unknown[][];
-  timer: NodeJS.Timeout;
-  resolve(results: unknown[][]): void;
+interface Gathering {
+  readonly waiting: Set<number>;
+  readonly results: unknown[][];
+  readonly resolve: (results: unknown[][]) => void;
 }
 
 /**
@@ -15,48 +15,44 @@ interface Pending {
  * own clusterMetrics() would wait 5 s for a dead worker, then fail the whole scrape.
  */
 export class MetricsGather {
-  private nextId = 1;
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending: Pending<Gathering>;
 
   constructor(
     private readonly send: (worker: number, message: PrimaryMessage) => void,
+    sequence: Sequence,
     private readonly timeoutMs = 1000,
-  ) {}
+  ) {
+    this.pending = new Pending(sequence);
+  }
 
   collect(workers: readonly Worker[]): Promise<unknown[][]> {
-    const id = this.nextId++;
     const live = workers.filter((w) => w.isConnected() && !w.isDead());
     if (live.length === 0) return Promise.resolve([]);
     return new Promise((resolve) => {
-      const entry: Pending = {
-        waiting: new Set(live.map((w) => w.id)),
-        results: [],
-        timer: setTimeout(() => this.finish(id), this.timeoutMs),
-        resolve,
-      };
-      this.pending.set(id, entry);
-      for (const w of live) this.send(w.id, { ns: NAMESPACE, type: 'metrics-request', seq: id });
+      const gathering = { waiting: new Set(live.map((w) => w.id)), results: [], resolve };
+      const seq = this.pending.open(gathering, {
+        ms: this.timeoutMs,
+        onTimeout: (_, g) => g.resolve(g.results),
+      });
+      for (const w of live) this.send(w.id, { ns: NAMESPACE, type: 'metrics-request', seq });
     });
   }
 
-  reply(worker: number, id: number, metrics: unknown[]): void {
-    const entry = this.pending.get(id);
-    if (!entry?.waiting.delete(worker)) return;
-    entry.results.push(metrics);
-    if (entry.waiting.size === 0) this.finish(id);
+  reply(worker: number, ack: number, metrics: unknown[]): void {
+    const gathering = this.pending.peek(ack);
+    if (!gathering?.waiting.delete(worker)) return;
+    gathering.results.push(metrics);
+    if (gathering.waiting.size === 0) this.finish(ack);
   }
 
   workerExited(worker: number): void {
-    for (const [id, entry] of this.pending) {
-      if (entry.waiting.delete(worker) && entry.waiting.size === 0) this.finish(id);
+    for (const [seq, gathering] of this.pending.entries()) {
+      if (gathering.waiting.delete(worker) && gathering.waiting.size === 0) this.finish(seq);
     }
   }
 
-  private finish(id: number): void {
-    const entry = this.pending.get(id);
-    if (!entry) return;
-    this.pending.delete(id);
-    clearTimeout(entry.timer);
-    entry.resolve(entry.results);
+  private finish(seq: number): void {
+    const gathering = this.pending.take(seq);
+    gathering?.resolve(gathering.results);
   }
 }

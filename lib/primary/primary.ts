@@ -7,6 +7,7 @@ import { onExit } from 'signal-exit';
 import { AdminServer } from '../admin/admin-server.js';
 import type { Config } from '../config/config.js';
 import { MessageCounts } from '../ipc/message-counts.js';
+import { Sequence } from '../ipc/request.js';
 import type { Logger } from '../log.js';
 import { BackendRegistry } from '../instance/backend-registry.js';
 import { removeInstance, writeInstance } from '../instance/instance-file.js';
@@ -65,6 +66,8 @@ export class Primary {
   private watchdog: ChildProcess | undefined;
   private readonly actions = new ActionQueue((action) => this.perform(action));
   private readonly ipcCounts = new MessageCounts();
+  /** One numbering of every request the primary sends (revokes, metrics requests). */
+  private readonly sequence = new Sequence();
   /** Which front workers should exist and what becomes of them (front.ts, through its edge). */
   readonly front: FrontEdge;
   readonly poolMetrics: PoolMetrics;
@@ -97,19 +100,27 @@ export class Primary {
       }
     });
     this.workers = new FrontWorkers(log, bufferDirOf(options.stateDir), this.ipcCounts);
-    this.supervisor = new Supervisor(config, log, {
-      ...leaseMessages(this.workers),
-      poolReady: () => this.front.feed({ type: 'pool-ready' }),
-      backendStarted: (pid, command) => this.registry.record(pid, command),
-      bootFailed: (failure) => this.bootFailed(failure),
-      backendEnded: (pid) => this.registry.forget(pid),
-    });
+    this.supervisor = new Supervisor(
+      config,
+      log,
+      {
+        ...leaseMessages(this.workers),
+        poolReady: () => this.front.feed({ type: 'pool-ready' }),
+        backendStarted: (pid, command) => this.registry.record(pid, command),
+        bootFailed: (failure) => this.bootFailed(failure),
+        backendEnded: (pid) => this.registry.forget(pid),
+      },
+      this.sequence,
+    );
     this.front = new FrontEdge(config, this.workers, log, {
       config: () => this.config,
       announce: () => this.announce(),
       finished: (complete) => void this.finishShutdown(complete),
     });
-    this.gather = new MetricsGather((worker, message) => this.workers.send(worker, message));
+    this.gather = new MetricsGather(
+      (worker, message) => this.workers.send(worker, message),
+      this.sequence,
+    );
     this.poolMetrics = new PoolMetrics({
       backends: () => this.supervisor.status(),
       queueLength: () => this.supervisor.queueLength,

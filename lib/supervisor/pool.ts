@@ -53,6 +53,20 @@ export interface PoolClock {
   random(): number;
 }
 
+/**
+ * Numbers the pool's revokes. The primary passes its one sequence for everything it asks the
+ * workers (lib/ipc/request.ts), so that revokes and metrics requests never share a number.
+ */
+export interface Numbering {
+  next(): number;
+}
+
+/** A numbering of its own, for a pool tested alone. */
+export function counter(): Numbering {
+  let last = 0;
+  return { next: () => ++last };
+}
+
 export type RejectCode =
   'MPX_QUEUE_FULL' | 'MPX_CLIENT_QUEUE_FULL' | 'MPX_QUEUE_TIMEOUT' | 'MPX_SHUTTING_DOWN';
 
@@ -196,7 +210,6 @@ export class Pool {
   private readonly waiters: Waiter[] = [];
   private nextBackendId = 1;
   private nextLease = 1;
-  private nextRevoke = 1;
   /** Failure streak, backoff, boot failures, gave up: what holds starts back. */
   private readonly gate = new RestartGate();
   private announcedReady = false;
@@ -208,6 +221,8 @@ export class Pool {
   constructor(
     private settings: PoolSettings,
     private readonly clock: PoolClock,
+    /** Numbers the revokes: the primary's one sequence for what it asks the workers. */
+    private readonly sequence: Numbering = counter(),
   ) {}
 
   /**
@@ -777,7 +792,7 @@ export class Pool {
   }
 
   private revoke(worker: number, backends: readonly BackendRecord[], upTo: number): void {
-    const seq = this.nextRevoke++;
+    const seq = this.sequence.next();
     const leases: number[] = [];
     for (const b of backends) {
       if (b.state.phase !== 'busy') continue;

@@ -3,9 +3,11 @@ import type { Logger } from '../log.js';
 import type { RetireReason } from './backend-state.js';
 import { BackendProcess, type ExitInfo, type StartReport } from './backend-process.js';
 import {
+  counter,
   Pool,
   REPLACED_REASONS,
   type CheckinOutcome,
+  type Numbering,
   type PoolClock,
   type PoolEffect,
   type PoolSettings,
@@ -180,10 +182,12 @@ export class Supervisor {
     private config: Config,
     private readonly log: Logger,
     private readonly hooks: SupervisorHooks,
+    /** The primary's one numbering of what it asks the workers (the pool's revokes among them). */
+    sequence: Numbering = counter(),
     private readonly restart: RestartPolicy = defaultRestartPolicy,
     private readonly clock: PoolClock = realClock,
   ) {
-    this.pool = new Pool(this.poolSettings(config), clock);
+    this.pool = new Pool(this.poolSettings(config), clock, sequence);
     this.ring = new PortRing(config.service_port_range);
     this.noneReadySince = clock.now();
   }
