@@ -82,7 +82,11 @@ export type PrimaryMessage =
   | { ns: typeof NAMESPACE; type: 'rejected'; ack: number; code: ErrorCode; message: string }
   /** From now on, `leases` may be passed only to checkouts numbered ≤ upTo (0: to none). */
   | { ns: typeof NAMESPACE; type: 'revoke'; seq: number; leases: readonly number[]; upTo: number }
-  | { ns: typeof NAMESPACE; type: 'drain' }
+  /**
+   * Stop accepting and finish what is in flight within `withinMs`; then reply drained{complete},
+   * false if something had to be cut.
+   */
+  | { ns: typeof NAMESPACE; type: 'drain'; withinMs: number }
   /**
    * The backend on `port` was leased to another worker: close any idle keep-alive connection to it,
    * or a backend that serves one connection at a time would wait on it instead of the new one.
@@ -121,7 +125,7 @@ const primaryShapes: Record<PrimaryMessage['type'], Shape> = {
   },
   rejected: { ack: 'number', code: 'string', message: 'string' },
   revoke: { seq: 'number', leases: 'array', upTo: 'number' },
-  drain: {},
+  drain: { withinMs: 'number' },
   release: { port: 'number' },
   'close-upgraded': { lease: 'number' },
   'metrics-request': { seq: 'number' },

@@ -57,6 +57,16 @@ export class FrontEdge {
   }
 
   feed(event: FrontEvent): void {
+    if (event.type === 'drained' && !event.complete) {
+      this.log.warn(
+        {
+          event: 'worker.drain-cut',
+          worker: event.worker,
+          worker_pid: this.processes.pidOf(event.worker),
+        },
+        'front worker reached its drain deadline and ended what it still carried',
+      );
+    }
     this.carry(this.core.apply(event));
   }
 
@@ -101,7 +111,11 @@ export class FrontEdge {
         return;
       }
       case 'drain':
-        this.processes.send(effect.worker, { ns: NAMESPACE, type: 'drain' });
+        this.processes.send(effect.worker, {
+          ns: NAMESPACE,
+          type: 'drain',
+          withinMs: Math.max(0, effect.deadline - Date.now()),
+        });
         return;
       case 'kill':
         if (effect.why === 'deadline') {

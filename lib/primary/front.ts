@@ -97,7 +97,8 @@ export type FrontEvent =
 
 export type FrontEffect =
   | { readonly type: 'fork'; readonly generation: number }
-  | { readonly type: 'drain'; readonly worker: number }
+  /** Tell the worker to drain, and by when (it reports what it could not finish before then). */
+  | { readonly type: 'drain'; readonly worker: number; readonly deadline: number }
   | { readonly type: 'kill'; readonly worker: number; readonly why: 'deadline' | 'stop-now' }
   /** A worker that was serving or booting died; a replacement comes after `retryInMs`. */
   | {
@@ -230,7 +231,7 @@ export class FrontCore {
           this.bootStreak = 0;
         } else if (w.state === 'draining' && !w.listening) {
           this.workersNow.set(event.worker, { ...w, listening: true, told: true });
-          effects.push({ type: 'drain', worker: event.worker });
+          effects.push({ type: 'drain', worker: event.worker, deadline: w.deadline });
         }
         return;
       }
@@ -427,9 +428,11 @@ export class FrontCore {
     const now = this.clock.now();
     const next = this.draining(w, now, why);
     this.workersNow.set(id, next);
-    if (next.listening && !next.told) {
+    // Told again when the deadline came nearer (a stop during a reload's drain).
+    const nearer = w.state === 'draining' && next.deadline < w.deadline;
+    if (next.listening && (!next.told || nearer)) {
       this.workersNow.set(id, { ...next, told: true });
-      effects.push({ type: 'drain', worker: id });
+      effects.push({ type: 'drain', worker: id, deadline: next.deadline });
     }
   }
 

@@ -29,20 +29,21 @@ export class ClientConnections {
 
   constructor(
     server: http.Server,
-    private readonly onClose: () => void,
+    /** A connection closed, or its request ended: what a drain waits for changed. */
+    private readonly onChange: () => void,
   ) {
     server.on('connection', (socket: net.Socket) => {
       this.open.set(socket, { acceptedAt: Date.now(), served: 0, inFlight: 0, doneAt: 0 });
       socket.once('close', () => {
         this.open.delete(socket);
-        this.onClose();
+        this.onChange();
       });
     });
     // An upgraded connection is no longer HTTP: the tunnel that holds it is counted, and closed
     // after shutdown_timeout_ms, by the drain itself.
     server.on('upgrade', (req: http.IncomingMessage) => {
       this.open.delete(req.socket);
-      this.onClose();
+      this.onChange();
     });
     server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
       const connection = this.open.get(req.socket);
@@ -52,6 +53,7 @@ export class ClientConnections {
         connection.inFlight--;
         connection.served++;
         connection.doneAt = Date.now();
+        this.onChange();
       });
     });
   }
@@ -60,14 +62,19 @@ export class ClientConnections {
     return this.open.size;
   }
 
-  /** Closes the idle ones (see above). */
-  closeIdle(graceMs: number): void {
+  /**
+   * Closes the idle ones (see above); returns when the next connection that stays open, carrying
+   * nothing, may be closed (a busy one reports its end through onChange).
+   */
+  closeIdle(graceMs: number): number | undefined {
     const now = Date.now();
+    let next = Infinity;
     for (const [socket, c] of this.open) {
       if (c.inFlight > 0) continue;
-      const idle =
-        c.served > 0 ? now - c.doneAt >= graceMs : now - c.acceptedAt >= graceMs * SILENT_GRACES;
-      if (idle) socket.destroy();
+      const closableAt = c.served > 0 ? c.doneAt + graceMs : c.acceptedAt + graceMs * SILENT_GRACES;
+      if (now >= closableAt) socket.destroy();
+      else next = Math.min(next, closableAt);
     }
+    return Number.isFinite(next) ? next : undefined;
   }
 }

@@ -18,6 +18,7 @@ import { createAccessLog, createLogger } from '../log.js';
 import { RequestMetrics } from '../metrics/request-metrics.js';
 import { createHandlers } from './app.js';
 import { BufferBudget } from './buffer-budget.js';
+import { WorkerDrain } from './drain.js';
 import { ClientConnections } from './client-connections.js';
 import { releaseAllIdle, releaseIdle } from './exchange.js';
 import { requestObserver } from './request-observer.js';
@@ -56,8 +57,6 @@ const shutdownMs = config.shutdown_timeout_ms;
 
 const leases = new LeaseClient((message) => send(message));
 let active = 0;
-let draining = false;
-let idleGraceOver = false;
 
 /**
  * How long a draining worker keeps idle keep-alive connections open. A client that loops sends its
@@ -80,9 +79,9 @@ const front = createHandlers({
   onStart: () => active++,
   onSettled: () => {
     active--;
-    if (draining) finishDrainIfIdle();
+    drain.settled();
   },
-  isDraining: () => draining,
+  isDraining: () => drain.draining,
   observer: requestObserver(config.metrics ? metrics : undefined, accessLog, config.access_log),
   budget,
   onFault: (err, where) =>
@@ -114,55 +113,30 @@ server.on('error', (err) => {
 });
 
 // Open client connections, so a drain with none left ends without waiting out the idle grace.
-const clients = new ClientConnections(server, () => {
-  if (draining) finishDrainIfIdle();
-});
+const clients = new ClientConnections(server, () => drain.settled());
 
-let drained = false;
-let recheck: NodeJS.Timeout | undefined;
-
-function finishDrainIfIdle(): void {
-  if (drained) return;
-  if (idleGraceOver) clients.closeIdle(idleGraceMs);
-  if (active > 0 || clients.size > 0) {
-    // After the grace, a connection still open is busy or was accepted less than a grace ago:
-    // look again shortly (the primary bounds the whole drain).
-    if (idleGraceOver && !recheck) {
-      recheck = setTimeout(() => {
-        recheck = undefined;
-        finishDrainIfIdle();
-      }, 50);
-    }
-    return;
-  }
-  drained = true;
-  releaseAllIdle();
-  send({ ns: NAMESPACE, type: 'drained', complete: true }, () => process.exit(0));
-}
-
-/**
- * Stop accepting, let every request in flight finish (answers say "Connection: close"), give idle
- * keep-alive connections a moment, then exit; the primary bounds the whole wait.
- */
-function drain(): void {
-  if (draining) return;
-  draining = true;
-  // http.Server#close would also close idle keep-alive connections at once: stop listening only.
-  net.Server.prototype.close.call(server);
-  // Upgraded connections have no end of their own: they get shutdown_timeout_ms, then are closed.
-  setTimeout(() => tunnels.forEach((t) => t.close()), shutdownMs).unref();
-  setTimeout(() => {
-    idleGraceOver = true;
-    finishDrainIfIdle();
-  }, idleGraceMs).unref();
-  finishDrainIfIdle();
-}
+const drain = new WorkerDrain(
+  {
+    busy: () => active,
+    connections: () => clients.size,
+    closeIdle: (graceMs) => clients.closeIdle(graceMs),
+    // http.Server#close would also close idle keep-alive connections at once: stop listening only.
+    stopListening: () => net.Server.prototype.close.call(server),
+    closeTunnels: () => tunnels.forEach((t) => t.close()),
+    finish: (complete) => {
+      releaseAllIdle();
+      send({ ns: NAMESPACE, type: 'drained', complete }, () => process.exit(0));
+    },
+  },
+  idleGraceMs,
+  shutdownMs,
+);
 
 const handlers: Handlers<PrimaryMessage> = {
   granted: (m) => leases.settle(m),
   rejected: (m) => leases.settle(m),
   revoke: (m) => leases.revoke(m),
-  drain: () => drain(),
+  drain: (m) => drain.begin(m.withinMs),
   release: (m) => releaseIdle(backend, m.port),
   'close-upgraded': (m) => {
     setTimeout(() => tunnels.get(m.lease)?.close(), shutdownMs).unref();
@@ -192,6 +166,7 @@ process.on('message', (raw) => {
 // The primary coordinates shutdown. A Ctrl-C at the terminal reaches the whole foreground process
 // group, workers included: they leave it to the primary. A SIGTERM aimed at one worker drains it.
 process.on('SIGINT', () => undefined);
-process.on('SIGTERM', drain);
+// Given as long as the primary gives a stop (shutdown_timeout_ms and the margin for upgraded connections).
+process.on('SIGTERM', () => drain.begin(shutdownMs + 500));
 // Without the primary there is no supervisor to lease from.
-process.on('disconnect', () => process.exit(draining ? 0 : 1));
+process.on('disconnect', () => process.exit(drain.draining ? 0 : 1));

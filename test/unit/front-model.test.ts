@@ -352,12 +352,30 @@ describe('the front core', () => {
     assert.deepEqual(w.finishes, [false]);
   });
 
+  it('a stop during a reload’s long drain tells the draining worker its nearer deadline', () => {
+    const w = new World(1, 1);
+    const [old] = w.ids(() => true);
+    w.listen(old!);
+    const first = w.procs.get(old!)!.generation;
+    w.reload(1, true, 60_000);
+    const [fresh] = w.ids((p) => p.generation !== first);
+    w.listen(fresh!);
+    const drains = (): FrontEffect[] =>
+      w.effects.filter((e) => e.type === 'drain' && e.worker === old);
+    assert.equal(drains().length, 1);
+    const deadline = w.clock.now() + 3000;
+    w.act({ type: 'stop', drainMs: 3000 });
+    assert.deepEqual(drains().at(-1), { type: 'drain', worker: old, deadline });
+  });
+
   it('a booting worker asked to drain is told once it listens, not before', () => {
     const w = new World(1, 1);
     const [id] = w.ids(() => true);
+    const deadline = w.clock.now() + 3000;
     w.act({ type: 'stop', drainMs: 3000 });
     assert.ok(!w.effects.some((e) => e.type === 'drain'));
     w.listen(id!);
-    assert.deepEqual(w.effects.at(-1), { type: 'drain', worker: id });
+    // With the stop's deadline, which the worker keeps to report before it.
+    assert.deepEqual(w.effects.at(-1), { type: 'drain', worker: id, deadline });
   });
 });

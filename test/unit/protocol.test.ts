@@ -23,7 +23,7 @@ describe('IPC protocol', () => {
     assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'pass', lease: 2, to: 5 }).ok);
     assert.ok(decodePrimaryMessage({ ns: 'mpx', type: 'revoke', seq: 3, leases: [2], upTo: 4 }).ok);
     assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'revoked', ack: 3 }).ok);
-    assert.ok(decodePrimaryMessage({ ns: 'mpx', type: 'drain' }).ok);
+    assert.ok(decodePrimaryMessage({ ns: 'mpx', type: 'drain', withinMs: 1000 }).ok);
     assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'metrics', ack: 7, metrics: [] }).ok);
   });
 
