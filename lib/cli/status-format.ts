@@ -5,7 +5,7 @@ export interface StatusBody {
   state: string;
   uptimeMs: number;
   config: string;
-  pool: { size: number; maxOverflow: number; strategy: string; renewing: boolean };
+  pool: { size: number; maxOverflow: number; strategy: string; rolling: boolean };
   workers: { id: number; pid: number; listening: boolean; phase?: string }[];
   endings?: { backend: number; ending: string }[];
   /** Set while backends keep failing. */
@@ -18,7 +18,7 @@ export interface StatusBody {
     ageMs: number;
     served: number;
     leasedBy?: number;
-    outdated: boolean;
+    toRoll: boolean;
     rssBytes?: number;
   }[];
   queue: number;
@@ -50,7 +50,7 @@ export function backendTable(s: StatusBody): string {
     String(b.id),
     String(b.pid ?? '-'),
     String(b.port ?? '-'),
-    b.outdated ? `${b.state} (replaced)` : b.state,
+    b.toRoll ? `${b.state} (to roll)` : b.state,
     duration(b.ageMs),
     String(b.served),
     b.rssBytes === undefined ? '-' : `${(b.rssBytes / 1048576).toFixed(1)} MB`,
@@ -69,7 +69,7 @@ export function formatStatus(s: StatusBody): string {
     `multiplexer ${s.version}, pid ${s.pid}, ${s.state} for ${duration(s.uptimeMs)}`,
     ...(s.degraded ? [`DEGRADED: ${s.degraded}`] : []),
     `config: ${s.config}`,
-    `pool: size ${s.pool.size}, max overflow ${s.pool.maxOverflow}, ${s.pool.strategy}${s.pool.renewing ? ', rolling restart in progress' : ''}; ${s.queue} waiting`,
+    `pool: size ${s.pool.size}, max overflow ${s.pool.maxOverflow}, ${s.pool.strategy}${s.pool.rolling ? ', rolling restart in progress' : ''}; ${s.queue} waiting`,
     `front workers: ${s.workers.map((w) => `${w.pid}${w.listening ? '' : ' (not listening)'}`).join(', ')}`,
     '',
     backendTable(s),

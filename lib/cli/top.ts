@@ -53,7 +53,7 @@ export function renderTop(frame: Frame): string {
     .map((e) => `backend ${e.backend}: ${e.ending}`);
   return [
     `multiplexer ${s.version}, pid ${s.pid}, ${s.state} for ${duration(s.uptimeMs)}    ${new Date(frame.at).toTimeString().slice(0, 8)}`,
-    `pool: size ${s.pool.size}, max overflow ${s.pool.maxOverflow}, ${s.pool.strategy}${s.pool.renewing ? ', rolling restart in progress' : ''}`,
+    `pool: size ${s.pool.size}, max overflow ${s.pool.maxOverflow}, ${s.pool.strategy}${s.pool.rolling ? ', rolling restart in progress' : ''}`,
     '',
     figures,
     '',

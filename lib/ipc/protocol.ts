@@ -91,7 +91,7 @@ export type PrimaryMessage =
    * The backend on `port` was leased to another worker: close any idle keep-alive connection to it,
    * or a backend that serves one connection at a time would wait on it instead of the new one.
    */
-  | { ns: typeof NAMESPACE; type: 'release'; port: number }
+  | { ns: typeof NAMESPACE; type: 'drop-connections'; port: number }
   /**
    * The backend held by the upgraded connection on `lease` is to retire (reload, shrink): the
    * worker closes that connection after shutdown_timeout_ms.
@@ -126,7 +126,7 @@ const primaryShapes: Record<PrimaryMessage['type'], Shape> = {
   rejected: { ack: 'number', code: 'string', message: 'string' },
   revoke: { seq: 'number', leases: 'array', upTo: 'number' },
   drain: { withinMs: 'number' },
-  release: { port: 'number' },
+  'drop-connections': { port: 'number' },
   'close-upgraded': { lease: 'number' },
   'metrics-request': { seq: 'number' },
 };

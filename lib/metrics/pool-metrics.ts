@@ -12,7 +12,7 @@ export interface PoolReadings {
 }
 
 /** Every state a backend can be in, so each has a series (at 0) before it first happens. */
-const BACKEND_STATES = ['starting', 'idle', 'busy', 'upgraded', 'retiring'];
+const BACKEND_STATES = ['starting', 'idle', 'busy', 'upgraded', 'retiring', 'failed'];
 
 /**
  * The primary's metrics: the pool and its backends, read at scrape time from the supervisor.
@@ -87,7 +87,7 @@ export class PoolMetrics {
     });
     new Counter({
       name: 'multiplexer_backend_exits_total',
-      help: 'Backend processes ended, by reason: a retirement (shrink, replaced, max-requests, …), "crash" or "boot-failure".',
+      help: 'Backend processes ended, by reason: a retirement (shrink, rolled, max-requests, …), a fault (unhealthy, stuck, …), "crash" or "boot-failure".',
       labelNames: ['reason'] as const,
       registers,
       collect() {

@@ -57,7 +57,7 @@ export async function statusOf(
       size: config.pool_size,
       maxOverflow: config.pool_max_overflow,
       strategy: config.pool_strategy,
-      renewing: supervisor.renewing,
+      rolling: supervisor.rolling,
     },
     workers: [...server.front.workers].map(([id, w]) => ({
       id,

@@ -19,7 +19,7 @@ import type { FrontWorkers } from './worker-pool.js';
 /** What the supervisor tells workers, as messages (the lease protocol's primary side). */
 export type LeaseMessages = Pick<
   SupervisorHooks,
-  'grant' | 'revoke' | 'reject' | 'release' | 'closeUpgraded'
+  'grant' | 'revoke' | 'reject' | 'dropConnections' | 'closeUpgraded'
 >;
 
 export function leaseMessages(workers: FrontWorkers): LeaseMessages {
@@ -45,7 +45,8 @@ export function leaseMessages(workers: FrontWorkers): LeaseMessages {
         code,
         message: REJECTION[code],
       }),
-    release: (worker, port) => workers.send(worker, { ns: NAMESPACE, type: 'release', port }),
+    dropConnections: (worker, port) =>
+      workers.send(worker, { ns: NAMESPACE, type: 'drop-connections', port }),
     closeUpgraded: (worker, lease) =>
       workers.send(worker, { ns: NAMESPACE, type: 'close-upgraded', lease }),
   };

@@ -65,7 +65,7 @@ export class ListenerHold {
    * Lets every socket held so far close with its last worker (now, if it has none): a shutdown,
    * or a reload that moves the workers to another address. Sockets created later are held again.
    */
-  release(): void {
+  close(): void {
     for (const [key, entry] of this.held) {
       entry.kept = false;
       this.held.delete(key);

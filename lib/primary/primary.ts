@@ -252,7 +252,7 @@ export class Primary {
       load: this.options.reloadConfig,
       supervisor: this.supervisor,
       front: this.front,
-      addressChanged: () => this.listenerHold.release(),
+      addressChanged: () => this.listenerHold.close(),
       log: this.log,
     };
     switch (action.type) {
@@ -331,7 +331,7 @@ export class Primary {
 
   private shutdown(reason: string): void {
     // From now a connection nobody will accept is refused, not left waiting in the backlog.
-    this.listenerHold.release();
+    this.listenerHold.close();
     this.log.info(
       { event: 'shutdown.started', shutdown_timeout_ms: this.config.shutdown_timeout_ms },
       `${reason}: stopping; draining requests in flight`,

@@ -120,5 +120,5 @@ export function scale(
 export function roll(server: Reconfigurable, trigger: string): void {
   if (server.state !== 'running') return;
   server.log.info({ event: 'roll.requested' }, `${trigger}: rolling restart of the backends`);
-  server.supervisor.renew();
+  server.supervisor.roll();
 }

@@ -1,13 +1,13 @@
 /**
  * A backend's life as an explicit state machine:
  *
- *   starting ──ready──▶ idle ◀──release── busy
+ *   starting ──ready──▶ idle ◀──checkin── busy
  *      │                 │ └────lease─────▶ │
- *      │ retire          │ retire           │ retire
+ *      │ retire          │ retire           │ retire         (on purpose: it did nothing wrong)
  *      ▼                 ▼                  ▼
  *   retiring ◀───────────┴──────────────────┘
- *      │ exit
- *      ▼
+ *      │ exit                                 and likewise, with fail, to failed
+ *      ▼                                      (it failed: another takes its place)
  *   exited ◀── exit ── starting | idle | busy   (boot failure / crash)
  *
  *   busy ──unready──▶ starting   (it refused a connection: not listening after all)
@@ -22,18 +22,15 @@
  *                      │  └──revoke (a lower bound)───┘│
  *                      └────────── revoke ─────────────┘
  */
-export type RetireReason =
-  | 'shrink'
-  | 'replaced'
-  | 'max-requests'
-  | 'max-rss'
-  | 'unhealthy'
-  | 'start-timeout'
-  | 'stuck'
-  | 'broken'
-  | 'abandoned-stream'
-  | 'owner-died'
-  | 'shutdown';
+/** Why the pool ends a backend on purpose: it did nothing wrong. */
+export type RetireReason = 'shrink' | 'rolled' | 'max-requests' | 'max-rss' | 'shutdown';
+
+/** Why the pool ends a backend that failed: another takes its place. */
+export type Fault =
+  'unhealthy' | 'start-timeout' | 'stuck' | 'broken' | 'abandoned-stream' | 'owner-died';
+
+/** Why the pool ended a backend, on purpose or on a fault. */
+export type EndReason = RetireReason | Fault;
 
 /**
  * Where the worker holding a lease may pass it: 'open', to any later checkout of its own (no other
@@ -70,7 +67,15 @@ export type BackendState =
       readonly pass: PassRight;
     }
   | { readonly phase: 'retiring'; readonly reason: RetireReason }
+  | { readonly phase: 'failed'; readonly fault: Fault }
   | { readonly phase: 'exited'; readonly planned: boolean };
+
+/** Retiring or failed: asked to stop, and why. */
+export function endReasonOf(state: BackendState): EndReason | undefined {
+  if (state.phase === 'retiring') return state.reason;
+  if (state.phase === 'failed') return state.fault;
+  return undefined;
+}
 
 export type Phase = BackendState['phase'];
 
@@ -88,10 +93,11 @@ export type BackendEvent =
   | { readonly type: 'revoke'; readonly seq: number; readonly upTo: number }
   | { readonly type: 'revoke-confirmed'; readonly seq: number }
   | { readonly type: 'mark-for-retirement' }
-  | { readonly type: 'release' }
+  | { readonly type: 'checkin' }
   | { readonly type: 'upgrade' }
   | { readonly type: 'unready' }
   | { readonly type: 'retire'; readonly reason: RetireReason }
+  | { readonly type: 'fail'; readonly fault: Fault }
   | { readonly type: 'exit' };
 
 export interface InvalidTransition {
@@ -145,7 +151,7 @@ export function transition(
     case 'mark-for-retirement':
       if (state.phase === 'busy') return { ...state, retireOnReturn: true };
       break;
-    case 'release':
+    case 'checkin':
       if (state.phase === 'busy') return { phase: 'idle' };
       break;
     case 'upgrade':
@@ -159,8 +165,14 @@ export function transition(
         return { phase: 'retiring', reason: event.reason };
       }
       break;
+    case 'fail':
+      if (state.phase === 'starting' || state.phase === 'idle' || state.phase === 'busy') {
+        return { phase: 'failed', fault: event.fault };
+      }
+      break;
     case 'exit':
-      if (state.phase !== 'exited') return { phase: 'exited', planned: state.phase === 'retiring' };
+      if (state.phase !== 'exited')
+        return { phase: 'exited', planned: endReasonOf(state) !== undefined };
       break;
   }
   return { invalid: true, message: `a ${state.phase} backend cannot take "${event.type}"` };

@@ -5,6 +5,9 @@ import {
   type BackendEvent,
   type BackendState,
   type Phase,
+  endReasonOf,
+  type EndReason,
+  type Fault,
   type RetireReason,
 } from './backend-state.js';
 import { boundsForNewcomer, passRightFor } from './pass-order.js';
@@ -81,7 +84,8 @@ export type CheckinOutcome = 'ok' | 'stuck' | 'broken' | 'refused' | 'bad-respon
 
 export type PoolEffect =
   | { readonly type: 'spawn'; readonly backend: number }
-  | { readonly type: 'stop'; readonly backend: number; readonly reason: RetireReason }
+  /** Stop the backend's process: retired on purpose, or failed. */
+  | { readonly type: 'end'; readonly backend: number; readonly why: EndReason }
   | {
       readonly type: 'grant';
       readonly worker: number;
@@ -135,7 +139,7 @@ export interface BackendView {
   readonly readyAt: number | undefined;
   readonly served: number;
   /** Started before the last rolling restart: it is being replaced. */
-  readonly outdated: boolean;
+  readonly toRoll: boolean;
   /** Due for recycling, and why: it is being replaced. */
   readonly recycle: RecycleReason | undefined;
 }
@@ -188,17 +192,8 @@ interface Waiter {
   readonly client: string;
 }
 
-/** Retirements after which the backend's end counts as a failure for the restart backoff. */
-const FAILURE_REASONS: ReadonlySet<RetireReason> = new Set(['start-timeout', 'broken']);
-/** Retirements of a backend that failed in some way, so that another takes its place. */
-export const REPLACED_REASONS: ReadonlySet<RetireReason> = new Set([
-  'unhealthy',
-  'start-timeout',
-  'broken',
-  'stuck',
-  'abandoned-stream',
-  'owner-died',
-]);
+/** Faults after which the backend's end counts as a failure for the restart backoff. */
+const BACKOFF_FAULTS: ReadonlySet<Fault> = new Set(['start-timeout', 'broken']);
 
 /** Idle, or busy and not yet marked to retire: a backend that will take requests. */
 function isLive(b: BackendRecord): boolean {
@@ -241,21 +236,20 @@ export class Pool {
    * once or busy when returned, so the ready backends never drop below pool_size. Old backends
    * still starting are not worth waiting for and go at once.
    */
-  renew(): PoolEffect[] {
+  roll(): PoolEffect[] {
     this.generation += 1;
     for (const backend of this.backends.values()) {
-      if (backend.state.phase === 'starting') this.retire(backend, 'replaced');
+      if (backend.state.phase === 'starting') this.retire(backend, 'rolled');
     }
     this.reconcile({ shrink: true });
     return this.flush();
   }
 
   /** True while a rolling restart has backends left to replace. */
-  get renewing(): boolean {
+  get rolling(): boolean {
     return this.find((b) => b.generation < this.generation && isLive(b)) !== undefined;
   }
 
-  /** Backends that take requests now (idle or busy). */
   /**
    * One failed start already said why every other would fail (its port accepts, its first line
    * never comes): the same end as service_boot_attempts failures, at once. No further backend is
@@ -349,9 +343,9 @@ export class Pool {
       this.move(backend, { type: 'unready' });
       this.emit({ type: 'probe', backend: backend.id });
     } else if (outcome === 'stuck' || outcome === 'broken') {
-      this.retire(backend, outcome);
+      this.fail(backend, outcome);
     } else if (outcome === 'abandoned') {
-      this.retire(backend, 'abandoned-stream');
+      this.fail(backend, 'abandoned-stream');
     } else {
       if (served) this.countServed(backend);
       this.takeBack(backend);
@@ -422,16 +416,17 @@ export class Pool {
     const before = backend.state;
     this.move(backend, { type: 'exit' });
     this.backends.delete(id);
-    const failed = before.phase !== 'retiring' || FAILURE_REASONS.has(before.reason);
+    // Ended by a fault, or on its own (a crash): another takes its place.
+    const replaced = before.phase !== 'retiring';
+    const failed = before.phase === 'failed' ? BACKOFF_FAULTS.has(before.fault) : replaced;
     if (failed && !this.stopping) this.recordFailure();
     const bootFailure =
       before.phase === 'starting' ||
-      (before.phase === 'retiring' && before.reason === 'start-timeout');
+      (before.phase === 'failed' && before.fault === 'start-timeout');
     if (bootFailure && !this.stopping) {
       const attempts = this.gate.bootFailed(this.settings.bootAttempts);
       if (attempts !== undefined) this.emit({ type: 'boot-failed', attempts });
     }
-    const replaced = before.phase !== 'retiring' || REPLACED_REASONS.has(before.reason);
     if (replaced && !this.stopping) this.totals.restarts += 1;
     this.reconcile({ shrink: false });
     return this.flush();
@@ -447,7 +442,7 @@ export class Pool {
     }
     for (const backend of this.backends.values()) {
       if (backend.state.phase === 'busy' && backend.state.worker === worker) {
-        this.retire(backend, 'owner-died');
+        this.fail(backend, 'owner-died');
       }
     }
     this.reconcile({ shrink: false });
@@ -476,7 +471,7 @@ export class Pool {
         backend.state.phase === 'starting' &&
         now - backend.startingSince >= this.settings.startTimeoutMs
       ) {
-        this.retire(backend, 'start-timeout');
+        this.fail(backend, 'start-timeout');
       }
     }
     this.reconcile({ shrink: this.settings.idleRetireMs > 0 });
@@ -490,7 +485,7 @@ export class Pool {
       this.emit({ ...this.replyTo(waiter), type: 'reject', code: 'MPX_SHUTTING_DOWN' });
     }
     for (const backend of this.backends.values()) {
-      if (backend.state.phase !== 'retiring') this.retire(backend, 'shutdown');
+      if (endReasonOf(backend.state) === undefined) this.retire(backend, 'shutdown');
     }
     return this.flush();
   }
@@ -535,7 +530,7 @@ export class Pool {
       spawnedAt: b.spawnedAt,
       readyAt: b.readyAt,
       served: b.served,
-      outdated: b.generation < this.generation,
+      toRoll: b.generation < this.generation,
       recycle: b.recycle,
     };
   }
@@ -543,7 +538,7 @@ export class Pool {
   private reconcile({ shrink }: { shrink: boolean }): void {
     if (this.stopping || this.gate.gaveUp) return;
     this.serveWaiters();
-    this.retireReplaced();
+    this.retireRolled();
     this.grow();
     if (shrink) this.shrink();
   }
@@ -552,39 +547,39 @@ export class Pool {
    * During a rolling restart: retire old backends (idle first, then the oldest) while the ready
    * ones would still number at least pool_size without them.
    */
-  private retireReplaced(): void {
-    let outdated = 0;
+  private retireRolled(): void {
+    let toRoll = 0;
     let current = 0;
     for (const b of this.backends.values()) {
-      if (this.isOutdatedLive(b)) outdated++;
+      if (this.awaitsRoll(b)) toRoll++;
       else if (isLive(b)) current++;
     }
-    if (outdated === 0) return;
+    if (toRoll === 0) return;
     const victims = [...this.backends.values()]
-      .filter((b) => this.isOutdatedLive(b))
+      .filter((b) => this.awaitsRoll(b))
       .sort(
         (a, b) =>
           Number(b.state.phase === 'idle') - Number(a.state.phase === 'idle') || a.id - b.id,
       );
     for (const victim of victims) {
-      if (current + outdated <= this.settings.size) return;
-      if (victim.state.phase === 'idle') this.retire(victim, victim.recycle ?? 'replaced');
+      if (current + toRoll <= this.settings.size) return;
+      if (victim.state.phase === 'idle') this.retire(victim, victim.recycle ?? 'rolled');
       else this.markForRetirement(victim);
-      outdated--;
+      toRoll--;
     }
   }
 
   /**
-   * A backend started before the last renew(), or due for recycling, that still takes requests:
+   * A backend started before the last roll(), or due for recycling, that still takes requests:
    * it is replaced first, then retired.
    */
-  private isOutdatedLive(b: BackendRecord): boolean {
+  private awaitsRoll(b: BackendRecord): boolean {
     return (b.generation < this.generation || b.recycle !== undefined) && isLive(b);
   }
 
-  /** True while some backend waits for its replacement (a rolling restart or recycling). */
-  private get replacing(): boolean {
-    return this.find((b) => this.isOutdatedLive(b)) !== undefined;
+  /** True while some backend awaits its replacement (a rolling restart or recycling). */
+  private get someAwaitRoll(): boolean {
+    return this.find((b) => this.awaitsRoll(b)) !== undefined;
   }
 
   /**
@@ -624,7 +619,7 @@ export class Pool {
     );
     if (!backend) return this.flush();
     backend.unhealthy = healthy ? 0 : backend.unhealthy + 1;
-    if (backend.unhealthy >= this.settings.healthFailures) this.retire(backend, 'unhealthy');
+    if (backend.unhealthy >= this.settings.healthFailures) this.fail(backend, 'unhealthy');
     else this.takeBack(backend);
     this.reconcile({ shrink: true });
     return this.flush();
@@ -636,16 +631,16 @@ export class Pool {
    */
   private takeBack(backend: BackendRecord): void {
     if (backend.state.phase !== 'busy') return;
-    const outdated = backend.generation < this.generation;
+    const toRoll = backend.generation < this.generation;
     // max_requests is a limit, as gunicorn's, uWSGI's and Passenger's: at it, the backend takes
     // no further request and goes at once; its replacement starts while the others carry the load.
     if (backend.recycle === 'max-requests') {
       this.retire(backend, 'max-requests');
-    } else if (backend.state.retireOnReturn && (outdated || backend.recycle)) {
-      this.retire(backend, backend.recycle ?? 'replaced');
+    } else if (backend.state.retireOnReturn && (toRoll || backend.recycle)) {
+      this.retire(backend, backend.recycle ?? 'rolled');
     } else if (backend.state.retireOnReturn && this.waiters.length === 0) {
       this.retire(backend, 'shrink');
-    } else this.move(backend, { type: 'release' });
+    } else this.move(backend, { type: 'checkin' });
   }
 
   private markForRecycling(backend: BackendRecord, reason: RecycleReason): void {
@@ -683,7 +678,7 @@ export class Pool {
     let wanted = Math.max(this.settings.size - active, this.waiters.length - starting);
     wanted = Math.min(wanted, cap - total);
     // A rolling restart's replacement: one at a time, allowed one process beyond the cap.
-    const surge = wanted <= 0 && starting === 0 && this.replacing && total < cap + 1;
+    const surge = wanted <= 0 && starting === 0 && this.someAwaitRoll && total < cap + 1;
     if (surge) wanted = 1;
     if (this.gate.probing(now, this.settings.restart))
       wanted = Math.min(wanted, starting === 0 ? 1 : 0);
@@ -811,9 +806,16 @@ export class Pool {
       this.revoke(state.worker, [backend], 0);
   }
 
+  /** Ends a backend on purpose (it did nothing wrong). */
   private retire(backend: BackendRecord, reason: RetireReason): void {
     this.move(backend, { type: 'retire', reason });
-    this.emit({ type: 'stop', backend: backend.id, reason });
+    this.emit({ type: 'end', backend: backend.id, why: reason });
+  }
+
+  /** Ends a backend that failed (a fault); another takes its place. */
+  private fail(backend: BackendRecord, fault: Fault): void {
+    this.move(backend, { type: 'fail', fault });
+    this.emit({ type: 'end', backend: backend.id, why: fault });
   }
 
   private move(backend: BackendRecord, event: BackendEvent): void {

@@ -1,11 +1,10 @@
 import { backendHost, type Config } from '../config/config.js';
 import type { Logger } from '../log.js';
-import type { RetireReason } from './backend-state.js';
+import { endReasonOf, type EndReason } from './backend-state.js';
 import { BackendProcess, type ExitInfo, type StartReport } from './backend-process.js';
 import {
   counter,
   Pool,
-  REPLACED_REASONS,
   type CheckinOutcome,
   type Numbering,
   type PoolClock,
@@ -29,7 +28,7 @@ export interface SupervisorHooks {
   reject(worker: number, checkoutSeq: number, code: RejectCode): void;
   poolReady(): void;
   /** `worker` may hold an idle connection to the backend on `port`, now leased to another worker. */
-  release(worker: number, port: number): void;
+  dropConnections(worker: number, port: number): void;
   /** The upgraded connection holding `lease` is to be closed after shutdown_timeout_ms. */
   closeUpgraded(worker: number, lease: number): void;
   /** A backend process exists (for the state file that lets a later start end orphans). */
@@ -81,7 +80,7 @@ export interface BackendStatus {
   served: number;
   leasedBy: number | undefined;
   /** Being replaced by a rolling restart. */
-  outdated: boolean;
+  toRoll: boolean;
   /** Due for recycling (max-requests, max-rss): being replaced. */
   recycle: string | undefined;
   /** Resident memory of its process group at the last reading (every 2 s). */
@@ -139,9 +138,9 @@ function describeStart(report: StartReport, config: Config, port: number): strin
 
 const realClock: PoolClock = { now: () => Date.now(), random: Math.random };
 
-const RETIRE_WHY: Record<RetireReason, string> = {
+const END_WHY: Record<EndReason, string> = {
   shrink: 'pool shrinks back to pool_size',
-  replaced: 'replaced by a rolling restart',
+  rolled: 'replaced by a rolling restart',
   'max-requests': 'served service_max_requests requests; recycled (its replacement is ready)',
   'max-rss': 'memory over service_max_rss_mb; recycled (its replacement is ready)',
   unhealthy: `failed its service_health_path check ${HEALTH_FAILURES} times in a row`,
@@ -222,21 +221,21 @@ export class Supervisor {
     this.config = next;
     this.ring.retarget(next.service_port_range);
     if (change.pool) this.apply(this.pool.reconfigure(this.poolSettings(next)));
-    if (change.backends) this.renew();
+    if (change.backends) this.roll();
     return change;
   }
 
   /** Rolling restart of every backend (SIGUSR2, or a reload that changed how backends start). */
-  renew(): void {
+  roll(): void {
     this.log.info(
       { event: 'roll.started', backends: this.pool.view().length },
       'rolling restart of every backend',
     );
-    this.apply(this.pool.renew());
+    this.apply(this.pool.roll());
   }
 
-  get renewing(): boolean {
-    return this.pool.renewing;
+  get rolling(): boolean {
+    return this.pool.rolling;
   }
 
   get poolTotals(): Readonly<PoolTotals> {
@@ -386,7 +385,7 @@ export class Supervisor {
         ageMs: now - b.spawnedAt,
         served: b.served,
         leasedBy: b.state.phase === 'busy' ? b.state.worker : undefined,
-        outdated: b.outdated,
+        toRoll: b.toRoll,
         recycle: b.recycle,
         rssBytes: this.rss.get(b.id),
       };
@@ -400,8 +399,8 @@ export class Supervisor {
           // The spec is taken now: a reload while the port is found must not mix two configs.
           void this.launch(effect.backend, this.config);
           break;
-        case 'stop':
-          this.retire(effect.backend, effect.reason);
+        case 'end':
+          this.end(effect.backend, effect.why);
           break;
         case 'grant': {
           const port = this.processes.get(effect.backend)?.spec.port;
@@ -409,7 +408,7 @@ export class Supervisor {
             throw new Error(`granted backend ${effect.backend} has no process`);
           const previous = this.lastWorker.get(effect.backend);
           if (previous !== undefined && previous !== effect.worker)
-            this.hooks.release(previous, port);
+            this.hooks.dropConnections(previous, port);
           this.lastWorker.set(effect.backend, effect.worker);
           this.hooks.grant({ ...effect, port });
           break;
@@ -535,10 +534,11 @@ export class Supervisor {
     if (proc.pid !== undefined) this.hooks.backendStarted(proc.pid, proc.command);
   }
 
-  private retire(id: number, reason: RetireReason): void {
+  /** Stops a backend's process, as the pool decided (retired on purpose, or failed). */
+  private end(id: number, reason: EndReason): void {
     const proc = this.processes.get(id);
     const level = reason === 'shrink' || reason === 'shutdown' ? 'info' : 'warn';
-    let why: string = RETIRE_WHY[reason];
+    let why: string = END_WHY[reason];
     if (reason === 'start-timeout' && proc) {
       const report = proc.startReport();
       why = `${why}: ${describeStart(report, this.config, proc.spec.port)}`;
@@ -551,7 +551,7 @@ export class Supervisor {
       `stopping backend: ${why}`,
     );
     this.noteReadiness();
-    // A backend still waiting for its port has no process yet; launch() sees it retiring.
+    // A backend still waiting for its port has no process yet; launch() sees it is no longer starting.
     proc?.stop(reason === 'broken' ? BROKEN_GRACE_MS : 0);
   }
 
@@ -577,17 +577,16 @@ export class Supervisor {
         started: true,
       };
     }
-    // A stopped backend was retired, and the pool's state still says why.
+    // A stopped backend was retired or failed, and the pool's state still says why.
+    const endReason = before && endReasonOf(before);
     const reason = info.stopped
-      ? before?.phase === 'retiring'
-        ? before.reason
-        : 'stopped'
+      ? (endReason ?? 'stopped')
       : before?.phase === 'starting'
         ? 'boot-failure'
         : 'crash';
     const counts = this.backendCounts.exits;
     counts.set(reason, (counts.get(reason) ?? 0) + 1);
-    if (!info.stopped || REPLACED_REASONS.has(reason as RetireReason)) {
+    if (!info.stopped || before?.phase === 'failed') {
       this.failureTimes.push(this.clock.now());
       if (this.failureTimes.length > 1000) this.failureTimes.shift();
     }
@@ -599,7 +598,7 @@ export class Supervisor {
       const when =
         before?.phase === 'starting'
           ? 'before it was ready (boot failure)'
-          : before?.phase === 'busy' || before?.phase === 'retiring'
+          : before?.phase === 'busy' || endReason !== undefined
             ? 'while serving a request (crash)'
             : 'while idle (crash)';
       this.log.error(

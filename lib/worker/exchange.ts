@@ -46,18 +46,18 @@ export interface OutgoingRequest {
  * connection to it in use and keeps at most one idle. That is safe with backends that serve one
  * connection at a time too, for which an idle connection held by one worker would block another
  * worker's: the supervisor tells a worker to close its idle connection to a backend whenever
- * another worker is granted that backend (see releaseIdle), and a worker closes its own idle
+ * another worker is granted that backend (see dropIdleConnections), and a worker closes its own idle
  * connection before it opens a second one.
  */
 const agent = new http.Agent({ keepAlive: true, maxFreeSockets: 1, scheduling: 'lifo' });
 
 /** Closes this worker's idle connection to the backend on `host:port`, if it holds one. */
-export function releaseIdle(host: string, port: number): void {
+export function dropIdleConnections(host: string, port: number): void {
   for (const socket of agent.freeSockets[agent.getName({ host, port })] ?? []) socket.destroy();
 }
 
 /** Closes every idle backend connection (a draining worker). */
-export function releaseAllIdle(): void {
+export function dropAllIdleConnections(): void {
   for (const sockets of Object.values(agent.freeSockets)) sockets?.forEach((s) => s.destroy());
 }
 
@@ -163,7 +163,7 @@ class Exchange {
 
   private send(): http.ClientRequest {
     const { request, target } = this;
-    if (this.retried || !this.mayResend) releaseIdle(target.host, target.port);
+    if (this.retried || !this.mayResend) dropIdleConnections(target.host, target.port);
     const out = http.request({
       host: target.host,
       port: target.port,

@@ -20,7 +20,7 @@ import { createHandlers } from './app.js';
 import { BufferBudget } from './buffer-budget.js';
 import { WorkerDrain } from './drain.js';
 import { ClientConnections } from './client-connections.js';
-import { releaseAllIdle, releaseIdle } from './exchange.js';
+import { dropAllIdleConnections, dropIdleConnections } from './exchange.js';
 import { requestObserver } from './request-observer.js';
 import type { Tunnel } from './upgrade.js';
 
@@ -124,7 +124,7 @@ const drain = new WorkerDrain(
     stopListening: () => net.Server.prototype.close.call(server),
     closeTunnels: () => tunnels.forEach((t) => t.close()),
     finish: (complete) => {
-      releaseAllIdle();
+      dropAllIdleConnections();
       send({ ns: NAMESPACE, type: 'drained', complete }, () => process.exit(0));
     },
   },
@@ -137,7 +137,7 @@ const handlers: Handlers<PrimaryMessage> = {
   rejected: (m) => leases.settle(m),
   revoke: (m) => leases.revoke(m),
   drain: (m) => drain.begin(m.withinMs),
-  release: (m) => releaseIdle(backend, m.port),
+  'drop-connections': (m) => dropIdleConnections(backend, m.port),
   'close-upgraded': (m) => {
     setTimeout(() => tunnels.get(m.lease)?.close(), shutdownMs).unref();
   },

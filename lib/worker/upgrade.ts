@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import type { CheckinOutcome } from '../ipc/protocol.js';
 import { writeErrorTo } from './error-response.js';
 import type { ExchangeTarget } from './exchange.js';
-import { releaseIdle } from './exchange.js';
+import { dropIdleConnections } from './exchange.js';
 import { responseHeaders } from './headers.js';
 
 /**
@@ -58,7 +58,7 @@ export function tunnel(
 
   // Its own connection, not the worker's kept-alive one: a backend that serves one connection at a
   // time would otherwise wait on the idle one, so that one is closed first.
-  releaseIdle(target.host, target.port);
+  dropIdleConnections(target.host, target.port);
   const backendReq = http.request({
     host: target.host,
     port: target.port,

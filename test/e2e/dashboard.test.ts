@@ -9,7 +9,7 @@ import { tempDir } from '../helpers/temp.js';
 
 /** Debian's chromium (.ci/run installs it); playwright's own browser download does not work here. */
 const CHROMIUM = process.env.MPX_CHROMIUM ?? '/usr/bin/chromium';
-/** Where the screenshot goes; `MPX_DASHBOARD_SCREENSHOT=docs/dashboard.png` renews the README's. */
+/** Where the screenshot goes; `MPX_DASHBOARD_SCREENSHOT=docs/dashboard.png` makes the README's. */
 const SCREENSHOT = process.env.MPX_DASHBOARD_SCREENSHOT;
 
 const TOKEN = 'dashboard-token';

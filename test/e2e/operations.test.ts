@@ -53,7 +53,7 @@ describe('operations under load', () => {
     const after = await waitFor(
       async () => {
         const s = await status(mpx);
-        return !s.pool.renewing && ready(s).length === 3 && s.backends.length === 3 ? s : undefined;
+        return !s.pool.rolling && ready(s).length === 3 && s.backends.length === 3 ? s : undefined;
       },
       'every backend to be replaced',
       20_000,
@@ -121,7 +121,7 @@ describe('operations under load', () => {
         const s = await status(mpx);
         fewestReady = Math.min(fewestReady, ready(s).length);
         const pids = s.backends.map((b) => b.pid);
-        return before.every((pid) => !pids.includes(pid)) && !s.pool.renewing;
+        return before.every((pid) => !pids.includes(pid)) && !s.pool.rolling;
       },
       'every old backend to be gone',
       20_000,

@@ -282,13 +282,13 @@ export function adminAuth(mpx: { stateDir: string }): { authorization: string } 
 /** What GET /status answers, as far as tests read it. */
 export interface AdminStatus {
   state: string;
-  pool: { size: number; maxOverflow: number; renewing: boolean };
+  pool: { size: number; maxOverflow: number; rolling: boolean };
   workers: { id: number; pid: number; listening: boolean }[];
   backends: {
     id: number;
     pid: number;
     state: string;
-    outdated: boolean;
+    toRoll: boolean;
     served: number;
     leasedBy?: number;
     rssBytes?: number;

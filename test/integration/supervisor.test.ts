@@ -67,7 +67,7 @@ describe('the supervisor with real backends', () => {
   it('grants leases on real ports, queues when all are busy, grows into overflow, and stops everything', async () => {
     const marker = uniqueMarker();
     const grants: { worker: number; id: number; lease: number; port: number }[] = [];
-    const releases: { worker: number; port: number }[] = [];
+    const drops: { worker: number; port: number }[] = [];
     let ready = false;
     const recorded = new Set<number>();
     const { log } = captureLog();
@@ -77,7 +77,7 @@ describe('the supervisor with real backends', () => {
       },
       revoke: () => undefined,
       reject: () => assert.fail('nothing should be rejected'),
-      release: (worker, port) => releases.push({ worker, port }),
+      dropConnections: (worker, port) => drops.push({ worker, port }),
       closeUpgraded: () => undefined,
       poolReady: () => (ready = true),
       backendStarted: (pid) => recorded.add(pid),
@@ -99,13 +99,13 @@ describe('the supervisor with real backends', () => {
     await waitFor(() => grants.length === 3, 'the overflow backend to serve the waiter');
     assert.equal(sup.status().length, 3);
     for (const g of grants) sup.checkin(g.worker, g.lease, 'ok');
-    assert.deepEqual(releases, [], 'worker 1 had every lease: nobody else to make room for');
+    assert.deepEqual(drops, [], 'worker 1 had every lease: nobody else to make room for');
 
     // Another worker gets a backend worker 1 used: worker 1 is told to drop its idle connection.
     sup.checkout(2, 4);
     const fourth = grants[3]!;
     assert.equal(fourth.worker, 2);
-    assert.deepEqual(releases, [{ worker: 1, port: fourth.port }]);
+    assert.deepEqual(drops, [{ worker: 1, port: fourth.port }]);
     sup.checkin(2, fourth.lease, 'ok');
     await waitFor(
       () => sup.status().filter((b) => b.state !== 'retiring').length === 2,

@@ -91,7 +91,7 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
   const workers = [1, 2, 3];
   let current = settings;
   // A rolling restart or recycling may start one backend beyond the cap.
-  let renewed = settings.maxRequests > 0 || settings.maxRssBytes > 0;
+  let rolled = settings.maxRequests > 0 || settings.maxRssBytes > 0;
 
   const apply = (effects: PoolEffect[], step: string): void => {
     for (const e of effects) {
@@ -99,10 +99,10 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
         case 'spawn':
           model.alive.add(e.backend);
           break;
-        case 'stop':
-          assert.ok(model.alive.has(e.backend), `${step}: stop of a backend not alive`);
+        case 'end':
+          assert.ok(model.alive.has(e.backend), `${step}: end of a backend not alive`);
           model.stopping.add(e.backend);
-          if (e.reason === 'max-requests') model.atLimit.add(e.backend);
+          if (e.why === 'max-requests') model.atLimit.add(e.backend);
           for (const [lease, l] of model.leases)
             if (l.backend === e.backend) model.leases.delete(lease);
           break;
@@ -177,7 +177,7 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     // Processes are only ever added up to the cap (one more during a rolling restart); after a
     // smaller pool_size, retiring ones may stay above it until they exit.
     const exitingAtLimit = [...model.atLimit].filter((id) => model.alive.has(id)).length;
-    const cap = current.size + current.maxOverflow + (renewed ? 1 : 0) + exitingAtLimit;
+    const cap = current.size + current.maxOverflow + (rolled ? 1 : 0) + exitingAtLimit;
     const spawns = effects.filter((e) => e.type === 'spawn').length;
     if (current.startConcurrency > 0) {
       assert.ok(
@@ -367,8 +367,8 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       model.undelivered = model.undelivered.filter((r) => r.worker !== worker);
       apply(pool.workerExited(worker), `worker ${worker} dies`);
     } else if (roll < 0.94) {
-      renewed = true;
-      apply(pool.renew(), 'renew');
+      rolled = true;
+      apply(pool.roll(), 'roll');
     } else if (roll < 0.942) {
       apply(pool.checkHealth(), 'health checks');
     } else if (roll < 0.945) {
@@ -414,7 +414,7 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
   const live = pool.view().filter((v) => v.state.phase === 'idle' || v.state.phase === 'busy');
   assert.equal(pool.queueLength, 0);
   assert.equal(live.length, current.size, 'a quiet pool settles at pool_size backends');
-  assert.ok(!pool.renewing, 'a rolling restart completes');
+  assert.ok(!pool.rolling, 'a rolling restart completes');
 }
 
 describe('pool model test', () => {

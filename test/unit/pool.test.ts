@@ -34,7 +34,7 @@ function spawned(effects: PoolEffect[]): number[] {
 }
 
 function stopped(effects: PoolEffect[]): number[] {
-  return effects.flatMap((e) => (e.type === 'stop' ? [e.backend] : []));
+  return effects.flatMap((e) => (e.type === 'end' ? [e.backend] : []));
 }
 
 function grant(effects: PoolEffect[]) {
@@ -488,7 +488,7 @@ describe('pool changes at runtime', () => {
     assert.equal(stopped(effects).length + stopped(returned).length, 2);
   });
 
-  describe('rolling restart (renew)', () => {
+  describe('rolling restart (roll)', () => {
     /** Counts idle + busy backends that have not been marked to go. */
     const readyCount = (pool: Pool) =>
       pool
@@ -500,9 +500,9 @@ describe('pool changes at runtime', () => {
     it('replaces every backend one at a time, never with fewer than pool_size ready', () => {
       const { pool } = setup({ size: 3 });
       const old = startReady(pool);
-      let effects = pool.renew();
+      let effects = pool.roll();
       const fresh: number[] = [];
-      for (let round = 0; round < 10 && pool.renewing; round++) {
+      for (let round = 0; round < 10 && pool.rolling; round++) {
         const started = spawned(effects);
         assert.equal(started.length, 1, 'one replacement at a time');
         assert.ok(pool.view().length <= 4, 'at most one process beyond the cap');
@@ -512,7 +512,7 @@ describe('pool changes at runtime', () => {
         // The next replacement starts once the retired backend's process is gone.
         effects = stopped(effects).flatMap((id) => pool.backendExited(id));
       }
-      assert.ok(!pool.renewing);
+      assert.ok(!pool.rolling);
       const ids = pool.view().map((b) => b.id);
       assert.deepEqual(ids.sort(), fresh.sort());
       assert.ok(old.every((id) => !ids.includes(id)));
@@ -522,7 +522,7 @@ describe('pool changes at runtime', () => {
       const { pool } = setup({ size: 1 });
       const [old] = startReady(pool);
       const g = grant(pool.checkout(W1, 1))!;
-      const replacement = spawned(pool.renew())[0]!;
+      const replacement = spawned(pool.roll())[0]!;
       pool.checkout(W2, 2);
       assert.equal(pool.queueLength, 1);
       // The replacement is ready: it serves the waiter; the old backend is marked, not cut.
@@ -542,7 +542,7 @@ describe('pool changes at runtime', () => {
       pool.upgraded(W1, g.lease);
       const state = pool.backend(old!)!.state;
       assert.ok(state.phase === 'busy' && state.use === 'upgraded');
-      const replacement = spawned(pool.renew())[0]!;
+      const replacement = spawned(pool.roll())[0]!;
       const ready = pool.backendReady(replacement);
       assert.deepEqual(
         ready.filter((e) => e.type === 'close-upgraded'),
@@ -555,7 +555,7 @@ describe('pool changes at runtime', () => {
     it('an old backend still starting is dropped at once; a replacement that never gets ready leaves the old ones serving', () => {
       const { pool, clock } = setup({ size: 1, startTimeoutMs: 1000 });
       const [old] = startReady(pool);
-      const replacement = spawned(pool.renew())[0]!;
+      const replacement = spawned(pool.roll())[0]!;
       clock.advance(1000);
       const effects = pool.tick();
       assert.deepEqual(stopped(effects), [replacement]);
@@ -635,8 +635,8 @@ describe('readiness, boot failure and recycling in the pool', () => {
     assert.equal(second.passes, 0, 'the last request under the limit may not');
     const atLimit = pool.checkin(W1, second.lease, 'ok');
     assert.deepEqual(
-      atLimit.filter((e) => e.type === 'stop'),
-      [{ type: 'stop', backend: a, reason: 'max-requests' }],
+      atLimit.filter((e) => e.type === 'end'),
+      [{ type: 'end', backend: a, why: 'max-requests' }],
     );
     const [replacement] = spawned(atLimit);
     assert.ok(replacement !== undefined, 'a replacement starts at once');
@@ -684,8 +684,8 @@ describe('readiness, boot failure and recycling in the pool', () => {
     assert.deepEqual(spawned(pool.backendRss(a!, 50)), []);
     const [replacement] = spawned(pool.backendRss(a!, 150));
     assert.ok(replacement !== undefined);
-    const stops = pool.backendReady(replacement).filter((e) => e.type === 'stop');
-    assert.deepEqual(stops, [{ type: 'stop', backend: a, reason: 'max-rss' }]);
+    const stops = pool.backendReady(replacement).filter((e) => e.type === 'end');
+    assert.deepEqual(stops, [{ type: 'end', backend: a, why: 'max-rss' }]);
   });
 });
 
@@ -724,8 +724,8 @@ describe('health checks in the pool', () => {
     assert.deepEqual(stopped(check(false)), [], 'two failures in a row, not three');
     const third = check(false);
     assert.deepEqual(
-      third.filter((e) => e.type === 'stop'),
-      [{ type: 'stop', backend: a, reason: 'unhealthy' }],
+      third.filter((e) => e.type === 'end'),
+      [{ type: 'end', backend: a, why: 'unhealthy' }],
     );
     // Its process still holds a port: the replacement starts once it has exited.
     assert.equal(spawned(pool.backendExited(a!)).length, 1, 'a replacement starts');

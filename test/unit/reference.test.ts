@@ -7,7 +7,7 @@ import { reloadPlan } from '../../lib/config/diff.js';
 import { ROOT } from '../helpers/paths.js';
 
 describe('the README configuration table', () => {
-  it('is the one generated from the schema (npm run docs:config renews it)', () => {
+  it('is the one generated from the schema (npm run docs:config regenerates it)', () => {
     const readme = readFileSync(`${ROOT}README.md`, 'utf8');
     assert.ok(
       readme.includes(configTable()),

@@ -48,7 +48,7 @@ function renderTiles(status) {
       ['RSS', b.rssBytes === undefined ? '–' : `${(b.rssBytes / 1048576).toFixed(1)} MB`],
       ['leased by', b.leasedBy === undefined ? '–' : `worker ${b.leasedBy}`],
     ];
-    if (b.outdated) rows.push(['note', 'outdated: being replaced']);
+    if (b.toRoll) rows.push(['note', 'rolling restart: to be replaced']);
     if (b.recycle) rows.push(['recycle', b.recycle]);
     const dl = el('dl');
     for (const [k, v] of rows) dl.append(el('dt', {}, k), el('dd', {}, String(v)));
@@ -66,7 +66,7 @@ function renderTiles(status) {
   });
   $('backends').replaceChildren(...tiles);
   $('pool').textContent =
-    `pool_size ${status.pool.size}, overflow up to ${status.pool.maxOverflow}, ${status.pool.strategy}${status.pool.renewing ? ', rolling restart in progress' : ''}`;
+    `pool_size ${status.pool.size}, overflow up to ${status.pool.maxOverflow}, ${status.pool.strategy}${status.pool.rolling ? ', rolling restart in progress' : ''}`;
 }
 
 function renderWorkers(status) {
