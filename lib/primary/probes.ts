@@ -1,4 +1,4 @@
-import type { PoolHealth } from '../supervisor/supervisor.js';
+import type { PoolHealth } from '../supervisor/pool-health.js';
 
 /**
  * What /readyz and /healthz answer, from what the primary knows: pure, so each answer is a

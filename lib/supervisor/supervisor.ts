@@ -1,7 +1,9 @@
 import { backendHost, type Config } from '../config/config.js';
 import type { Logger } from '../log.js';
-import { endReasonOf, type EndReason } from './backend-state.js';
-import { BackendProcess, type ExitInfo, type StartReport } from './backend-process.js';
+import type { EndReason } from './backend-state.js';
+import { bufferedHint, describeStart, END_WHY, exitReport, HEALTH_FAILURES } from './ending.js';
+import { HealthRecord, type PoolHealth } from './pool-health.js';
+import { BackendProcess, type ExitInfo } from './backend-process.js';
 import {
   counter,
   Pool,
@@ -55,22 +57,6 @@ export interface BootFailure {
   readonly conclusive?: boolean;
 }
 
-/** Whether the pool can serve, and why not, for /readyz and /healthz. */
-export interface PoolHealth {
-  readonly ready: number;
-  /** Since when no backend has been ready (undefined while one is). */
-  readonly noneReadySince: number | undefined;
-  /** The last backend failure, in words. */
-  readonly lastFailure: string | undefined;
-  /** Set while backends keep failing (serving or not): how many, and since when, in words. */
-  readonly degraded: string | undefined;
-}
-
-/** Backends that failed within this window... */
-const DEGRADED_WINDOW_MS = 60_000;
-/** ...at least this many of them: the pool is degraded (one crash now and then is not). */
-const DEGRADED_FAILURES = 3;
-
 export interface BackendStatus {
   id: number;
   pid: number | undefined;
@@ -105,53 +91,13 @@ export interface SupervisorChange {
   backends: boolean;
 }
 
-/** Failed health checks in a row after which a backend is replaced. */
-const HEALTH_FAILURES = 3;
-
 /** How often every backend's memory is read (status, service_max_rss_mb). */
 const RSS_INTERVAL_MS = 2000;
 
 /** How long a backend whose connection broke may take to exit on its own before it is stopped. */
 const BROKEN_GRACE_MS = 250;
 
-/** The hint for a service that listens while its first stdout line stays in its buffer. */
-function bufferedHint(port: number): string {
-  return `port ${port} accepts connections but no line arrived on stdout: the service's stdout is probably buffered (python -u, flush=True, $|=1, or use "service_start_delay_ms": "wait_port")`;
-}
-
-/** What a backend given up on at start showed, in words, with the hint that fits. */
-function describeStart(report: StartReport, config: Config, port: number): string {
-  const ms = config.service_start_timeout_ms;
-  const lines = (n: number): string => `${n} line${n === 1 ? '' : 's'}`;
-  if (config.service_start_delay_ms === 'wait_first_output' && report.stdoutLines === 0) {
-    if (report.acceptedWithoutLine) return `${bufferedHint(port)}; waited ${ms} ms`;
-    if (report.stderrLines > 0) {
-      return `no line on stdout in ${ms} ms; it wrote ${lines(report.stderrLines)} to stderr; for servers that log to stderr use "service_start_delay_ms": "wait_port"`;
-    }
-    return `no line on stdout and no connection accepted on port ${port} in ${ms} ms, nothing on stderr either; does it listen on %PORT% / $PORT?`;
-  }
-  if (!report.probing) return `its readiness delay did not pass within ${ms} ms`;
-  if (report.health)
-    return `its port accepted, but its health check never passed in ${ms} ms (${report.health})`;
-  return `its port never accepted a connection in ${ms} ms (it wrote ${lines(report.stdoutLines)} to stdout, ${report.stderrLines} to stderr); does it listen on %PORT% / $PORT?`;
-}
-
 const realClock: PoolClock = { now: () => Date.now(), random: Math.random };
-
-const END_WHY: Record<EndReason, string> = {
-  shrink: 'pool shrinks back to pool_size',
-  rolled: 'replaced by a rolling restart',
-  'max-requests': 'served service_max_requests requests; recycled (its replacement is ready)',
-  'max-rss': 'memory over service_max_rss_mb; recycled (its replacement is ready)',
-  unhealthy: `failed its service_health_path check ${HEALTH_FAILURES} times in a row`,
-  'start-timeout': 'not ready within service_start_timeout_ms',
-  stuck: 'no answer within http_proxy_timeout; presumed stuck',
-  broken: 'connection to the backend failed',
-  'abandoned-stream':
-    'its client left an answer that did not end within http_proxy_timeout or 64 MB; presumed endless',
-  'owner-died': 'the front worker holding it died mid-request',
-  shutdown: 'shutdown',
-};
 
 /**
  * The pool's edge: runs the pure Pool's decisions with real processes, ports and timers. It knows
@@ -160,8 +106,6 @@ const END_WHY: Record<EndReason, string> = {
 export class Supervisor {
   private readonly pool: Pool;
   readonly backendCounts: BackendCounts = { starts: 0, exits: new Map() };
-  /** Why the last backends ended, by id, for status and the dashboard's list of exits. */
-  private readonly endings = new Map<number, string>();
   private readonly processes = new Map<number, BackendProcess>();
   /** Backend id → the front worker that last held its lease (and may keep a connection to it). */
   private readonly lastWorker = new Map<number, number>();
@@ -169,13 +113,11 @@ export class Supervisor {
   private wakeTimer: NodeJS.Timeout | undefined;
   private wakeAt = Infinity;
   private onEmpty: (() => void) | undefined;
-  private lastFailure: Omit<BootFailure, 'attempts'> | undefined;
-  /** When backends failed (crashed, failed to start, replaced as unhealthy...), oldest first. */
-  private readonly failureTimes: number[] = [];
+  /** The pool's past, for the probes, status and the boot-failure report. */
+  private readonly record: HealthRecord;
   private readonly rss = new Map<number, number>();
   private rssTimer: NodeJS.Timeout | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
-  private noneReadySince: number | undefined;
 
   constructor(
     private config: Config,
@@ -188,7 +130,7 @@ export class Supervisor {
   ) {
     this.pool = new Pool(this.poolSettings(config), clock, sequence);
     this.ring = new PortRing(config.service_port_range);
-    this.noneReadySince = clock.now();
+    this.record = new HealthRecord(clock.now());
   }
 
   private poolSettings(config: Config): PoolSettings {
@@ -347,29 +289,17 @@ export class Supervisor {
   }
 
   health(): PoolHealth {
-    const ready = this.pool.readyCount;
-    const last = this.lastFailure;
-    // A short cause only: the probes answer anyone who reaches the admin port, and a command
-    // line or a service's output may hold secrets. The log and /status have the rest.
-    const lastFailure = last?.how.split(':')[0];
-    const since = this.clock.now() - DEGRADED_WINDOW_MS;
-    while (this.failureTimes.length > 0 && this.failureTimes[0]! < since) this.failureTimes.shift();
-    const failed = this.failureTimes.length;
-    return {
-      ready,
-      noneReadySince: ready > 0 ? undefined : this.noneReadySince,
-      lastFailure,
-      degraded:
-        failed >= DEGRADED_FAILURES
-          ? `${failed} backends failed in the last ${DEGRADED_WINDOW_MS / 1000} s (last: ${lastFailure ?? 'unknown'}); ${ready} of pool_size ${this.config.pool_size} ready`
-          : undefined,
-    };
+    return this.record.health(this.pool.readyCount, this.config.pool_size, this.clock.now());
   }
 
-  /** Keeps noneReadySince: called wherever the number of ready backends may change. */
+  /** Why recent backends ended, newest last: "crash: killed by SIGKILL". */
+  recentEndings(): { backend: number; ending: string }[] {
+    return this.record.recentEndings();
+  }
+
+  /** Called wherever the number of ready backends may change. */
   private noteReadiness(): void {
-    if (this.pool.readyCount > 0) this.noneReadySince = undefined;
-    else this.noneReadySince ??= this.clock.now();
+    this.record.readiness(this.pool.readyCount, this.clock.now());
   }
 
   status(): BackendStatus[] {
@@ -449,7 +379,7 @@ export class Supervisor {
           break;
         }
         case 'boot-failed': {
-          const last = this.lastFailure;
+          const last = this.record.lastFailure;
           this.hooks.bootFailed({
             attempts: effect.attempts,
             command: last?.command ?? this.config.service_start_process_cmd,
@@ -487,7 +417,7 @@ export class Supervisor {
       const { first, last } = config.service_port_range;
       const why = `no free port in service_port_range ${first}..${last}: every port is held by a backend or another program`;
       this.log.error({ event: 'backend.no-port', backend: id }, why);
-      this.lastFailure = {
+      this.record.lastFailure = {
         command: config.service_start_process_cmd,
         how: `was never started: ${why}`,
         tail: [],
@@ -542,7 +472,12 @@ export class Supervisor {
     if (reason === 'start-timeout' && proc) {
       const report = proc.startReport();
       why = `${why}: ${describeStart(report, this.config, proc.spec.port)}`;
-      this.lastFailure = { command: proc.command, how: why, tail: report.tail, started: true };
+      this.record.lastFailure = {
+        command: proc.command,
+        how: why,
+        tail: report.tail,
+        started: true,
+      };
       // Another start would wait as long and end the same way: say so now.
       if (report.acceptedWithoutLine) this.apply(this.pool.giveUp());
     }
@@ -563,63 +498,26 @@ export class Supervisor {
     this.processes.delete(id);
     this.lastWorker.delete(id);
     this.ring.release(port);
-    const how = info.error
-      ? `could not start: ${info.error}`
-      : info.signal
-        ? `killed by ${info.signal}`
-        : `exited with code ${info.code}`;
-    const proc = { backend: id, port, code: info.code, signal: info.signal };
+    const report = exitReport(before, info);
     if (!info.stopped && ended) {
-      this.lastFailure = {
+      this.record.lastFailure = {
         command: ended.command,
-        how,
+        how: report.how,
         tail: ended.startReport().tail,
         started: true,
       };
     }
-    // A stopped backend was retired or failed, and the pool's state still says why.
-    const endReason = before && endReasonOf(before);
-    const reason = info.stopped
-      ? (endReason ?? 'stopped')
-      : before?.phase === 'starting'
-        ? 'boot-failure'
-        : 'crash';
     const counts = this.backendCounts.exits;
-    counts.set(reason, (counts.get(reason) ?? 0) + 1);
-    if (!info.stopped || before?.phase === 'failed') {
-      this.failureTimes.push(this.clock.now());
-      if (this.failureTimes.length > 1000) this.failureTimes.shift();
-    }
-    this.noteEnding(id, `${reason}: ${how}`);
-    if (info.stopped) {
-      this.log.info({ event: 'backend.stopped', ...proc }, `backend stopped (${how})`);
-    } else {
-      // A retiring backend that exits before we signal it is one whose connection just broke.
-      const when =
-        before?.phase === 'starting'
-          ? 'before it was ready (boot failure)'
-          : before?.phase === 'busy' || endReason !== undefined
-            ? 'while serving a request (crash)'
-            : 'while idle (crash)';
-      this.log.error(
-        { event: reason === 'boot-failure' ? 'backend.boot-failed' : 'backend.crashed', ...proc },
-        `backend ${how} ${when}`,
-      );
-    }
+    counts.set(report.reason, (counts.get(report.reason) ?? 0) + 1);
+    if (report.failure) this.record.failed(this.clock.now());
+    this.record.ended(id, `${report.reason}: ${report.how}`);
+    this.log[report.level](
+      { event: report.event, backend: id, port, code: info.code, signal: info.signal },
+      report.message,
+    );
     this.apply(this.pool.backendExited(id));
     this.noteReadiness();
     this.resolveIfEmpty();
-  }
-
-  /** The last few backends' endings, by id, oldest first out. */
-  private noteEnding(id: number, text: string): void {
-    this.endings.set(id, text);
-    if (this.endings.size > 64) this.endings.delete(this.endings.keys().next().value!);
-  }
-
-  /** Why recent backends ended, newest last: "crash: killed by SIGKILL". */
-  recentEndings(): { backend: number; ending: string }[] {
-    return [...this.endings].map(([backend, ending]) => ({ backend, ending }));
   }
 
   private resolveIfEmpty(): void {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { liveness, readiness } from '../../lib/primary/probes.js';
-import type { PoolHealth } from '../../lib/supervisor/supervisor.js';
+import type { PoolHealth } from '../../lib/supervisor/pool-health.js';
 
 const health = (h: Partial<PoolHealth>): PoolHealth => ({
   ready: 0,
