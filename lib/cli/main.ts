@@ -1,15 +1,15 @@
 import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
-import { asWritten } from '../config/formats.js';
-import { describeSource, loadConfig, nearestName } from '../config/load.js';
-import type { Config, Source } from '../config/config.js';
-import { configKeys, kebabName, schema, type ConfigKey } from '../config/schema.js';
+import { loadConfig } from '../config/load.js';
+import { nearestName } from '../config/nearest-name.js';
+import { configKeys, kebabName, schema } from '../config/schema.js';
 import { exitCodeFor, MultiplexerError, type ErrorCode } from '../errors.js';
 import { createLogger } from '../log.js';
 import { resolveStateDir } from '../instance/state-dir.js';
 import { Primary } from '../primary/primary.js';
 import { flagsFrom, withConfigOptions, withInstanceOptions } from './config-options.js';
 import { COMMANDS } from './commands.js';
+import { check } from './check.js';
 import { consoleCommand } from './console.js';
 import {
   backendsCommand,
@@ -48,65 +48,6 @@ async function start(argv: Record<string, unknown>): Promise<number> {
     stateDir,
     version,
   }).run();
-}
-
-function check(argv: Record<string, unknown>): number {
-  const keys = (argv.keys as string[] | undefined) ?? [];
-  const unknown = keys.filter((k) => !(k in schema));
-  if (unknown.length > 0) {
-    throw new MultiplexerError('MPX_USAGE', `check --explain names no setting ${unknown[0]}`, {
-      problems: unknown.map((k) => {
-        const near = nearestName(k, configKeys);
-        return `${k} is not a setting (${near ? `did you mean ${near}?` : 'every setting: multiplexer check --explain'})`;
-      }),
-    });
-  }
-  const { config, sources, file, notes } = load(argv);
-  for (const note of notes) process.stderr.write(`multiplexer: warning: ${note}\n`);
-  if (argv.explain || keys.length > 0) {
-    return explain(config, sources, keys.length > 0 ? (keys as ConfigKey[]) : configKeys);
-  }
-  const width = Math.max(...configKeys.map((k) => k.length));
-  const stateDir = resolveStateDir({
-    flag: argv['state-dir'] as string | undefined,
-    configFile: file,
-  });
-  process.stdout.write(
-    `config file: ${file}\nstate directory: ${stateDir}\nconfiguration is valid:\n`,
-  );
-  for (const key of configKeys) {
-    process.stdout.write(`  ${key.padEnd(width)}  ${shown(key, config[key])}  (${sources[key]})\n`);
-  }
-  return 0;
-}
-
-/** Shown as the config file accepts it, so a line can be copied back into the file. */
-function shown(key: ConfigKey, value: unknown): string {
-  if (key === 'admin_token' && value !== '') return '(set, not shown)';
-  return JSON.stringify(asWritten(value));
-}
-
-/** check --explain [KEY...]: each key with its doc, type, default, the value in force and its source. */
-function explain(
-  config: Config,
-  sources: Readonly<Record<ConfigKey, Source>>,
-  keys: readonly ConfigKey[],
-): number {
-  for (const key of keys) {
-    const spec = schema[key];
-    write(
-      [
-        key,
-        `  ${spec.doc}`,
-        `  type: ${spec.format.expected}`,
-        `  default: ${JSON.stringify(asWritten(spec.default))}`,
-        `  value: ${shown(key, config[key])}  (${describeSource(key, sources[key])})`,
-        '',
-        '',
-      ].join('\n'),
-    );
-  }
-  return 0;
 }
 
 const LABEL: Partial<Record<ErrorCode, string>> = {

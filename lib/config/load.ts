@@ -10,6 +10,7 @@ import { configKeys, envName, schema, type ConfigKey } from './schema.js';
 import { missingPathProblem, portProblem, serviceDir } from './service-command.js';
 import { STATE_DIR_ENV } from '../instance/state-dir.js';
 import { LOG_FORMAT_ENV, LOG_LEVEL_ENV } from '../log.js';
+import { nearestName } from './nearest-name.js';
 import { WORKER_BUFFER_DIR_ENV, WORKER_CONFIG_ENV } from '../ipc/protocol.js';
 
 export interface ConfigInput {
@@ -101,31 +102,6 @@ function configError(problems: string[]): MultiplexerError {
   const summary =
     problems.length === 1 ? problems[0]! : `${problems.length} configuration problems`;
   return new MultiplexerError('MPX_CONFIG_INVALID', summary, { problems });
-}
-
-/** Levenshtein distance, for "did you mean" on a mistyped key. */
-function distance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let diagonal = row[0]!;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const above = row[j]!;
-      row[j] = Math.min(above + 1, row[j - 1]! + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diagonal = above;
-    }
-  }
-  return row[b.length]!;
-}
-
-/** The nearest of `known` to `typed`, if it is near enough to be what was meant. */
-export function nearestName(typed: string, known: readonly string[]): string | undefined {
-  const nearest = known
-    .map((name) => ({ name, d: distance(typed, name) }))
-    .sort((x, y) => x.d - y.d)[0];
-  return nearest && nearest.d <= Math.max(2, Math.floor(typed.length / 4))
-    ? nearest.name
-    : undefined;
 }
 
 /** The suggestion, not the list: the list is one `check --explain` away. */

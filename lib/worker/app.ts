@@ -1,59 +1,18 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { backendHost, type Config } from '../config/config.js';
-import { httpStatusFor, type ErrorCode } from '../errors.js';
-import type { CheckinOutcome } from '../ipc/protocol.js';
-import type { CheckoutResult, LeaseClient } from '../ipc/lease-client.js';
 import { readBody, type BodyResult } from './request-body.js';
-import type { BufferBudget } from './buffer-budget.js';
 import { BufferFullError, BufferStore } from './buffer-store.js';
 import { Delivery } from './delivery.js';
-import { errorCodeOf, sendError, writeErrorTo } from './error-response.js';
-import { exchange, type ExchangeTarget, type OutgoingRequest } from './exchange.js';
-import { guard, type FaultReporter } from './guard.js';
-import {
-  addOwnHeader,
-  clientAddressOf,
-  requestHeaders,
-  requestIdOf,
-  targetOf,
-  TrustedProxies,
-} from './headers.js';
-import type { RequestObserver } from './request-observer.js';
-import { tunnel, type Tunnel } from './upgrade.js';
+import { errorCodeOf, sendError } from './error-response.js';
+import { exchange, type OutgoingRequest } from './exchange.js';
+import { guard } from './guard.js';
+import { addOwnHeader, requestHeaders, requestIdOf, targetOf } from './headers.js';
+import { Pipelining } from './pipelining.js';
+import { requestContext, type AppDeps } from './request-context.js';
+import { upgradeRequest } from './upgrade-request.js';
+import { NO_LEASE, type LeaseRecord } from './with-backend.js';
 
-export interface AppDeps {
-  readonly config: Config;
-  readonly leases: LeaseClient;
-  /** Private directory for bodies that outgrow buffer_memory_bytes. */
-  readonly bufferDir: string;
-  /** Count requests from arrival until their answer and their lease are done, for the drain. */
-  readonly onStart: () => void;
-  readonly onSettled: () => void;
-  readonly isDraining: () => boolean;
-  /** Upgraded connections, by lease, so a drain or a retiring backend can close them. */
-  readonly tunnels: Map<number, Tunnel>;
-  /** Metrics and the access log. */
-  readonly observer: RequestObserver;
-  /** An exception caught on the request path (see guard.ts). */
-  readonly onFault: FaultReporter;
-  /** Bodies in memory and in temp files, all exchanges together. */
-  readonly budget: BufferBudget;
-}
-
-/** The backend a request was given, for the access log (the last one, after a refusal). */
-interface LeaseRecord {
-  leasedAt: number | undefined;
-  backend: number | undefined;
-  port: number | undefined;
-}
-
-const NO_LEASE: Readonly<LeaseRecord> = {
-  leasedAt: undefined,
-  backend: undefined,
-  port: undefined,
-};
+export type { AppDeps } from './request-context.js';
 
 export interface FrontHandlers {
   readonly request: (req: IncomingMessage, res: ServerResponse) => void;
@@ -61,21 +20,6 @@ export interface FrontHandlers {
   readonly checkContinue: (req: IncomingMessage, res: ServerResponse) => void;
   readonly upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 }
-
-/**
- * How many backends may refuse one request before it gets 502: each refusal sends the backend
- * back to starting, so this bounds a request's tour of a pool whose backends all stopped listening.
- */
-const MAX_REFUSALS = 2;
-
-/**
- * Requests of one connection parsed ahead of its answers. Node reads a pipelining connection on
- * while the first answer waits, and parses every request in it: one connection that sent 200,000
- * GETs behind a slow one grew a worker by 410 MB and starved every other client. Past this many,
- * the connection is no longer read (what was already received in one read is still parsed) until
- * answers catch up; the client's own writes then wait in its socket.
- */
-const MAX_PIPELINED = 32;
 
 function storeFailure(err: Error | undefined): string {
   if (err instanceof BufferFullError) return 'buffer_disk_max_bytes reached';
@@ -98,133 +42,11 @@ function hasBody(req: IncomingMessage): boolean {
  * buffer_responses is before a slow client has read the answer.
  */
 export function createHandlers(deps: AppDeps): FrontHandlers {
-  const { config, leases, observer } = deps;
-  const host = backendHost(config.service_http_base_url);
-  const trusted = new TrustedProxies(config.trusted_proxies);
+  const ctx = requestContext(deps);
+  const { config, trusted } = ctx;
   const limit = config.client_max_body_bytes;
   const tooLarge = `the request body is larger than client_max_body_bytes (${limit} bytes)`;
-  /** Tells the metrics and the access log how a request ended. */
-  const report = (
-    req: IncomingMessage,
-    requestId: string,
-    startedAt: number,
-    lease: Readonly<LeaseRecord>,
-    answer: { status: number | undefined; bytes: number; errorCode: ErrorCode | undefined },
-  ): void =>
-    observer.answered({
-      requestId,
-      method: req.method ?? 'GET',
-      target: req.url ?? '/',
-      startedAt,
-      endedAt: performance.now(),
-      ...lease,
-      ...answer,
-    });
-
-  /** Who a request is from, for queue_max_per_client ('' when that is off: nothing to count). */
-  const clientKey = (req: IncomingMessage): string =>
-    config.queue_max_per_client > 0 ? clientAddressOf(req, trusted) : '';
-
-  /**
-   * Each client connection's requests: the answer in progress (a pipelined request waits for
-   * it), how many are read and not yet answered, and whether its reading is being held.
-   */
-  interface Connection {
-    answering: ServerResponse | undefined;
-    depth: number;
-    held: boolean;
-  }
-  const connections = new WeakMap<object, Connection>();
-  /**
-   * Stops reading a connection with too many requests ahead. Node resumes a connection whenever a
-   * request of it is read (IncomingMessage's readStart), so each resume is undone while the count
-   * is still over.
-   */
-  const holdReading = (socket: Socket, connection: Connection): void => {
-    socket.pause();
-    if (connection.held) return;
-    connection.held = true;
-    socket.on('resume', () => {
-      if (connection.depth > MAX_PIPELINED) socket.pause();
-    });
-  };
-
-  const targetFor = (port: number, mayRetryRefused: boolean): ExchangeTarget => ({
-    host,
-    port,
-    timeoutMs: config.http_proxy_timeout,
-    mayRetryRefused,
-    bufferResponses: config.buffer_responses,
-    onFault: deps.onFault,
-  });
-
-  /**
-   * Checks out a backend and runs `use` on it; a backend that refused the connection (it never saw
-   * the request) sends the request to the head of the queue for another, at most MAX_REFUSALS
-   * times. A client that leaves while waiting gives up its place and uses no backend. `settled`
-   * is called once the lease question is closed.
-   */
-  const withBackend = (
-    client: { once(e: 'close', f: () => void): unknown; off(e: 'close', f: () => void): unknown },
-    startedAt: number,
-    record: LeaseRecord,
-    isGone: () => boolean,
-    clientKey: string,
-    rejected: (code: ErrorCode, message: string) => void,
-    use: (lease: number, target: ExchangeTarget, done: (outcome: CheckinOutcome) => void) => void,
-    settled: () => void,
-  ): void => {
-    let refusals = 0;
-    const tryCheckout = (again: boolean): void => {
-      const checkout = leases.checkout(again, clientKey);
-      const leave = (): void => leases.cancel(checkout.seq);
-      client.once('close', leave);
-      const granted = (result: CheckoutResult): void => {
-        client.off('close', leave);
-        if (result.status === 'cancelled') return settled();
-        if (result.status === 'rejected') {
-          rejected(result.code, result.message);
-          return settled();
-        }
-        if (isGone()) {
-          leases.checkin(result.lease, 'ok');
-          return settled();
-        }
-        const leasedAt = performance.now();
-        record.leasedAt = leasedAt;
-        record.backend = result.backend;
-        record.port = result.port;
-        observer.leased(leasedAt - startedAt);
-        let returned = false;
-        const done = (outcome: CheckinOutcome): void => {
-          if (returned) return;
-          returned = true;
-          leases.checkin(result.lease, outcome);
-          observer.returned(performance.now() - leasedAt);
-          if (outcome !== 'refused') return settled();
-          refusals++;
-          tryCheckout(true);
-        };
-        try {
-          use(result.lease, targetFor(result.port, refusals < MAX_REFUSALS), done);
-        } catch (err) {
-          // What the backend saw of the request is unknown: it is replaced, not reused.
-          deps.onFault(err, 'lease');
-          rejected('MPX_INTERNAL', 'multiplexer could not relay this exchange (see its log)');
-          done('broken');
-        }
-      };
-      void checkout.result.then((result) => {
-        try {
-          granted(result);
-        } catch (err) {
-          deps.onFault(err, 'checkout');
-          settled();
-        }
-      });
-    };
-    tryCheckout(false);
-  };
+  const pipelining = new Pipelining();
 
   const handle = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void => {
     deps.onStart();
@@ -239,19 +61,10 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
     const requestId = requestIdOf(req, trusted);
     // What this answer wrote on the connection (head included): counted from when it begins.
     let bytesBefore = socket.bytesWritten;
-    // Requests of this connection read and not yet answered: past MAX_PIPELINED, node is made to
-    // stop reading it until they are (see below).
-    let connection = connections.get(socket);
-    if (!connection) {
-      connection = { answering: undefined, depth: 0, held: false };
-      connections.set(socket, connection);
-    }
-    const conn = connection;
-    if (++conn.depth > MAX_PIPELINED) holdReading(socket, conn);
+    // The answer this one waits for, when the client pipelines (see pipelining.ts).
+    const previous = pipelining.admit(socket, res);
     res.once('close', () => {
-      if (conn.answering === res) conn.answering = undefined;
-      if (--conn.depth === MAX_PIPELINED && !socket.destroyed) socket.resume();
-      report(req, requestId, startedAt, record, {
+      ctx.report(req, requestId, startedAt, record, {
         status: res.headersSent ? res.statusCode : undefined,
         bytes: socket.bytesWritten - bytesBefore,
         errorCode: errorCodeOf(res),
@@ -289,19 +102,19 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
           headers,
           body,
         };
-        withBackend(
-          res,
+        ctx.withBackend({
+          client: res,
           startedAt,
           record,
-          () => req.socket.destroyed,
-          clientKey(req),
-          (code, message) => sendError(res, code, message),
-          (_lease, backend, done) => {
+          isGone: () => req.socket.destroyed,
+          clientKey: ctx.clientKey(req),
+          rejected: (code, message) => sendError(res, code, message),
+          use: (_lease, backend, done) => {
             if (body.kind === 'stream' && expectsContinue) res.writeContinue();
             exchange(outgoing, backend, client, done);
           },
-          settle,
-        );
+          settled: settle,
+        });
       };
       // The backend request's framing is ours, from what node parsed, never the client's text.
       if (!hasBody(req)) {
@@ -370,10 +183,7 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
       );
     };
 
-    // A client connection carries one exchange at a time: a pipelined request is read by node
-    // while the previous one is answered, and must not take a second backend meanwhile.
-    const previous = conn.answering;
-    conn.answering = res;
+    // A pipelined request begins once the answer before it is over.
     if (previous)
       previous.once(
         'close',
@@ -406,79 +216,11 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
     checkContinue: (req, res) => guarded(req, res, true),
     upgrade: (req, socket, head) => {
       try {
-        upgrade(req, socket, head);
+        upgradeRequest(ctx, req, socket, head);
       } catch (err) {
         deps.onFault(err, 'upgrade');
         socket.destroy();
       }
     },
   };
-
-  function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    socket.on('error', () => undefined);
-    const startedAt = performance.now();
-    const refuse = (code: ErrorCode, message: string): void => {
-      writeErrorTo(socket, code, message);
-      report(req, requestIdOf(req, trusted), startedAt, NO_LEASE, {
-        status: httpStatusFor[code],
-        bytes: (socket as Socket).bytesWritten,
-        errorCode: code,
-      });
-    };
-    if (!config.websocket) {
-      return refuse(
-        'MPX_UPGRADE_DISABLED',
-        'WebSocket and other Upgrade connections are not passed through (websocket: false)',
-      );
-    }
-    const target = targetOf(req);
-    if (!target) return refuse('MPX_BAD_REQUEST', 'the request names no host (Host header)');
-    deps.onStart();
-    let open = 2;
-    const settle = (): void => {
-      if (--open === 0) deps.onSettled();
-    };
-    const record: LeaseRecord = { ...NO_LEASE };
-    const requestId = requestIdOf(req, trusted);
-    let status: number | undefined;
-    socket.once('close', () => {
-      const errorCode = errorCodeOf(socket);
-      report(req, requestId, startedAt, record, {
-        status: errorCode ? httpStatusFor[errorCode] : status,
-        bytes: (socket as Socket).bytesWritten,
-        errorCode,
-      });
-      settle();
-    });
-    const headers = requestHeaders(req, target, trusted, requestId, true);
-    withBackend(
-      socket,
-      startedAt,
-      record,
-      () => socket.destroyed,
-      clientKey(req),
-      (code, message) => writeErrorTo(socket, code, message),
-      (lease, backend, done) =>
-        tunnel(
-          req,
-          socket,
-          head,
-          { path: target.path, headers },
-          backend,
-          config.tunnel_idle_timeout_ms,
-          {
-            answered: (s) => (status = s),
-            upgraded: (t) => {
-              deps.tunnels.set(lease, t);
-              leases.upgraded(lease);
-            },
-            done: (outcome) => {
-              deps.tunnels.delete(lease);
-              done(outcome);
-            },
-          },
-        ),
-      settle,
-    );
-  }
 }

@@ -14,7 +14,8 @@ import {
   type PrimaryMessage,
   type WorkerMessage,
 } from '../ipc/protocol.js';
-import { createAccessLog, createLogger } from '../log.js';
+import { createAccessLog } from '../access-log.js';
+import { createLogger } from '../log.js';
 import { RequestMetrics } from '../metrics/request-metrics.js';
 import { createHandlers } from './app.js';
 import { BufferBudget } from './buffer-budget.js';

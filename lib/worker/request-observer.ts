@@ -1,4 +1,4 @@
-import type { LineLog } from '../log.js';
+import type { LineLog } from '../access-log.js';
 import {
   isRejection,
   type RequestMetrics,
