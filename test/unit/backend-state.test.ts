@@ -40,6 +40,21 @@ const events: Record<BackendEvent['type'], BackendEvent> = {
   exit: { type: 'exit' },
 };
 
+const stopping: Record<BackendEvent['type'], Phase | null> = {
+  pass: null,
+  revoke: null,
+  'revoke-confirmed': null,
+  ready: null,
+  lease: null,
+  'mark-for-retirement': null,
+  checkin: null,
+  unready: null,
+  upgrade: null,
+  retire: null,
+  fail: null,
+  exit: 'exited',
+};
+
 /** The whole table: every (state, event) pair and the phase it leads to, or null where it is invalid. */
 const table: Record<Phase, Record<BackendEvent['type'], Phase | null>> = {
   starting: {
@@ -84,34 +99,9 @@ const table: Record<Phase, Record<BackendEvent['type'], Phase | null>> = {
     fail: 'failed',
     exit: 'exited',
   },
-  retiring: {
-    pass: null,
-    revoke: null,
-    'revoke-confirmed': null,
-    ready: null,
-    lease: null,
-    'mark-for-retirement': null,
-    checkin: null,
-    unready: null,
-    upgrade: null,
-    retire: null,
-    fail: null,
-    exit: 'exited',
-  },
-  failed: {
-    pass: null,
-    revoke: null,
-    'revoke-confirmed': null,
-    ready: null,
-    lease: null,
-    'mark-for-retirement': null,
-    checkin: null,
-    unready: null,
-    upgrade: null,
-    retire: null,
-    fail: null,
-    exit: 'exited',
-  },
+  // Asked to stop, on purpose or on a fault: it only exits.
+  retiring: stopping,
+  failed: stopping,
   exited: {
     pass: null,
     revoke: null,
