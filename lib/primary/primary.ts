@@ -48,7 +48,7 @@ const WORKER_SETUP_FAILED = 70;
  * front workers).
  */
 export class Primary {
-  state: State = 'starting';
+  private stateNow: State = 'starting';
   readonly supervisor: Supervisor;
   readonly workers: FrontWorkers;
   private readonly registry: BackendRegistry;
@@ -82,7 +82,7 @@ export class Primary {
   });
 
   constructor(
-    public config: Config,
+    private configNow: Config,
     readonly log: Logger,
     private readonly options: PrimaryOptions,
   ) {
@@ -101,7 +101,7 @@ export class Primary {
     });
     this.workers = new FrontWorkers(log, bufferDirOf(options.stateDir), this.ipcCounts);
     this.supervisor = new Supervisor(
-      config,
+      configNow,
       log,
       {
         ...leaseMessages(this.workers),
@@ -112,8 +112,8 @@ export class Primary {
       },
       this.sequence,
     );
-    this.front = new FrontEdge(config, this.workers, log, {
-      config: () => this.config,
+    this.front = new FrontEdge(configNow, this.workers, log, {
+      config: () => this.configNow,
       announce: () => this.announce(),
       finished: (complete) => void this.finishShutdown(complete),
     });
@@ -132,6 +132,16 @@ export class Primary {
     this.router = new WorkerMessageRouter(this, this.ipcCounts, log);
   }
 
+  /** The server's phase, for the admin answers and the actions. */
+  get state(): State {
+    return this.stateNow;
+  }
+
+  /** The config in force (a reload or a scale replaces it). */
+  get config(): Config {
+    return this.configNow;
+  }
+
   get configFile(): string {
     return this.options.configFile;
   }
@@ -145,25 +155,25 @@ export class Primary {
   }
 
   get adminToken(): string {
-    return this.config.admin_token || this.generatedToken;
+    return this.configNow.admin_token || this.generatedToken;
   }
 
   async run(): Promise<number> {
     const { stateDir } = this.options;
-    await prepareStart(this.config, stateDir, this.registry, this.log);
+    await prepareStart(this.configNow, stateDir, this.registry, this.log);
     this.watchdog = startWatchdog(
       this.registry.file,
-      this.config.service_stop_timeout_ms,
+      this.configNow.service_stop_timeout_ms,
       this.log,
     );
-    if (this.config.admin_port !== 0) {
+    if (this.configNow.admin_port !== 0) {
       this.admin = new AdminServer(adminAnswers(this));
-      const port = await this.admin.listen(this.config.admin_host, this.config.admin_port);
-      const dashboard = dashboardAddress(this.config, port, this.generatedToken);
+      const port = await this.admin.listen(this.configNow.admin_host, this.configNow.admin_port);
+      const dashboard = dashboardAddress(this.configNow, port, this.generatedToken);
       this.log.info(
         {
           event: 'admin.listening',
-          admin_host: this.config.admin_host,
+          admin_host: this.configNow.admin_host,
           admin_port: port,
           dashboard,
         },
@@ -174,11 +184,11 @@ export class Primary {
       pid: process.pid,
       startTime: startTimeOf(process.pid) ?? '',
       config: this.options.configFile,
-      http: { host: this.config.http_host, port: this.config.http_port },
-      ...(this.config.admin_port !== 0 && {
+      http: { host: this.configNow.http_host, port: this.configNow.http_port },
+      ...(this.configNow.admin_port !== 0 && {
         admin: {
-          host: this.config.admin_host,
-          port: this.config.admin_port,
+          host: this.configNow.admin_host,
+          port: this.configNow.admin_port,
           token: this.adminToken,
         },
       }),
@@ -195,10 +205,10 @@ export class Primary {
     for (const [signal, action] of Object.entries(SIGNALS)) {
       process.on(signal, () => this.ask({ ...action, trigger: signal }));
     }
-    if (this.config.exit_with_parent) {
+    if (this.configNow.exit_with_parent) {
       watchParent((parent, ppid) => {
         // Already stopping (a SIGTERM first): a second stop would skip the drain.
-        if (this.state !== 'running') return;
+        if (this.stateNow !== 'running') return;
         this.log.warn(
           { event: 'parent.exited', parent, ppid },
           `the process that started multiplexer (pid ${parent}) has exited: shutting down as for SIGTERM (exit_with_parent)`,
@@ -211,13 +221,13 @@ export class Primary {
     cluster.on('listening', (worker) => this.front.feed({ type: 'listening', worker: worker.id }));
     cluster.on('exit', (worker, code, signal) => this.onWorkerExit(worker, code, signal));
 
-    this.state = 'running';
+    this.stateNow = 'running';
     this.log.info(
       {
         event: 'pool.starting',
-        pool_size: this.config.pool_size,
-        workers: this.config.workers,
-        http_port: this.config.http_port,
+        pool_size: this.configNow.pool_size,
+        workers: this.configNow.workers,
+        http_port: this.configNow.http_port,
       },
       'starting backends and front workers',
     );
@@ -235,20 +245,20 @@ export class Primary {
   /** Signals, the admin API and failures ask here; only a stop skips the action queue. */
   ask(action: Ask): void {
     if (action.type !== 'stop') return this.actions.push(action);
-    if (this.state === 'draining') {
+    if (this.stateNow === 'draining') {
       this.log.warn({ event: 'shutdown.hurried' }, `${action.trigger} again: skipping the drain`);
       this.front.act({ type: 'stop-now' });
-    } else if (this.state === 'running') {
-      this.state = 'draining';
+    } else if (this.stateNow === 'running') {
+      this.stateNow = 'draining';
       this.shutdown(action.trigger);
     }
   }
 
   private async perform(action: Action): Promise<void> {
     const server = {
-      state: this.state,
-      config: this.config,
-      adopt: (next: Config) => (this.config = next),
+      state: this.stateNow,
+      config: this.configNow,
+      adopt: (next: Config) => (this.configNow = next),
       load: this.options.reloadConfig,
       supervisor: this.supervisor,
       front: this.front,
@@ -284,7 +294,7 @@ export class Primary {
     this.gather.workerExited(worker.id);
     this.workers.exited(worker.id);
     // Stopped first, so that the core drains the rest instead of replacing this one.
-    if (this.state === 'running' && !this.announced && code === WORKER_SETUP_FAILED) {
+    if (this.stateNow === 'running' && !this.announced && code === WORKER_SETUP_FAILED) {
       this.log.fatal(
         { event: 'worker.setup-failed' },
         'a front worker could not start (see its log line above); shutting down',
@@ -297,7 +307,7 @@ export class Primary {
 
   /** The service cannot start at all (a wrong command, a missing module): exit 1, saying why. */
   private bootFailed(failure: BootFailure): void {
-    if (this.state !== 'running') return;
+    if (this.stateNow !== 'running') return;
     const report = bootFailureReport(failure);
     this.log.fatal(
       { event: 'service.boot-failed', attempts: failure.attempts, command: failure.command },
@@ -315,8 +325,8 @@ export class Primary {
     const line = {
       event: 'ready',
       pid: process.pid,
-      http_host: this.config.http_host,
-      http_port: this.config.http_port,
+      http_host: this.configNow.http_host,
+      http_port: this.configNow.http_port,
       workers: this.workers.list().map((w) => w.process.pid),
       backends: this.supervisor
         .status()
@@ -333,7 +343,7 @@ export class Primary {
     // From now a connection nobody will accept is refused, not left waiting in the backlog.
     this.listenerHold.close();
     this.log.info(
-      { event: 'shutdown.started', shutdown_timeout_ms: this.config.shutdown_timeout_ms },
+      { event: 'shutdown.started', shutdown_timeout_ms: this.configNow.shutdown_timeout_ms },
       `${reason}: stopping; draining requests in flight`,
     );
     // Workers close their upgraded connections themselves at shutdown_timeout_ms (they have no
@@ -341,7 +351,7 @@ export class Primary {
     // completed drain, not one cut short.
     this.front.act({
       type: 'stop',
-      drainMs: this.config.shutdown_timeout_ms + UPGRADED_CLOSE_MARGIN_MS,
+      drainMs: this.configNow.shutdown_timeout_ms + UPGRADED_CLOSE_MARGIN_MS,
     });
   }
 
@@ -351,7 +361,7 @@ export class Primary {
    * second signal, a death). Then the backends stop, and the process ends.
    */
   private async finishShutdown(complete: boolean): Promise<void> {
-    this.state = 'stopping';
+    this.stateNow = 'stopping';
     await this.supervisor.stop();
     this.log.info(
       { event: 'shutdown.done', complete },
