@@ -368,6 +368,29 @@ describe('the front core', () => {
     assert.deepEqual(drains().at(-1), { type: 'drain', worker: old, deadline });
   });
 
+  it('a reload after a reload whose new workers cannot listen: its worker is forked after the backoff, and it settles', () => {
+    const w = new World(1, 1);
+    const [first] = w.ids(() => true);
+    w.listen(first!);
+    const failing = w.reload(1, true);
+    const oldGeneration = w.procs.get(first!)!.generation;
+    for (let round = 0; round < 2; round++) {
+      const [doomed] = w.ids((p) => p.generation !== oldGeneration && !p.listening);
+      assert.ok(doomed !== undefined, `round ${round}: a new worker was forked`);
+      w.exit(doomed, 70);
+      // Not yet at the backoff's end: the next one is still held back.
+      w.advance(1);
+      if (round === 0) w.advance(Math.max(1, w.core.nextWakeAt()! - w.clock.now()));
+    }
+    assert.ok(w.effects.some((e) => e.type === 'unsettled' && e.ticket === failing));
+    const fixed = w.reload(1, true);
+    w.settle();
+    assert.ok(
+      w.effects.some((e) => e.type === 'settled' && e.ticket === fixed),
+      'the second reload is answered',
+    );
+  });
+
   it('a booting worker asked to drain is told once it listens, not before', () => {
     const w = new World(1, 1);
     const [id] = w.ids(() => true);
