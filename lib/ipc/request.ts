@@ -15,53 +15,54 @@ export class Sequence {
   }
 }
 
-interface Entry<T> {
-  readonly value: T;
-  readonly timer: NodeJS.Timeout | undefined;
-}
-
 /**
  * Requests waiting for their reply, by `seq`, in the order they were asked (which is the order of
  * `seq`). A reply to nothing waiting (late, or to a request given up) is not found, and the
  * caller ignores it.
  */
 export class Pending<T> {
-  private readonly waiting = new Map<number, Entry<T>>();
+  private readonly waiting = new Map<number, T>();
+  /** Only the requests given a timeout: a checkout, on the request path, costs no timer here. */
+  private readonly timers = new Map<number, NodeJS.Timeout>();
 
   constructor(private readonly sequence: Sequence) {}
 
   /**
-   * Numbers a new request and keeps `value` for its reply. With `timeoutMs`, `onTimeout` runs if
+   * Numbers a new request and keeps `value` for its reply. With `timeout`, `onTimeout` runs if
    * no reply has taken the entry by then.
    */
   open(value: T, timeout?: { ms: number; onTimeout(seq: number, value: T): void }): number {
     const seq = this.sequence.next();
-    const timer =
-      timeout &&
-      setTimeout(() => {
+    this.waiting.set(seq, value);
+    if (timeout) {
+      const timer = setTimeout(() => {
         const entry = this.take(seq);
         if (entry !== undefined) timeout.onTimeout(seq, entry);
       }, timeout.ms);
-    this.waiting.set(seq, { value, timer });
+      this.timers.set(seq, timer);
+    }
     return seq;
   }
 
   /** The waiting value of `seq`, left waiting (a reply that does not complete it, e.g. one of several). */
   peek(seq: number): T | undefined {
-    return this.waiting.get(seq)?.value;
+    return this.waiting.get(seq);
   }
 
   /** Takes the entry of `seq` out (its reply arrived, or it was given up): undefined if none. */
   take(seq: number): T | undefined {
-    const entry = this.waiting.get(seq);
-    if (!entry) return undefined;
+    const value = this.waiting.get(seq);
+    if (value === undefined) return undefined;
     this.waiting.delete(seq);
-    clearTimeout(entry.timer);
-    return entry.value;
+    if (this.timers.size > 0) {
+      clearTimeout(this.timers.get(seq));
+      this.timers.delete(seq);
+    }
+    return value;
   }
 
-  /** Every waiting request, oldest first. */
-  *entries(): IterableIterator<[number, T]> {
-    for (const [seq, entry] of this.waiting) yield [seq, entry.value];
+  /** Every waiting request, oldest first (the map's own iterator: no copy). */
+  entries(): MapIterator<[number, T]> {
+    return this.waiting.entries();
   }
 }

@@ -64,6 +64,7 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
     // The answer this one waits for, when the client pipelines (see pipelining.ts).
     const previous = pipelining.admit(socket, res);
     res.once('close', () => {
+      pipelining.closed(socket, res);
       ctx.report(req, requestId, startedAt, record, {
         status: res.headersSent ? res.statusCode : undefined,
         bytes: socket.bytesWritten - bytesBefore,

@@ -30,23 +30,27 @@ export class Pipelining {
 
   /**
    * A request of `socket` was read, to be answered on `res`. Returns the answer it must wait for
-   * (the connection's previous one, still in progress), if any.
+   * (the connection's previous one, still in progress), if any. `closed` is to be called when
+   * `res` closes.
    */
   admit(socket: Socket, res: ServerResponse): ServerResponse | undefined {
-    let conn = this.connections.get(socket);
-    if (!conn) {
-      conn = { answering: undefined, depth: 0, held: false };
-      this.connections.set(socket, conn);
+    let connection = this.connections.get(socket);
+    if (!connection) {
+      connection = { answering: undefined, depth: 0, held: false };
+      this.connections.set(socket, connection);
     }
-    const connection = conn;
     if (++connection.depth > MAX_PIPELINED) this.holdReading(socket, connection);
-    res.once('close', () => {
-      if (connection.answering === res) connection.answering = undefined;
-      if (--connection.depth === MAX_PIPELINED && !socket.destroyed) socket.resume();
-    });
     const previous = connection.answering;
     connection.answering = res;
     return previous;
+  }
+
+  /** The answer `res` on `socket` closed: the next request may begin, and reading may resume. */
+  closed(socket: Socket, res: ServerResponse): void {
+    const connection = this.connections.get(socket);
+    if (!connection) return;
+    if (connection.answering === res) connection.answering = undefined;
+    if (--connection.depth === MAX_PIPELINED && !socket.destroyed) socket.resume();
   }
 
   /**

@@ -102,20 +102,8 @@ const table: Record<Phase, Record<BackendEvent['type'], Phase | null>> = {
   // Asked to stop, on purpose or on a fault: it only exits.
   retiring: stopping,
   failed: stopping,
-  exited: {
-    pass: null,
-    revoke: null,
-    'revoke-confirmed': null,
-    ready: null,
-    lease: null,
-    'mark-for-retirement': null,
-    checkin: null,
-    unready: null,
-    upgrade: null,
-    retire: null,
-    fail: null,
-    exit: null,
-  },
+  // Gone: nothing applies any more.
+  exited: { ...stopping, exit: null },
 };
 
 describe('backend state machine', () => {
