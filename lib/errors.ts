@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'MPX_CLIENT_TIMEOUT'
   | 'MPX_BUFFER_FULL'
   | 'MPX_CLIENT_QUEUE_FULL'
+  | 'MPX_NO_SERVICE'
   | 'MPX_UPGRADE_DISABLED'
   | 'MPX_LISTEN_FAILED'
   | 'MPX_STATE_DIR'
@@ -57,6 +58,7 @@ export const httpStatusFor: Readonly<Record<ErrorCode, number>> = {
   MPX_CLIENT_TIMEOUT: 408,
   MPX_BUFFER_FULL: 503,
   MPX_CLIENT_QUEUE_FULL: 429,
+  MPX_NO_SERVICE: 404,
   MPX_UPGRADE_DISABLED: 501,
   MPX_LISTEN_FAILED: 500,
   MPX_STATE_DIR: 500,
@@ -82,6 +84,7 @@ export const exitCodeFor: Readonly<Record<ErrorCode, number>> = {
   MPX_CLIENT_TIMEOUT: 70,
   MPX_BUFFER_FULL: 70,
   MPX_CLIENT_QUEUE_FULL: 70,
+  MPX_NO_SERVICE: 70,
   MPX_UPGRADE_DISABLED: 70,
   MPX_LISTEN_FAILED: 70,
   MPX_STATE_DIR: 73,

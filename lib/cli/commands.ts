@@ -47,8 +47,9 @@ export const COMMANDS = {
     console: true,
   },
   scale: {
-    usage: 'scale <pool_size>',
-    describe: "Set the running instance's pool_size (until the next reload or restart)",
+    usage: 'scale [service] <pool_size>',
+    describe:
+      "Set the running instance's pool_size, or one service's (until the next reload or restart)",
     console: true,
   },
   top: {

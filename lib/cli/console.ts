@@ -50,8 +50,13 @@ export async function consoleCommand(argv: Record<string, unknown>, out: Out): P
         return out(spec ? `${spec.usage}: ${spec.describe}\n` : `no command "${topic}"\n`);
       }
       case 'scale':
-        if (args.length !== 1) return out(`usage: ${COMMANDS.scale.usage}\n`);
-        await scaleCommand({ ...argv, pool_size: args[0] }, out);
+        if (args.length !== 1 && args.length !== 2) return out(`usage: ${COMMANDS.scale.usage}\n`);
+        await scaleCommand(
+          args.length === 2
+            ? { ...argv, service: args[0], pool_size: args[1] }
+            : { ...argv, pool_size: args[0] },
+          out,
+        );
         return;
       case 'top':
         await runTop(

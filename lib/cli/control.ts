@@ -117,18 +117,20 @@ export async function reloadCommand(argv: Record<string, unknown>, out: Out): Pr
 
 export async function scaleCommand(argv: Record<string, unknown>, out: Out): Promise<number> {
   const size = Number(argv.pool_size);
+  const service = typeof argv.service === 'string' ? argv.service : undefined;
   const answer = await callAdmin(instanceFor(argv), 'POST', '/scale', {
     pool_size: Number.isFinite(size) ? size : argv.pool_size,
+    ...(service === undefined ? {} : { service }),
   });
   const body = answer.body as
-    { ok: true; from: number; to: number } | { ok: false; problems: string[] };
+    { ok: true; from: number; to: number; service?: string } | { ok: false; problems: string[] };
   if (answer.status !== 200 && answer.status !== 422) throw unexpected(answer.status, body);
   if (!body.ok) {
     throw new MultiplexerError('MPX_CONFIG_INVALID', body.problems.join('; '), {
       problems: body.problems,
     });
   }
-  out(`pool_size ${body.from} → ${body.to}\n`);
+  out(`${body.service ? `${body.service}: ` : ''}pool_size ${body.from} → ${body.to}\n`);
   return 0;
 }
 

@@ -210,14 +210,26 @@ export async function run(args: string[]): Promise<number> {
       },
     )
     .command(
-      COMMANDS.scale.usage,
+      // yargs takes no optional positional before a required one: `scale 3` and `scale api 3`.
+      'scale <first> [second]',
       COMMANDS.scale.describe,
       (y) =>
         withInstanceOptions(y)
-          .positional('pool_size', { type: 'string', describe: 'New pool_size' })
+          .usage(`$0 ${COMMANDS.scale.usage}`)
+          .positional('first', {
+            type: 'string',
+            describe: 'New pool_size; or, before it, the service to scale',
+          })
+          .positional('second', { type: 'string', describe: "The service's new pool_size" })
           .strict(),
       async (argv) => {
-        code = await scaleCommand(argv, write);
+        const { first, second } = argv as { first: string; second?: string };
+        code = await scaleCommand(
+          second === undefined
+            ? { ...argv, pool_size: first }
+            : { ...argv, service: first, pool_size: second },
+          write,
+        );
       },
     )
     .command(

@@ -9,6 +9,8 @@ import { configKeys, keysFor, type ConfigKey, type Scope } from './schema.js';
 
 export interface ConfigChange {
   readonly key: ConfigKey;
+  /** Where within the key, for a change inside `services`: "services.api.pool_size". */
+  readonly label?: string;
   readonly from: unknown;
   readonly to: unknown;
 }
@@ -24,6 +26,10 @@ export function diffConfig(before: Config, after: Config): ConfigChange[] {
   const changes: ConfigChange[] = [];
   for (const key of configKeys) {
     if (JSON.stringify(before[key]) === JSON.stringify(after[key])) continue;
+    if (key === 'services') {
+      changes.push(...serviceChanges(before.services, after.services));
+      continue;
+    }
     const hide = key === 'admin_token';
     changes.push({
       key,
@@ -34,8 +40,38 @@ export function diffConfig(before: Config, after: Config): ConfigChange[] {
   return changes;
 }
 
+/** One change per service added or removed, and per key of a service that changed. */
+function serviceChanges(before: Config['services'], after: Config['services']): ConfigChange[] {
+  const changes: ConfigChange[] = [];
+  const names = [...new Set([...Object.keys(before), ...Object.keys(after)])];
+  for (const name of names) {
+    const was = before[name];
+    const now = after[name];
+    const label = `services.${name}`;
+    if (!was || !now) {
+      changes.push({
+        key: 'services',
+        label,
+        from: was ? '(a service)' : '(none)',
+        to: now ? '(a service)' : '(none)',
+      });
+      continue;
+    }
+    for (const k of [...new Set([...Object.keys(was), ...Object.keys(now)])]) {
+      if (JSON.stringify(was[k]) === JSON.stringify(now[k])) continue;
+      changes.push({
+        key: 'services',
+        label: `${label}.${k}`,
+        from: asWritten(was[k]),
+        to: asWritten(now[k]),
+      });
+    }
+  }
+  return changes;
+}
+
 export function describeChange(change: ConfigChange): string {
-  return `${change.key}: ${JSON.stringify(change.from)} → ${JSON.stringify(change.to)}`;
+  return `${change.label ?? change.key}: ${JSON.stringify(change.from)} → ${JSON.stringify(change.to)}`;
 }
 
 /** What a reload must do for `changes`, each part from the scopes of the keys that changed. */

@@ -235,6 +235,28 @@ export const hostnameListFormat: Format<readonly string[]> = {
   valid: (v) => Array.isArray(v) && v.every((e) => typeof e === 'string' && HOSTNAME.test(e)),
 };
 
+/**
+ * The `services` map, checked here only as an object of objects; lib/config/services.ts checks
+ * each service's keys and names the service in every problem.
+ */
+export const servicesFormat: Format<Readonly<Record<string, Readonly<Record<string, unknown>>>>> = {
+  name: 'services-map',
+  expected:
+    'an object of service name → that service\'s settings, e.g. {"api": {"service_start_process_cmd": "node api.js %PORT%", "match": {"path_prefix": "/api"}}}',
+  coerce: (text) => {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      return text;
+    }
+  },
+  valid: (v) =>
+    typeof v === 'object' &&
+    v !== null &&
+    !Array.isArray(v) &&
+    Object.values(v).every((e) => typeof e === 'object' && e !== null && !Array.isArray(e)),
+};
+
 /** Text for a value in a problem line: JSON, so that "4" and 4 read differently. */
 export function describeValue(value: unknown): string {
   if (value === undefined) return 'nothing';

@@ -11,6 +11,7 @@ import { missingPathProblem, portProblem, serviceDir } from './service-command.j
 import { STATE_DIR_ENV } from '../instance/state-dir.js';
 import { LOG_FORMAT_ENV, LOG_LEVEL_ENV } from '../log.js';
 import { nearestName } from './nearest-name.js';
+import { resolveServices, serviceSpecs } from './services.js';
 import { WORKER_BUFFER_DIR_ENV, WORKER_CONFIG_ENV } from '../ipc/protocol.js';
 
 export interface ConfigInput {
@@ -50,9 +51,16 @@ function registerFormats(): void {
   formatsRegistered = true;
 }
 
+/**
+ * `services` is read outside convict: convict descends into an object value as nested settings
+ * (only its own "object" format is a leaf), and each service's keys are checked by services.ts.
+ */
+const OUTSIDE_CONVICT: ConfigKey = 'services';
+
 function convictSchema(): convict.Schema<Record<string, unknown>> {
   const def: Record<string, convict.SchemaObj> = {};
   for (const key of configKeys) {
+    if (key === OUTSIDE_CONVICT) continue;
     const spec = schema[key];
     def[key] = {
       doc: spec.doc,
@@ -152,12 +160,25 @@ export function loadConfig(input: ConfigInput): LoadedConfig {
   }
 
   const conf = convict(convictSchema(), { env, args: [] });
-  const known = Object.fromEntries(Object.entries(fromFile).filter(([key]) => key in schema));
+  const known = Object.fromEntries(
+    Object.entries(fromFile).filter(([key]) => key in schema && key !== OUTSIDE_CONVICT),
+  );
   conf.load(known);
   for (const key of configKeys) {
-    if (flags[key] !== undefined) conf.set(key, flags[key]);
+    if (flags[key] !== undefined && key !== OUTSIDE_CONVICT) conf.set(key, flags[key]);
   }
+  const servicesEnv = env[envName(OUTSIDE_CONVICT)];
+  const fromText = (text: unknown): unknown =>
+    typeof text === 'string' ? schema.services.format.coerce(text) : text;
+  const services =
+    fromText(flags.services) ??
+    fromText(servicesEnv) ??
+    fromFile.services ??
+    schema.services.default;
 
+  // With several services, each names its own command; the top level need not.
+  const several =
+    typeof services === 'object' && services !== null && Object.keys(services).length > 0;
   const sources = {} as Record<ConfigKey, Source>;
   for (const key of configKeys) {
     sources[key] =
@@ -168,8 +189,9 @@ export function loadConfig(input: ConfigInput): LoadedConfig {
           : key in fromFile
             ? 'file'
             : 'default';
-    const value = conf.get(key);
+    const value = key === OUTSIDE_CONVICT ? services : conf.get(key);
     if (sources[key] !== 'file' && !schema[key].format.valid(value)) {
+      if (key === 'service_start_process_cmd' && sources[key] === 'default' && several) continue;
       problems.push(invalidProblem(key, value, describeSource(key, sources[key])));
     }
   }
@@ -177,11 +199,14 @@ export function loadConfig(input: ConfigInput): LoadedConfig {
     conf.validate({ allowed: 'warn', output: () => undefined });
   } catch (err) {
     // Our own checks above cover every format; this only catches what convict finds beyond them.
-    if (problems.length === 0) problems.push(...(err as Error).message.split('\n'));
+    const lines = (err as Error).message
+      .split('\n')
+      .filter((line) => !(several && line.startsWith('service_start_process_cmd:')));
+    if (problems.length === 0) problems.push(...lines);
   }
   if (problems.length > 0) throw configError(problems);
 
-  const values = conf.getProperties() as Record<ConfigKey, unknown>;
+  const values = { ...conf.getProperties(), services } as Record<ConfigKey, unknown>;
   const range = parsePortRange(values.service_port_range)!;
   const notes = unknownEnvNotes(env);
   const cwd = serviceDir({
@@ -198,13 +223,46 @@ export function loadConfig(input: ConfigInput): LoadedConfig {
     service_cwd: cwd.dir,
   }) as Config;
 
-  const across = [...crossKeyProblems(config), ...directoryProblems(values.service_cwd, cwd.dir)];
+  const startDir = input.startDir ?? process.cwd();
+  const resolved = resolveServices(values.services, config, { configFile: file, startDir });
+  if (resolved.problems.length > 0) throw configError(resolved.problems);
+  const withServices = Object.freeze({ ...config, services: resolved.services }) as Config;
+  const across = [
+    ...crossKeyProblems(withServices),
+    ...(several ? [] : directoryProblems(values.service_cwd, cwd.dir)),
+    ...serviceProblems(withServices),
+  ];
   if (across.length > 0) throw configError(across);
+  if (several) return { config: withServices, sources: Object.freeze(sources), file, notes };
   const port = portProblem(config.service_start_process_cmd, config.service_cwd);
   if (port) notes.push(port);
   const missing = missingPathProblem(config.service_start_process_cmd, config.service_cwd);
   if (missing) notes.push(missing);
-  return { config, sources: Object.freeze(sources), file, notes };
+  return { config: withServices, sources: Object.freeze(sources), file, notes };
+}
+
+/** Each service's own problems (the checks of a single config, per service), naming the service. */
+function serviceProblems(config: Config): string[] {
+  if (Object.keys(config.services).length === 0) return [];
+  const top = new Set(crossKeyProblems(config));
+  const problems: string[] = [];
+  for (const spec of serviceSpecs(config)) {
+    const own = spec.config;
+    if (!schema.service_start_process_cmd.format.valid(own.service_start_process_cmd)) {
+      problems.push(
+        `services.${spec.name}.service_start_process_cmd is required: the command line that starts one of its backends (or set it at the top level for every service)`,
+      );
+    }
+    if (own.service_cwd !== config.service_cwd) {
+      problems.push(...directoryProblems(own.service_cwd, own.service_cwd));
+    }
+    for (const p of crossKeyProblems(own)) {
+      // The range must hold every service that shares it: said once, by resolveServices.
+      if (!top.has(p) && !p.startsWith('service_port_range must hold'))
+        problems.push(`services.${spec.name}: ${p}`);
+    }
+  }
+  return problems;
 }
 
 function directoryProblems(written: unknown, dir: string): string[] {

@@ -15,6 +15,7 @@ import {
   portFormat,
   portOrOffFormat,
   portRangeFormat,
+  servicesFormat,
   startDelayFormat,
   type Format,
 } from './formats.js';
@@ -258,6 +259,19 @@ export const schema = {
     default: Math.max(1, Math.min(Math.floor(availableParallelism() / 2), 256)),
     defaultText: 'half the number of CPUs, at least 1 (at most 256)',
     appliesOn: ['worker-count'],
+  },
+  services: {
+    doc: 'Several services behind http_port: service name → its own settings (any service_*, pool_* and queue_* key; one it does not set takes the top-level value) and "match": {"host": "admin.example.com" or "*.example.com" or a list, "path_prefix": "/api", "strip_prefix": true}. A request goes to the service of its Host (exact, then the longest wildcard), then of its longest path prefix, then to the service with no match; none: 404 MPX_NO_SERVICE. A service may have pool_size 0 (started on its first request). {} = one service, "default", from the top-level keys.',
+    format: servicesFormat,
+    default: {},
+    defaultText: '{} (one service)',
+    appliesOn: ['pool', 'workers'],
+  },
+  max_backends: {
+    doc: "Most backend processes of all services together (0 = the sum of every service's pool_size + pool_max_overflow). Each service keeps its pool_size; a service with a request waiting takes the place of another's backend idle longest above its pool_size, and among busy services the next free place goes to the one whose oldest request has waited longest.",
+    format: intAtLeast(0),
+    default: 0,
+    appliesOn: ['pool'],
   },
   queue_timeout_ms: {
     doc: 'Longest a request waits for a free backend, then 503 (0 = no limit).',

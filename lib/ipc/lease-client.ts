@@ -2,6 +2,7 @@ import type { ErrorCode } from '../errors.js';
 import type { CheckinOutcome, PrimaryMessage, WorkerMessage } from './protocol.js';
 import { NAMESPACE } from './protocol.js';
 import { Pending, Sequence } from './request.js';
+import { DEFAULT_SERVICE } from '../config/services.js';
 
 export type CheckoutResult =
   | {
@@ -20,12 +21,14 @@ export interface Checkout {
 
 interface Waiting {
   readonly resolve: (result: CheckoutResult) => void;
+  readonly service: string;
   /** Asked again after a refusal: the primary serves it first; never the target of a pass. */
   readonly again: boolean;
 }
 
 /** A lease this worker holds, and how far it may pass it on (see protocol.ts, "Sticky leases"). */
 interface Held {
+  readonly service: string;
   readonly port: number;
   readonly backend: number;
   upTo: number;
@@ -53,45 +56,46 @@ export class LeaseClient {
   }
 
   /**
-   * Asks for a backend. `again`: this request's backend refused its connection (it never saw the
-   * request), so it asks to be first in the queue rather than last.
+   * Asks for a backend of `service`. `again`: this request's backend refused its connection (it
+   * never saw the request), so it asks to be first in the queue rather than last.
    */
-  checkout(again = false, client = ''): Checkout {
+  checkout(again = false, client = '', service = DEFAULT_SERVICE): Checkout {
     let seq = 0;
     const result = new Promise<CheckoutResult>((resolve) => {
-      seq = this.waiting.open({ resolve, again });
+      seq = this.waiting.open({ resolve, again, service });
     });
-    this.send({ ns: NAMESPACE, type: again ? 'checkout-again' : 'checkout', seq, client });
+    this.send({ ns: NAMESPACE, type: again ? 'checkout-again' : 'checkout', seq, client, service });
     return { seq, result };
   }
 
   cancel(seq: number): void {
     const waiting = this.waiting.take(seq);
     if (!waiting) return;
-    this.send({ ns: NAMESPACE, type: 'cancel', seq });
+    this.send({ ns: NAMESPACE, type: 'cancel', seq, service: waiting.service });
     waiting.resolve({ status: 'cancelled' });
   }
 
   /**
    * The request on `lease` is over. After one that ended well, the backend goes on to this
-   * worker's oldest waiting checkout when the lease's bound allows (a pass: no round trip through
-   * the primary); otherwise it goes back to the primary.
+   * worker's oldest waiting checkout of the same service when the lease's bound allows (a pass:
+   * no round trip through the primary); otherwise it goes back to the primary.
    */
   checkin(lease: number, outcome: CheckinOutcome): void {
     const held = this.held.get(lease);
+    const service = held?.service ?? DEFAULT_SERVICE;
     if (held && outcome === 'ok' && held.passes > 0) {
       for (const [seq, waiting] of this.waiting.entries()) {
-        if (waiting.again) continue;
         if (seq > held.upTo) break;
+        if (waiting.again || waiting.service !== held.service) continue;
         this.waiting.take(seq);
         held.passes--;
-        this.send({ ns: NAMESPACE, type: 'pass', lease, to: seq });
+        this.send({ ns: NAMESPACE, type: 'pass', lease, to: seq, service });
         waiting.resolve({ status: 'granted', lease, port: held.port, backend: held.backend });
         return;
       }
     }
     this.held.delete(lease);
-    this.send({ ns: NAMESPACE, type: 'checkin', lease, outcome });
+    this.send({ ns: NAMESPACE, type: 'checkin', lease, outcome, service });
   }
 
   /**
@@ -101,7 +105,12 @@ export class LeaseClient {
   upgraded(lease: number): void {
     const held = this.held.get(lease);
     if (held) held.upTo = 0;
-    this.send({ ns: NAMESPACE, type: 'upgraded', lease });
+    this.send({
+      ns: NAMESPACE,
+      type: 'upgraded',
+      lease,
+      service: held?.service ?? DEFAULT_SERVICE,
+    });
   }
 
   /** Lowers the bound of the leases named (those still held), and confirms. */
@@ -119,7 +128,7 @@ export class LeaseClient {
     if (!waiting) return false;
     if (message.type === 'granted') {
       const { lease, port, backend, upTo, passes } = message;
-      this.held.set(lease, { port, backend, upTo, passes });
+      this.held.set(lease, { service: waiting.service, port, backend, upTo, passes });
       waiting.resolve({ status: 'granted', lease, port, backend });
     } else waiting.resolve({ status: 'rejected', code: message.code, message: message.message });
     return true;

@@ -5,7 +5,8 @@
  * by its sender, and the reply carries the same number as `ack`. Both sides validate what they
  * receive.
  *
- * The lease protocol, per request:
+ * The lease protocol, per request (every message names the request's service, as the worker's
+ * router chose it; leases and backend ids are unique across services):
  *   worker: checkout{seq}   ─▶ primary: granted{ack: seq, lease, upTo, passes} or rejected{ack: seq}
  *   worker: checkin{lease}  ─▶ primary         (the backend is free again), or
  *   worker: pass{lease, to} ─▶ primary         (handed on to this worker's own checkout `to`)
@@ -43,21 +44,36 @@ export const UNBOUNDED = Number.MAX_SAFE_INTEGER;
 /** Front worker → primary. */
 export type WorkerMessage =
   /** `client`: who asked, for queue_max_per_client (an address; '' when not told). */
-  | { ns: typeof NAMESPACE; type: 'checkout'; seq: number; client: string }
+  | { ns: typeof NAMESPACE; type: 'checkout'; seq: number; client: string; service: string }
   /**
    * A checkout for a request whose granted backend refused the connection (so never saw it):
    * it goes to the head of the queue, not the end. Never the target of a pass.
    */
-  | { ns: typeof NAMESPACE; type: 'checkout-again'; seq: number; client: string }
+  | {
+      ns: typeof NAMESPACE;
+      type: 'checkout-again';
+      seq: number;
+      client: string;
+      service: string;
+    }
   /** Gives up the checkout `seq` (its client left). */
-  | { ns: typeof NAMESPACE; type: 'cancel'; seq: number }
-  | { ns: typeof NAMESPACE; type: 'checkin'; lease: number; outcome: CheckinOutcome }
-  /** The request on `lease` ended well and the backend now serves this worker's checkout `to`. */
-  | { ns: typeof NAMESPACE; type: 'pass'; lease: number; to: number }
+  | { ns: typeof NAMESPACE; type: 'cancel'; seq: number; service: string }
+  | {
+      ns: typeof NAMESPACE;
+      type: 'checkin';
+      lease: number;
+      outcome: CheckinOutcome;
+      service: string;
+    }
+  /**
+   * The request on `lease` ended well and the backend now serves this worker's checkout `to`
+   * (always one of the same service).
+   */
+  | { ns: typeof NAMESPACE; type: 'pass'; lease: number; to: number; service: string }
   /** The reply to revoke `ack`: the new bounds are in force. */
   | { ns: typeof NAMESPACE; type: 'revoked'; ack: number }
   /** The request on `lease` became an upgraded connection (101): held until it closes. */
-  | { ns: typeof NAMESPACE; type: 'upgraded'; lease: number }
+  | { ns: typeof NAMESPACE; type: 'upgraded'; lease: number; service: string }
   | { ns: typeof NAMESPACE; type: 'drained'; complete: boolean }
   /** The reply to metrics-request `ack`: this worker's prom-client registry as JSON. */
   | { ns: typeof NAMESPACE; type: 'metrics'; ack: number; metrics: unknown[] };
@@ -103,13 +119,13 @@ export type PrimaryMessage =
 type Shape = Record<string, 'number' | 'string' | 'boolean' | 'array' | readonly string[]>;
 
 const workerShapes: Record<WorkerMessage['type'], Shape> = {
-  checkout: { seq: 'number', client: 'string' },
-  'checkout-again': { seq: 'number', client: 'string' },
-  cancel: { seq: 'number' },
-  checkin: { lease: 'number', outcome: OUTCOMES },
-  pass: { lease: 'number', to: 'number' },
+  checkout: { seq: 'number', client: 'string', service: 'string' },
+  'checkout-again': { seq: 'number', client: 'string', service: 'string' },
+  cancel: { seq: 'number', service: 'string' },
+  checkin: { lease: 'number', outcome: OUTCOMES, service: 'string' },
+  pass: { lease: 'number', to: 'number', service: 'string' },
   revoked: { ack: 'number' },
-  upgraded: { lease: 'number' },
+  upgraded: { lease: 'number', service: 'string' },
   drained: { complete: 'boolean' },
   metrics: { ack: 'number', metrics: 'array' },
 };

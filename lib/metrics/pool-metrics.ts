@@ -3,11 +3,21 @@ import { countLogEvents } from './log-events.js';
 
 /** What the primary knows at the moment of a scrape; read then, never copied on every change. */
 export interface PoolReadings {
-  backends(): readonly { id: number; state: string; rssBytes: number | undefined }[];
-  queueLength(): number;
+  backends(): readonly {
+    id: number;
+    state: string;
+    rssBytes: number | undefined;
+    service: string;
+  }[];
+  /** Every service's queue (one service: "default"). */
+  queues(): readonly { service: string; length: number }[];
   workers(): number;
-  backendStarts(): number;
-  backendExits(): ReadonlyMap<string, number>;
+  /** Backend starts and exits by reason, per service. */
+  backendCounts(): readonly {
+    service: string;
+    starts: number;
+    exits: ReadonlyMap<string, number>;
+  }[];
   ipcMessages(): Iterable<{ direction: string; type: string; count: number }>;
 }
 
@@ -28,21 +38,30 @@ export class PoolMetrics {
     new Gauge({
       name: 'multiplexer_backends',
       help: 'Backends by state.',
-      labelNames: ['state'] as const,
+      labelNames: ['state', 'service'] as const,
       registers,
       collect() {
-        const counts = new Map(BACKEND_STATES.map((s) => [s, 0]));
-        for (const b of read.backends()) counts.set(b.state, (counts.get(b.state) ?? 0) + 1);
+        const counts = new Map<string, Map<string, number>>();
+        for (const { service } of read.queues())
+          counts.set(service, new Map(BACKEND_STATES.map((s) => [s, 0])));
+        for (const b of read.backends()) {
+          const byState = counts.get(b.service) ?? new Map<string, number>();
+          byState.set(b.state, (byState.get(b.state) ?? 0) + 1);
+          counts.set(b.service, byState);
+        }
         this.reset();
-        for (const [state, n] of counts) this.set({ state }, n);
+        for (const [service, byState] of counts)
+          for (const [state, n] of byState) this.set({ state, service }, n);
       },
     });
     new Gauge({
       name: 'multiplexer_queue_length',
-      help: 'Requests waiting for a free backend.',
+      help: 'Requests waiting for a free backend, by service.',
+      labelNames: ['service'] as const,
       registers,
       collect() {
-        this.set(read.queueLength());
+        this.reset();
+        for (const { service, length } of read.queues()) this.set({ service }, length);
       },
     });
     new Gauge({
@@ -67,11 +86,12 @@ export class PoolMetrics {
     });
     new Counter({
       name: 'multiplexer_backend_starts_total',
-      help: 'Backend processes started.',
+      help: 'Backend processes started, by service.',
+      labelNames: ['service'] as const,
       registers,
       collect() {
         this.reset();
-        this.inc(read.backendStarts());
+        for (const { service, starts } of read.backendCounts()) this.inc({ service }, starts);
       },
     });
     new Counter({
@@ -88,11 +108,12 @@ export class PoolMetrics {
     new Counter({
       name: 'multiplexer_backend_exits_total',
       help: 'Backend processes ended, by reason: a retirement (shrink, rolled, max-requests, …), a fault (unhealthy, stuck, …), "crash" or "boot-failure".',
-      labelNames: ['reason'] as const,
+      labelNames: ['reason', 'service'] as const,
       registers,
       collect() {
         this.reset();
-        for (const [reason, n] of read.backendExits()) this.inc({ reason }, n);
+        for (const { service, exits } of read.backendCounts())
+          for (const [reason, n] of exits) this.inc({ reason, service }, n);
       },
     });
   }

@@ -1,6 +1,7 @@
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
 import type { ErrorCode } from '../errors.js';
 import { countLogEvents } from './log-events.js';
+import { DEFAULT_SERVICE } from '../config/services.js';
 
 /** Seconds, from a fraction of a millisecond (the proxy's own cost) to the longest waits. */
 const BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -20,6 +21,7 @@ const REJECTIONS: Partial<Record<ErrorCode, string>> = {
   MPX_INTERNAL: 'internal',
   MPX_BUFFER_FULL: 'buffer_full',
   MPX_CLIENT_QUEUE_FULL: 'client_queue_full',
+  MPX_NO_SERVICE: 'no_service',
 };
 
 /** Whether multiplexer's answer with this code turned the request away before any backend. */
@@ -35,6 +37,8 @@ export interface RequestOutcome {
   readonly startedAt: number;
   readonly endedAt: number;
   readonly leasedAt: number | undefined;
+  /** The service that took it (undefined: the only one, or none matched when errorCode says so). */
+  readonly service?: string | undefined;
 }
 
 /**
@@ -48,8 +52,8 @@ export class RequestMetrics {
     new Histogram({ name, help, buckets: BUCKETS, registers: [this.registry] });
   private readonly requests = new Counter({
     name: 'multiplexer_requests_total',
-    help: 'Requests answered, by the status code sent to the client ("none": the client left before any answer).',
-    labelNames: ['code'] as const,
+    help: 'Requests answered, by the status code sent to the client ("none": the client left before any answer) and service ("none": no service took it).',
+    labelNames: ['code', 'service'] as const,
     registers: [this.registry],
   });
   private readonly duration = this.histogram(
@@ -70,8 +74,8 @@ export class RequestMetrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
-  /** Child counters by status code, so a request costs no label lookup. */
-  private readonly byCode = new Map<string, ReturnType<Counter<'code'>['labels']>>();
+  /** Child counters by service and status code, so a request costs no label lookup. */
+  private readonly byCode = new Map<string, ReturnType<Counter<'code' | 'service'>['labels']>>();
 
   constructor(worker: number) {
     collectDefaultMetrics({ register: this.registry, labels: { process: `worker-${worker}` } });
@@ -88,10 +92,13 @@ export class RequestMetrics {
 
   answered(outcome: RequestOutcome): void {
     const code = outcome.status === undefined ? 'none' : String(outcome.status);
-    let counter = this.byCode.get(code);
+    const service =
+      outcome.service ?? (outcome.errorCode === 'MPX_NO_SERVICE' ? 'none' : DEFAULT_SERVICE);
+    const key = `${service} ${code}`;
+    let counter = this.byCode.get(key);
     if (!counter) {
-      counter = this.requests.labels({ code });
-      this.byCode.set(code, counter);
+      counter = this.requests.labels({ code, service });
+      this.byCode.set(key, counter);
     }
     counter.inc();
     this.duration.observe((outcome.endedAt - outcome.startedAt) / 1000);

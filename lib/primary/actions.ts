@@ -18,7 +18,7 @@ export type ReloadOutcome =
   | { readonly reloaded: false; readonly problems: string[] };
 
 export type ScaleOutcome =
-  { ok: true; from: number; to: number } | { ok: false; problems: string[] };
+  { ok: true; from: number; to: number; service?: string } | { ok: false; problems: string[] };
 
 export type Action =
   | { readonly type: 'reload'; readonly trigger: string; reply?(outcome: ReloadOutcome): void }
@@ -26,6 +26,8 @@ export type Action =
   | {
       readonly type: 'scale';
       readonly trigger: string;
+      /** Which service's pool_size (several services); none: the only one. */
+      readonly service?: string;
       /** A new pool_size, or a change of the current one. */
       readonly size: { readonly to: unknown } | { readonly by: number };
       reply?(outcome: ScaleOutcome): void;

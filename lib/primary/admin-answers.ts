@@ -2,7 +2,7 @@ import type { Registry } from 'prom-client';
 import type { AdminActions } from '../admin/admin-server.js';
 import type { Config } from '../config/config.js';
 import { aggregate, bucketsOf, countsByCode, PoolMetrics } from '../metrics/pool-metrics.js';
-import type { Supervisor } from '../supervisor/supervisor.js';
+import type { ServicePools } from '../supervisor/service-pools.js';
 import type { Ask, ReloadOutcome, ScaleOutcome } from './actions.js';
 import type { FrontEdge } from './front-edge.js';
 import { listens } from './front.js';
@@ -18,7 +18,7 @@ export interface AnsweringServer {
   readonly stateDir: string;
   readonly version: string;
   readonly startedAt: number;
-  readonly supervisor: Supervisor;
+  readonly supervisor: ServicePools;
   readonly front: FrontEdge;
   readonly workers: FrontWorkers;
   readonly poolMetrics: PoolMetrics;
@@ -59,6 +59,7 @@ export async function statusOf(
       strategy: config.pool_strategy,
       rolling: supervisor.rolling,
     },
+    services: supervisor.services(),
     workers: [...server.front.workers].map(([id, w]) => ({
       id,
       pid: server.workers.pidOf(id),
@@ -120,11 +121,22 @@ export function adminAnswers(server: AnsweringServer): AdminActions {
       return { status: outcome.reloaded ? 200 : 422, body: outcome };
     },
     scale: async (body: unknown) => {
-      const size = (body as { pool_size?: unknown } | null)?.pool_size;
+      const asked = body as { pool_size?: unknown; service?: unknown } | null;
+      const service = asked?.service;
+      if (service !== undefined && typeof service !== 'string') {
+        return {
+          status: 422,
+          body: {
+            ok: false,
+            problems: [`service must be a service's name, got ${JSON.stringify(service)}`],
+          },
+        };
+      }
       const outcome = await queued<ScaleOutcome>((reply) => ({
         type: 'scale',
         trigger: 'POST /scale',
-        size: { to: size },
+        ...(service === undefined ? {} : { service }),
+        size: { to: asked?.pool_size },
         reply,
       }));
       return { status: outcome.ok ? 200 : 422, body: outcome };

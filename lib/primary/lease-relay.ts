@@ -11,7 +11,8 @@ import {
 } from '../ipc/protocol.js';
 import type { Logger } from '../log.js';
 import type { RejectCode } from '../supervisor/pool.js';
-import type { Supervisor, SupervisorHooks } from '../supervisor/supervisor.js';
+import type { ServicePools } from '../supervisor/service-pools.js';
+import type { SupervisorHooks } from '../supervisor/supervisor.js';
 import type { FrontEdge } from './front-edge.js';
 import type { MetricsGather } from './metrics-gather.js';
 import type { FrontWorkers } from './worker-pool.js';
@@ -58,6 +59,7 @@ const REJECTION: Record<RejectCode, string> = {
     'this client has too many requests waiting for a free backend (queue_max_per_client)',
   MPX_QUEUE_TIMEOUT: 'no backend became free within queue_timeout_ms',
   MPX_SHUTTING_DOWN: 'the server is shutting down',
+  MPX_NO_SERVICE: 'no service takes this request (its service was removed by a reload)',
 };
 
 /** Where each message from a worker goes: the supervisor, the front core, the metrics gather. */
@@ -70,18 +72,29 @@ export class WorkerMessageRouter {
       supervisor,
       front,
       gather,
-    }: { supervisor: Supervisor; front: FrontEdge; gather: MetricsGather },
+      reject,
+    }: {
+      supervisor: ServicePools;
+      front: FrontEdge;
+      gather: MetricsGather;
+      reject: LeaseMessages['reject'];
+    },
     private readonly counts: MessageCounts,
     private readonly log: Logger,
   ) {
     this.handlers = {
-      checkout: (m, worker) => supervisor.checkout(worker, m.seq, false, m.client),
-      'checkout-again': (m, worker) => supervisor.checkout(worker, m.seq, true, m.client),
-      cancel: (m, worker) => supervisor.cancel(worker, m.seq),
-      checkin: (m, worker) => supervisor.checkin(worker, m.lease, m.outcome),
-      pass: (m, worker) => supervisor.pass(worker, m.lease, m.to),
+      // A service a reload removed while the worker still routed to it: 404 MPX_NO_SERVICE.
+      checkout: (m, worker) =>
+        supervisor.checkout(m.service, worker, m.seq, false, m.client) ||
+        reject(worker, m.seq, 'MPX_NO_SERVICE'),
+      'checkout-again': (m, worker) =>
+        supervisor.checkout(m.service, worker, m.seq, true, m.client) ||
+        reject(worker, m.seq, 'MPX_NO_SERVICE'),
+      cancel: (m, worker) => supervisor.cancel(m.service, worker, m.seq),
+      checkin: (m, worker) => supervisor.checkin(m.service, worker, m.lease, m.outcome),
+      pass: (m, worker) => supervisor.pass(m.service, worker, m.lease, m.to),
       revoked: (m, worker) => supervisor.revoked(worker, m.ack),
-      upgraded: (m, worker) => supervisor.upgraded(worker, m.lease),
+      upgraded: (m, worker) => supervisor.upgraded(m.service, worker, m.lease),
       drained: (m, worker) => front.feed({ type: 'drained', worker, complete: m.complete }),
       metrics: (m, worker) => gather.reply(worker, m.ack, m.metrics),
     };

@@ -13,7 +13,8 @@ import { BackendRegistry } from '../instance/backend-registry.js';
 import { removeInstance, writeInstance } from '../instance/instance-file.js';
 import { bufferDirOf } from '../instance/state-dir.js';
 import { startTimeOf } from '../supervisor/process-table.js';
-import { Supervisor, type BootFailure } from '../supervisor/supervisor.js';
+import { ServicePools } from '../supervisor/service-pools.js';
+import type { BootFailure } from '../supervisor/supervisor.js';
 import { PoolMetrics } from '../metrics/pool-metrics.js';
 import { ActionQueue, SIGNALS, type Action, type Ask } from './actions.js';
 import { adminAnswers } from './admin-answers.js';
@@ -49,7 +50,7 @@ const WORKER_SETUP_FAILED = 70;
  */
 export class Primary {
   private stateNow: State = 'starting';
-  readonly supervisor: Supervisor;
+  readonly supervisor: ServicePools;
   readonly workers: FrontWorkers;
   private readonly registry: BackendRegistry;
   /**
@@ -100,11 +101,12 @@ export class Primary {
       }
     });
     this.workers = new FrontWorkers(log, bufferDirOf(options.stateDir), this.ipcCounts);
-    this.supervisor = new Supervisor(
+    const messages = leaseMessages(this.workers);
+    this.supervisor = new ServicePools(
       configNow,
       log,
       {
-        ...leaseMessages(this.workers),
+        ...messages,
         poolReady: () => this.front.feed({ type: 'pool-ready' }),
         backendStarted: (pid, command) => this.registry.record(pid, command),
         bootFailed: (failure) => this.bootFailed(failure),
@@ -123,13 +125,21 @@ export class Primary {
     );
     this.poolMetrics = new PoolMetrics({
       backends: () => this.supervisor.status(),
-      queueLength: () => this.supervisor.queueLength,
+      queues: () => this.supervisor.services().map((s) => ({ service: s.name, length: s.queue })),
       workers: () => this.workers.list().filter((w) => !w.isDead()).length,
-      backendStarts: () => this.supervisor.backendCounts.starts,
-      backendExits: () => this.supervisor.backendCounts.exits,
+      backendCounts: () => this.supervisor.countsByService(),
       ipcMessages: () => this.ipcCounts.entries(),
     });
-    this.router = new WorkerMessageRouter(this, this.ipcCounts, log);
+    this.router = new WorkerMessageRouter(
+      {
+        supervisor: this.supervisor,
+        front: this.front,
+        gather: this.gather,
+        reject: messages.reject,
+      },
+      this.ipcCounts,
+      log,
+    );
   }
 
   /** The server's phase, for the admin answers and the actions. */

@@ -1,10 +1,16 @@
 import type { Config } from '../config/config.js';
 import { describeChange, diffConfig, reloadPlan } from '../config/diff.js';
 import { crossKeyProblems } from '../config/load.js';
+import {
+  budgetProblems,
+  SERVICE_POOL_SIZE,
+  serviceSpecs,
+  type ServiceSpec,
+} from '../config/services.js';
 import { schema } from '../config/schema.js';
 import { MultiplexerError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Supervisor } from '../supervisor/supervisor.js';
+import type { ServicePools } from '../supervisor/service-pools.js';
 import type { Action, ReloadOutcome, ScaleOutcome } from './actions.js';
 import type { FrontEdge } from './front-edge.js';
 
@@ -17,7 +23,7 @@ export interface Reconfigurable {
   adopt(next: Config): void;
   /** Loads the config again (file, environment, flags); throws MPX_CONFIG_INVALID. */
   load(): Config;
-  readonly supervisor: Supervisor;
+  readonly supervisor: ServicePools;
   readonly front: FrontEdge;
   /** http_port's socket moves to another address: the held one closes with the last old worker. */
   addressChanged(): void;
@@ -94,26 +100,59 @@ export function scale(
     return { ok: false, problems: [`cannot scale: the server is ${server.state}`] };
   }
   const current = server.config;
-  const poolSize = 'to' in action.size ? action.size.to : current.pool_size + action.size.by;
-  if (!schema.pool_size.format.valid(poolSize)) {
+  const target = scaleTarget(current, action.service);
+  if ('problem' in target) return { ok: false, problems: [target.problem] };
+  const { spec, several } = target;
+  const from = spec.config.pool_size;
+  const poolSize = 'to' in action.size ? action.size.to : from + action.size.by;
+  // A service of several may keep none; the only one keeps at least one.
+  const format = several ? SERVICE_POOL_SIZE : schema.pool_size.format;
+  const key = several ? `services.${spec.name}.pool_size` : 'pool_size';
+  if (!format.valid(poolSize)) {
     return {
       ok: false,
-      problems: [
-        `pool_size must be ${schema.pool_size.format.expected}, got ${JSON.stringify(poolSize)}`,
-      ],
+      problems: [`${key} must be ${format.expected}, got ${JSON.stringify(poolSize)}`],
     };
   }
-  const next = { ...current, pool_size: poolSize as number };
-  const problems = crossKeyProblems(next);
+  const to = poolSize as number;
+  const next = several
+    ? {
+        ...current,
+        services: Object.freeze({
+          ...current.services,
+          [spec.name]: Object.freeze({ ...current.services[spec.name], pool_size: to }),
+        }),
+      }
+    : { ...current, pool_size: to };
+  const problems = several ? budgetProblems(next) : crossKeyProblems(next);
   if (problems.length > 0) return { ok: false, problems };
-  const from = current.pool_size;
   server.adopt(Object.freeze(next));
   server.supervisor.reconfigure(next);
   server.log.info(
-    { event: 'scale.done', from, to: next.pool_size },
-    `${trigger}: pool_size ${from} → ${next.pool_size} (a reload returns to the config file's value)`,
+    { event: 'scale.done', from, to, ...(several ? { service: spec.name } : {}) },
+    `${trigger}: ${key} ${from} → ${to} (a reload returns to the config file's value)`,
   );
-  return { ok: true, from, to: next.pool_size };
+  return { ok: true, from, to, ...(several ? { service: spec.name } : {}) };
+}
+
+/** The service a scale is for: named, or the only one. */
+function scaleTarget(
+  config: Config,
+  service: string | undefined,
+): { spec: ServiceSpec; several: boolean } | { problem: string } {
+  const specs = serviceSpecs(config);
+  const several = Object.keys(config.services).length > 0;
+  const names = specs.map((s) => s.name).join(', ');
+  if (service === undefined) {
+    if (!several) return { spec: specs[0]!, several };
+    return {
+      problem: `this instance runs several services (${names}): name the one to scale, e.g. multiplexer scale ${specs[0]!.name} 2`,
+    };
+  }
+  const spec = specs.find((s) => s.name === service);
+  if (!spec)
+    return { problem: `no service named ${JSON.stringify(service)}; the services are ${names}` };
+  return { spec, several };
 }
 
 /** SIGUSR2, POST /roll: a rolling restart, never fewer than pool_size ready meanwhile. */

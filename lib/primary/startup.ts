@@ -1,3 +1,4 @@
+import { serviceSpecs } from '../config/services.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/config.js';
@@ -41,9 +42,13 @@ export async function prepareStart(
   // Temp files are unlinked as soon as they are opened; a worker killed in between leaves one.
   resetPrivateDir(bufferDirOf(stateDir));
   await endRecordedBackends(registry.file, config.service_stop_timeout_ms, log);
-  if (config.service_kill_pattern !== '') {
-    await endLeftovers(config.service_kill_pattern, config.service_stop_timeout_ms, log);
+  // Each service's own pattern (one service: the top-level one), each once.
+  const patterns = new Map<string, number>();
+  for (const { config: own } of serviceSpecs(config)) {
+    if (own.service_kill_pattern !== '' && !patterns.has(own.service_kill_pattern))
+      patterns.set(own.service_kill_pattern, own.service_stop_timeout_ms);
   }
+  for (const [pattern, graceMs] of patterns) await endLeftovers(pattern, graceMs, log);
   registry.reset();
 }
 

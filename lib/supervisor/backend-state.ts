@@ -23,7 +23,7 @@
  *                      └────────── revoke ─────────────┘
  */
 /** Why the pool ends a backend on purpose: it did nothing wrong. */
-export type RetireReason = 'shrink' | 'rolled' | 'max-requests' | 'max-rss' | 'shutdown';
+export type RetireReason = 'shrink' | 'rolled' | 'max-requests' | 'max-rss' | 'shutdown' | 'lent';
 
 /** Why the pool ends a backend that failed: another takes its place. */
 export type Fault =

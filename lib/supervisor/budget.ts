@@ -26,6 +26,11 @@ export interface ServiceDemand {
   readonly oldestWaitSince: number | undefined;
   /** Its idle backends, with since when each has been idle. */
   readonly idle: readonly { readonly backend: number; readonly since: number }[];
+  /**
+   * Its backends already lent or reclaimed by an earlier plan and not gone yet: places on their
+   * way to a service that waits, so no further one is taken for it meanwhile.
+   */
+  readonly lent?: number;
 }
 
 export interface BudgetPlan {
@@ -53,8 +58,9 @@ export function planBudget(demands: readonly ServiceDemand[], maxBackends: numbe
   const evict: { service: string; backend: number }[] = [];
   const reclaim: string[] = [];
   /** Processes each service keeps once the evictions and reclaims planned so far are done. */
-  const keeps = new Map(demands.map((d) => [d.service, d.processes]));
+  const keeps = new Map(demands.map((d) => [d.service, d.processes - (d.lent ?? 0)]));
   const taken = new Set<number>();
+  let returning = demands.reduce((n, d) => n + (d.lent ?? 0), 0);
   for (const d of [...demands].sort(priority)) {
     const room = Math.max(0, Math.min(d.wanted, d.ceiling - d.processes));
     const given = Math.min(room, Math.max(0, free));
@@ -63,6 +69,10 @@ export function planBudget(demands: readonly ServiceDemand[], maxBackends: numbe
     // Still short: one place per plan is made for it (the plan is made again at every event).
     if (room === given) continue;
     if (d.oldestWaitSince === undefined && d.processes >= d.minimum) continue;
+    if (returning > 0) {
+      returning--;
+      continue;
+    }
     const victim = longestIdle(demands, d.service, keeps, taken);
     if (victim) {
       evict.push(victim);
@@ -100,4 +110,43 @@ function longestIdle(
     }
   }
   return best && { service: best.service, backend: best.backend };
+}
+
+/** One service's pool as the budget moves it (a Supervisor, or a Pool in the model test). */
+export interface BudgetMember {
+  readonly minimum: number;
+  readonly ceiling: number;
+  demand(): Omit<ServiceDemand, 'service' | 'minimum' | 'ceiling'>;
+  /** Most processes it may run from now on (it never ends one for this). */
+  setQuota(quota: number): void;
+  /** Its idle backend `backend` retires: the place goes to another service. */
+  lend(backend: number): void;
+  /** Its next backend to become free retires: the place goes to another service. */
+  reclaim(): void;
+}
+
+/**
+ * Plans the budget over `members` and carries the plan out: each may run what it has plus the
+ * starts planned for it; idle backends are lent, or a next free one reclaimed, for a service
+ * that waits with the budget spent. `outside`: processes the budget holds that belong to no
+ * member (a service removed by a reload, still stopping).
+ */
+export function enforceBudget(
+  members: ReadonlyMap<string, BudgetMember>,
+  budget: number,
+  outside = 0,
+): BudgetPlan {
+  const demands: ServiceDemand[] = [...members].map(([service, m]) => ({
+    service,
+    minimum: m.minimum,
+    ceiling: m.ceiling,
+    ...m.demand(),
+  }));
+  const plan = planBudget(demands, budget - outside);
+  for (const d of demands) {
+    members.get(d.service)!.setQuota(d.processes + (plan.starts.get(d.service) ?? 0));
+  }
+  for (const e of plan.evict) members.get(e.service)!.lend(e.backend);
+  for (const service of plan.reclaim) members.get(service)!.reclaim();
+  return plan;
 }

@@ -24,6 +24,7 @@ export const END_WHY: Record<EndReason, string> = {
     'its client left an answer that did not end within http_proxy_timeout or 64 MB; presumed endless',
   'owner-died': 'the front worker holding it died mid-request',
   shutdown: 'shutdown',
+  lent: 'its place goes to another service waiting for a backend (max_backends)',
 };
 
 /** The hint for a service that listens while its first stdout line stays in its buffer. */

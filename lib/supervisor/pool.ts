@@ -71,7 +71,11 @@ export function counter(): Numbering {
 }
 
 export type RejectCode =
-  'MPX_QUEUE_FULL' | 'MPX_CLIENT_QUEUE_FULL' | 'MPX_QUEUE_TIMEOUT' | 'MPX_SHUTTING_DOWN';
+  | 'MPX_QUEUE_FULL'
+  | 'MPX_CLIENT_QUEUE_FULL'
+  | 'MPX_QUEUE_TIMEOUT'
+  | 'MPX_SHUTTING_DOWN'
+  | 'MPX_NO_SERVICE';
 
 /**
  * How a front worker's use of a backend ended. 'refused': the backend refused the connection, so
@@ -164,6 +168,8 @@ interface BackendRecord {
   readonly generation: number;
   /** Its own max_requests, jitter included (Infinity when off). */
   readonly requestLimit: number;
+  /** Its place goes to another service (max_backends): it retires when its lease ends. */
+  lent: boolean;
   /** Set once it is due for recycling: replaced first, then retired, as in a rolling restart. */
   recycle: 'max-requests' | 'max-rss' | undefined;
   /** Health checks failed in a row. */
@@ -188,6 +194,8 @@ interface Waiter {
   readonly deadline: number;
   /** Asked again after a refusal: at the head of the queue, and never the target of a pass. */
   readonly again: boolean;
+  /** When it started waiting (the budget serves the service whose oldest waiter came first). */
+  readonly since: number;
   /** Who asked (queue_max_per_client): an address, or '' when not told. */
   readonly client: string;
 }
@@ -200,11 +208,34 @@ function isLive(b: BackendRecord): boolean {
   return b.state.phase === 'idle' || (b.state.phase === 'busy' && !b.state.retireOnReturn);
 }
 
+/**
+ * What the shared budget (budget.ts) needs of one service's pool: see ServiceDemand there. Lent:
+ * its backends already on their way out to make room for another service.
+ */
+export interface PoolDemand {
+  readonly processes: number;
+  readonly wanted: number;
+  readonly oldestWaitSince: number | undefined;
+  readonly idle: readonly { readonly backend: number; readonly since: number }[];
+  readonly lent: number;
+}
+
+/** Numberings shared by the pools of several services, so a backend id or lease names one. */
+export interface PoolNumbering {
+  /** The revokes: the primary's one sequence for what it asks the workers. */
+  readonly revokes: Numbering;
+  readonly backends: Numbering;
+  readonly leases: Numbering;
+}
+
 export class Pool {
   private readonly backends = new Map<number, BackendRecord>();
   private readonly waiters: Waiter[] = [];
-  private nextBackendId = 1;
-  private nextLease = 1;
+  private readonly backendIds: Numbering;
+  private readonly leaseIds: Numbering;
+  private readonly sequence: Numbering;
+  /** Most processes it may have now: Infinity alone, else what the shared budget gives it. */
+  private quota = Infinity;
   /** Failure streak, backoff, boot failures, gave up: what holds starts back. */
   private readonly gate = new RestartGate();
   private announcedReady = false;
@@ -216,9 +247,73 @@ export class Pool {
   constructor(
     private settings: PoolSettings,
     private readonly clock: PoolClock,
-    /** Numbers the revokes: the primary's one sequence for what it asks the workers. */
-    private readonly sequence: Numbering = counter(),
-  ) {}
+    /** Numbers the revokes (or, shared among pools, revokes, backends and leases). */
+    numbering: Numbering | PoolNumbering = counter(),
+  ) {
+    const shared = 'revokes' in numbering ? numbering : undefined;
+    this.sequence = shared ? shared.revokes : (numbering as Numbering);
+    this.backendIds = shared ? shared.backends : counter();
+    this.leaseIds = shared ? shared.leases : counter();
+  }
+
+  /**
+   * What the shared budget gives this pool: at most `quota` processes from now on (it never has
+   * to end one for it; the budget lends and reclaims for that). Starts what it now may.
+   */
+  setQuota(quota: number): PoolEffect[] {
+    const raised = quota > this.quota;
+    this.quota = quota;
+    if (raised) this.reconcile({ shrink: false });
+    return this.flush();
+  }
+
+  /** Its part in the shared budget, for planBudget. */
+  demand(): PoolDemand {
+    const idle: { backend: number; since: number }[] = [];
+    let lent = 0;
+    for (const b of this.backends.values()) {
+      if (b.state.phase === 'idle' && b.idleSince !== undefined)
+        idle.push({ backend: b.id, since: b.idleSince });
+      if (b.lent) lent++;
+    }
+    return {
+      processes: this.backends.size,
+      wanted: this.stopping || this.gate.gaveUp ? 0 : Math.max(0, this.startsWanted().wanted),
+      oldestWaitSince: this.waiters.reduce<number | undefined>(
+        (oldest, w) => (oldest === undefined || w.since < oldest ? w.since : oldest),
+        undefined,
+      ),
+      idle,
+      lent,
+    };
+  }
+
+  /** Gives the place of idle backend `id` to another service: it retires now. */
+  lend(id: number): PoolEffect[] {
+    const backend = this.backends.get(id);
+    if (backend?.state.phase === 'idle') {
+      backend.lent = true;
+      this.retire(backend, 'lent');
+    }
+    return this.flush();
+  }
+
+  /**
+   * Gives the place of the next backend to become free to another service: a busy one (by
+   * pool_strategy) retires when its lease ends, before serving this pool's own waiters.
+   */
+  reclaim(): PoolEffect[] {
+    const busy = [...this.backends.values()].filter(
+      (b) => b.state.phase === 'busy' && !b.lent && b.state.worker !== HEALTH_CHECKER,
+    );
+    if (busy.length > 0) {
+      const victim = this.byStrategy(busy);
+      victim.lent = true;
+      if (victim.state.phase === 'busy' && !victim.state.retireOnReturn)
+        this.markForRetirement(victim);
+    }
+    return this.flush();
+  }
 
   /**
    * New settings (reload, scale) take effect at once: the pool grows, or shrinks by retiring idle
@@ -265,9 +360,13 @@ export class Pool {
     return this.count('idle', 'busy');
   }
 
-  /** Starts pool_size backends at once. */
+  /** Starts pool_size backends at once (a pool of none is ready at once). */
   start(): PoolEffect[] {
     this.reconcile({ shrink: false });
+    if (this.settings.size === 0 && !this.announcedReady) {
+      this.announcedReady = true;
+      this.emit({ type: 'pool-ready' });
+    }
     return this.flush();
   }
 
@@ -290,7 +389,8 @@ export class Pool {
     } else {
       const timeout = this.settings.queueTimeoutMs;
       const deadline = timeout > 0 ? this.clock.now() + timeout : Infinity;
-      const waiter = { worker, checkoutSeq, deadline, again: first, client };
+      const since = this.clock.now();
+      const waiter = { worker, checkoutSeq, deadline, again: first, client, since };
       if (first) this.waiters.unshift(waiter);
       else this.waiters.push(waiter);
       this.limitPasses(first ? 0 : this.waiters.length - 1);
@@ -600,7 +700,7 @@ export class Pool {
     if (this.stopping) return this.flush();
     for (const backend of this.backends.values()) {
       if (backend.state.phase !== 'idle') continue;
-      const lease = this.nextLease++;
+      const lease = this.leaseIds.next();
       const pass = { kind: 'bounded', upTo: 0 } as const;
       this.move(backend, { type: 'lease', lease, worker: HEALTH_CHECKER, checkoutSeq: 0, pass });
       this.emit({ type: 'health-check', backend: backend.id, lease });
@@ -632,9 +732,11 @@ export class Pool {
   private takeBack(backend: BackendRecord): void {
     if (backend.state.phase !== 'busy') return;
     const toRoll = backend.generation < this.generation;
-    // max_requests is a limit, as gunicorn's, uWSGI's and Passenger's: at it, the backend takes
-    // no further request and goes at once; its replacement starts while the others carry the load.
-    if (backend.recycle === 'max-requests') {
+    if (backend.lent) {
+      this.retire(backend, 'lent');
+      // max_requests is a limit, as gunicorn's, uWSGI's and Passenger's: at it, the backend takes
+      // no further request and goes at once; its replacement starts while the others carry the load.
+    } else if (backend.recycle === 'max-requests') {
       this.retire(backend, 'max-requests');
     } else if (backend.state.retireOnReturn && (toRoll || backend.recycle)) {
       this.retire(backend, backend.recycle ?? 'rolled');
@@ -666,7 +768,41 @@ export class Pool {
    */
   private grow(): void {
     const now = this.clock.now();
-    if (this.gate.holdsBack(now)) return;
+    const { wanted: asked, surge } = this.startsWanted();
+    // The shared budget counts every process, a retiring one too.
+    const wanted = Math.min(asked, this.quota - this.backends.size);
+    const active = this.count('starting', 'idle') + this.countBusy({ marked: false });
+    for (let i = 0; i < wanted; i++) {
+      const id = this.backendIds.next();
+      this.backends.set(id, {
+        id,
+        state: { phase: 'starting' },
+        spawnedAt: now,
+        startingSince: now,
+        readyAt: undefined,
+        served: 0,
+        generation: this.generation,
+        requestLimit: this.requestLimit(),
+        recycle: undefined,
+        lent: false,
+        unhealthy: 0,
+        idleSince: undefined,
+      });
+      if (!surge && active + i >= this.settings.size) this.totals.overflowSpawns += 1;
+      this.emit({ type: 'spawn', backend: id });
+    }
+  }
+
+  /**
+   * How many backends grow() would start now, the shared budget aside: pool_size backends not on
+   * their way out, and one more for every waiting request no starting backend will serve, up to
+   * pool_size + pool_max_overflow processes (retiring ones still hold a process and a port, so
+   * they count). After repeated failures, starts wait for the backoff and only one probe starts
+   * at a time. `surge`: the one start is a rolling restart's replacement, beyond the ceiling.
+   */
+  private startsWanted(): { wanted: number; surge: boolean } {
+    const now = this.clock.now();
+    if (this.gate.holdsBack(now)) return { wanted: 0, surge: false };
     const starting = this.count('starting');
     const active = starting + this.count('idle') + this.countBusy({ marked: false });
     // A backend retiring at its max_requests is replaced at once, while it finishes exiting.
@@ -684,24 +820,7 @@ export class Pool {
       wanted = Math.min(wanted, starting === 0 ? 1 : 0);
     const concurrency = this.settings.startConcurrency;
     if (concurrency > 0) wanted = Math.min(wanted, concurrency - starting);
-    for (let i = 0; i < wanted; i++) {
-      const id = this.nextBackendId++;
-      this.backends.set(id, {
-        id,
-        state: { phase: 'starting' },
-        spawnedAt: now,
-        startingSince: now,
-        readyAt: undefined,
-        served: 0,
-        generation: this.generation,
-        requestLimit: this.requestLimit(),
-        recycle: undefined,
-        unhealthy: 0,
-        idleSince: undefined,
-      });
-      if (!surge && active + i >= this.settings.size) this.totals.overflowSpawns += 1;
-      this.emit({ type: 'spawn', backend: id });
-    }
+    return { wanted, surge };
   }
 
   /**
@@ -772,7 +891,7 @@ export class Pool {
   }
 
   private grant(backend: BackendRecord, worker: number, checkoutSeq: number): void {
-    const lease = this.nextLease++;
+    const lease = this.leaseIds.next();
     const pass = passRightFor(this.waiters, worker);
     this.move(backend, { type: 'lease', lease, worker, checkoutSeq, pass });
     const upTo = passLimit(pass);

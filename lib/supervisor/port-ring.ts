@@ -7,10 +7,16 @@ import type { PortRange } from '../config/formats.js';
  * backend's slow-dying child) is the last to be reused.
  */
 export class PortRing {
-  private readonly held = new Set<number>();
   private cursor: number;
 
-  constructor(private range: PortRange) {
+  /**
+   * `held`: the ports in use, shared by the rings of several services, so that services whose
+   * ranges overlap never hand one port to two backends.
+   */
+  constructor(
+    private range: PortRange,
+    private readonly held = new Set<number>(),
+  ) {
     this.cursor = range.last;
   }
 

@@ -10,7 +10,9 @@ import {
   type CheckinOutcome,
   type Numbering,
   type PoolClock,
+  type PoolDemand,
   type PoolEffect,
+  type PoolNumbering,
   type PoolSettings,
   type PoolTotals,
   type RejectCode,
@@ -99,6 +101,14 @@ const BROKEN_GRACE_MS = 250;
 
 const realClock: PoolClock = { now: () => Date.now(), random: Math.random };
 
+/** What the supervisors of several services share (see service-pools.ts). */
+export interface SupervisorShare {
+  /** Ports in use by any service's backend. */
+  readonly heldPorts?: Set<number>;
+  /** Something changed in this pool: the shared budget is planned again. */
+  readonly changed?: () => void;
+}
+
 /**
  * The pool's edge: runs the pure Pool's decisions with real processes, ports and timers. It knows
  * nothing of cluster or HTTP; the primary wires it to the front workers.
@@ -123,13 +133,17 @@ export class Supervisor {
     private config: Config,
     private readonly log: Logger,
     private readonly hooks: SupervisorHooks,
-    /** The primary's one numbering of what it asks the workers (the pool's revokes among them). */
-    sequence: Numbering = counter(),
+    /**
+     * The primary's one numbering of what it asks the workers (the pool's revokes among them);
+     * with several services, also their shared numbering of backends and leases.
+     */
+    sequence: Numbering | PoolNumbering = counter(),
     private readonly restart: RestartPolicy = defaultRestartPolicy,
     private readonly clock: PoolClock = realClock,
+    private readonly share: SupervisorShare = {},
   ) {
     this.pool = new Pool(this.poolSettings(config), clock, sequence);
-    this.ring = new PortRing(config.service_port_range);
+    this.ring = new PortRing(config.service_port_range, share.heldPorts);
     this.record = new HealthRecord(clock.now());
   }
 
@@ -178,6 +192,31 @@ export class Supervisor {
 
   get rolling(): boolean {
     return this.pool.rolling;
+  }
+
+  /** Its part in the shared budget (max_backends). */
+  demand(): PoolDemand {
+    return this.pool.demand();
+  }
+
+  /** Most processes it may run now, as the shared budget decided. */
+  setQuota(quota: number): void {
+    this.apply(this.pool.setQuota(quota));
+  }
+
+  /** The idle backend `id` retires: its place goes to another service. */
+  lend(id: number): void {
+    this.apply(this.pool.lend(id));
+  }
+
+  /** The next backend to become free retires: its place goes to another service. */
+  reclaim(): void {
+    this.apply(this.pool.reclaim());
+  }
+
+  /** The settings in force. */
+  get settings(): Config {
+    return this.config;
   }
 
   get poolTotals(): Readonly<PoolTotals> {
@@ -401,6 +440,7 @@ export class Supervisor {
       }
     }
     this.scheduleWake();
+    this.share.changed?.();
   }
 
   private async launch(id: number, config: Config): Promise<void> {

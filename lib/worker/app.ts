@@ -84,6 +84,12 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
         });
         return settle();
       }
+      const route = ctx.route(target.host, target.path);
+      if (!route) {
+        sendError(res, 'MPX_NO_SERVICE', 'no service takes this host and path');
+        return settle();
+      }
+      record.service = route.service;
       if (limit > 0 && Number(req.headers['content-length']) > limit) {
         sendError(res, 'MPX_BODY_TOO_LARGE', tooLarge, { close: true });
         return settle();
@@ -99,11 +105,12 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
       const run = (body: OutgoingRequest['body']): void => {
         const outgoing: OutgoingRequest = {
           method: req.method ?? 'GET',
-          path: target.path,
+          path: route.path,
           headers,
           body,
         };
         ctx.withBackend({
+          service: route.service,
           client: res,
           startedAt,
           record,

@@ -14,6 +14,8 @@ export interface RequestEntry extends RequestOutcome {
   readonly bytes: number;
   readonly backend: number | undefined;
   readonly port: number | undefined;
+  /** The service the request went to; undefined when none took it (or only one exists). */
+  readonly service: string | undefined;
 }
 
 /** What the request path tells the outside: the metrics always, the access log when on. */
@@ -58,6 +60,7 @@ export function requestObserver(
           bytes: entry.bytes,
           ms: ms(entry.startedAt, entry.endedAt),
           queue_ms: entry.leasedAt === undefined ? null : ms(entry.startedAt, entry.leasedAt),
+          ...(entry.service === undefined ? {} : { service: entry.service }),
           backend: entry.backend ?? null,
           port: entry.port ?? null,
           code: entry.errorCode ?? null,

@@ -37,12 +37,14 @@ export function upgradeRequest(
   }
   const target = targetOf(req);
   if (!target) return refuse('MPX_BAD_REQUEST', 'the request names no host (Host header)');
+  const route = ctx.route(target.host, target.path);
+  if (!route) return refuse('MPX_NO_SERVICE', 'no service takes this host and path');
   deps.onStart();
   let open = 2;
   const settle = (): void => {
     if (--open === 0) deps.onSettled();
   };
-  const record: LeaseRecord = { ...NO_LEASE };
+  const record: LeaseRecord = { ...NO_LEASE, service: route.service };
   const requestId = requestIdOf(req, trusted);
   let status: number | undefined;
   socket.once('close', () => {
@@ -56,6 +58,7 @@ export function upgradeRequest(
   });
   const headers = requestHeaders(req, target, trusted, requestId, true);
   ctx.withBackend({
+    service: route.service,
     client: socket,
     startedAt,
     record,
@@ -67,7 +70,7 @@ export function upgradeRequest(
         req,
         socket,
         head,
-        { path: target.path, headers },
+        { path: route.path, headers },
         backend,
         config.tunnel_idle_timeout_ms,
         {

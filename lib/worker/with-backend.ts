@@ -13,12 +13,15 @@ const MAX_REFUSALS = 2;
 
 /** The backend a request was given, for the access log (the last one, after a refusal). */
 export interface LeaseRecord {
+  /** The service the router chose (undefined before routing, or when none matched). */
+  service: string | undefined;
   leasedAt: number | undefined;
   backend: number | undefined;
   port: number | undefined;
 }
 
 export const NO_LEASE: Readonly<LeaseRecord> = {
+  service: undefined,
   leasedAt: undefined,
   backend: undefined,
   port: undefined,
@@ -33,6 +36,8 @@ export type UseBackend = (
 
 /** One request's wish for a backend. */
 export interface BackendWish {
+  /** The service whose pool serves it (the router's choice). */
+  readonly service: string;
   /** The client's response or socket: its close while waiting gives up the place in the queue. */
   readonly client: {
     once(e: 'close', f: () => void): unknown;
@@ -68,7 +73,7 @@ export function backendUser(deps: {
     const { client, record } = wish;
     let refusals = 0;
     const tryCheckout = (again: boolean): void => {
-      const checkout = leases.checkout(again, wish.clientKey);
+      const checkout = leases.checkout(again, wish.clientKey, wish.service);
       const leave = (): void => leases.cancel(checkout.seq);
       client.once('close', leave);
       const granted = (result: CheckoutResult): void => {

@@ -122,3 +122,55 @@ describe('the examples, each with its own multiplexer.json', () => {
     });
   }
 });
+
+describe('examples/several-services: three services behind one port, one budget', () => {
+  it('/api goes to the Express API with the prefix taken off, admin.example.test to the Flask app, the rest to the stdlib site; 30 concurrent requests, each to its own service, never two at once on a backend', async (t) => {
+    const flask = examples.find((e) => e.name === 'python-flask-gunicorn')!;
+    const express = examples.find((e) => e.name === 'node-express')!;
+    const reason = flask.unavailable() ?? express.unavailable();
+    if (reason !== undefined) return skip(t, `several-services: ${reason}`);
+    const file = exampleFile('several-services');
+    const config = JSON.parse(readFileSync(file, 'utf8')) as {
+      services: Record<string, { service_kill_pattern: string }>;
+    };
+    const patterns = Object.values(config.services).map((s) => s.service_kill_pattern);
+    after(() => {
+      for (const pattern of patterns) for (const pid of pidsMatching(pattern)) killQuietly(pid);
+    });
+    const mpx = await startMultiplexer({}, { shipped: file, readyTimeoutMs: 30_000 });
+    assert.equal(mpx.ready.backends.length, 3, 'one backend per service (pool_size 1 each)');
+
+    /** Which example answered: read from the answering process's command line. */
+    const serviceOf = (pid: number): string => {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmdline.includes('node-express')) return 'api';
+      if (cmdline.includes('gunicorn')) return 'admin';
+      if (cmdline.includes('python-stdlib')) return 'site';
+      return `unknown: ${cmdline}`;
+    };
+    const asks = Array.from({ length: 30 }, (_, i) => {
+      const kind = ['api', 'admin', 'site'][i % 3]!;
+      const path = kind === 'api' ? `/api/users/${i}?q=${i}` : `/page/${i}?q=${i}`;
+      const headers = kind === 'admin' ? { host: 'admin.example.test' } : {};
+      return { kind, path, request: request(mpx.port, path, { headers }) };
+    });
+    for (const ask of asks) {
+      const answer = await ask.request;
+      assert.equal(answer.status, 200, answer.body);
+      const page = JSON.parse(answer.body) as ExampleAnswer;
+      assert.equal(serviceOf(page.pid), ask.kind, `${ask.path} went to ${ask.kind}`);
+      const seen = ask.kind === 'api' ? ask.path.slice('/api'.length) : ask.path;
+      assert.equal(page.path, seen, 'the path the backend saw');
+      assert.notEqual(page.queued_behind, true, `a connection waited on :${page.port}`);
+      if (page.inFlight !== undefined) assert.equal(page.inFlight, 1);
+    }
+    const none = await request(mpx.port, '/', { headers: { host: 'other.example.test' } });
+    assert.equal(none.status, 200, 'the site takes every other host');
+
+    assert.deepEqual(await mpx.stop(), { code: 0, signal: null });
+    await waitFor(
+      () => patterns.every((p) => pidsMatching(p).length === 0),
+      'every backend process to end',
+    );
+  });
+});

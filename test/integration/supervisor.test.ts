@@ -17,6 +17,8 @@ async function config(overrides: Partial<Config>, marker: string): Promise<Confi
   return {
     pool_size: 2,
     pool_max_overflow: 1,
+    services: {},
+    max_backends: 0,
     pool_strategy: 'fifo',
     pool_overflow_idle_ms: 0,
     http_port: 1,

@@ -46,13 +46,31 @@ describe("the lease client (a front worker's side)", () => {
     assert.equal((await first.result).status, 'granted');
     leases.checkin(7, 'ok');
     assert.deepEqual(await second.result, { status: 'granted', lease: 7, port: 10300, backend: 1 });
-    assert.deepEqual(sent.at(-1), { ns: NAMESPACE, type: 'pass', lease: 7, to: second.seq });
+    assert.deepEqual(sent.at(-1), {
+      ns: NAMESPACE,
+      type: 'pass',
+      lease: 7,
+      to: second.seq,
+      service: 'default',
+    });
     // A late grant of another backend to the request served by the pass is ignored.
     grant(second.seq, 8, UNBOUNDED);
     leases.checkin(7, 'ok');
-    assert.deepEqual(sent.at(-1), { ns: NAMESPACE, type: 'pass', lease: 7, to: third.seq });
+    assert.deepEqual(sent.at(-1), {
+      ns: NAMESPACE,
+      type: 'pass',
+      lease: 7,
+      to: third.seq,
+      service: 'default',
+    });
     leases.checkin(7, 'ok');
-    assert.deepEqual(sent.at(-1), { ns: NAMESPACE, type: 'checkin', lease: 7, outcome: 'ok' });
+    assert.deepEqual(sent.at(-1), {
+      ns: NAMESPACE,
+      type: 'checkin',
+      lease: 7,
+      outcome: 'ok',
+      service: 'default',
+    });
   });
 
   it('never passes beyond the bound, after a failure, to a checkout asked again, or after an upgrade', () => {
@@ -61,7 +79,13 @@ describe("the lease client (a front worker's side)", () => {
     const b = leases.checkout();
     grant(a.seq, 1, a.seq); // bound: nothing after a itself
     leases.checkin(1, 'ok');
-    assert.deepEqual(sent.at(-1), { ns: NAMESPACE, type: 'checkin', lease: 1, outcome: 'ok' });
+    assert.deepEqual(sent.at(-1), {
+      ns: NAMESPACE,
+      type: 'checkin',
+      lease: 1,
+      outcome: 'ok',
+      service: 'default',
+    });
     grant(b.seq, 2, UNBOUNDED);
     const again = leases.checkout(true);
     leases.checkin(2, 'ok');
@@ -69,7 +93,13 @@ describe("the lease client (a front worker's side)", () => {
     const c = leases.checkout();
     grant(again.seq, 3, UNBOUNDED);
     leases.checkin(3, 'broken');
-    assert.deepEqual(sent.at(-1), { ns: NAMESPACE, type: 'checkin', lease: 3, outcome: 'broken' });
+    assert.deepEqual(sent.at(-1), {
+      ns: NAMESPACE,
+      type: 'checkin',
+      lease: 3,
+      outcome: 'broken',
+      service: 'default',
+    });
     grant(c.seq, 4, UNBOUNDED);
     leases.checkout();
     leases.upgraded(4);
@@ -86,8 +116,65 @@ describe("the lease client (a front worker's side)", () => {
     leases.revoke({ ns: NAMESPACE, type: 'revoke', seq: 9, leases: [5, 99], upTo: b.seq });
     assert.deepEqual(sent.at(-1), { ns: NAMESPACE, type: 'revoked', ack: 9 });
     leases.checkin(5, 'ok');
-    assert.deepEqual(sent.at(-1), { ns: NAMESPACE, type: 'pass', lease: 5, to: b.seq });
+    assert.deepEqual(sent.at(-1), {
+      ns: NAMESPACE,
+      type: 'pass',
+      lease: 5,
+      to: b.seq,
+      service: 'default',
+    });
     leases.checkin(5, 'ok');
-    assert.deepEqual(sent.at(-1), { ns: NAMESPACE, type: 'checkin', lease: 5, outcome: 'ok' });
+    assert.deepEqual(sent.at(-1), {
+      ns: NAMESPACE,
+      type: 'checkin',
+      lease: 5,
+      outcome: 'ok',
+      service: 'default',
+    });
+  });
+
+  it('passes a backend only to a checkout of its own service', async () => {
+    const { sent, leases } = setup();
+    const api = leases.checkout(false, '', 'api');
+    const admin = leases.checkout(false, '', 'admin');
+    const api2 = leases.checkout(false, '', 'api');
+    leases.settle({
+      ns: NAMESPACE,
+      type: 'granted',
+      ack: api.seq,
+      lease: 3,
+      port: 10300,
+      backend: 1,
+      upTo: UNBOUNDED,
+      passes: UNBOUNDED,
+    });
+    leases.checkin(3, 'ok');
+    assert.deepEqual(sent.at(-1), {
+      ns: NAMESPACE,
+      type: 'pass',
+      lease: 3,
+      to: api2.seq,
+      service: 'api',
+    });
+    assert.equal((await api2.result).status, 'granted');
+    leases.checkin(3, 'ok');
+    assert.deepEqual(
+      sent.at(-1),
+      {
+        ns: NAMESPACE,
+        type: 'checkin',
+        lease: 3,
+        outcome: 'ok',
+        service: 'api',
+      },
+      'the admin checkout waits for a backend of its own',
+    );
+    leases.cancel(admin.seq);
+    assert.deepEqual(sent.at(-1), {
+      ns: NAMESPACE,
+      type: 'cancel',
+      seq: admin.seq,
+      service: 'admin',
+    });
   });
 });

@@ -6,8 +6,18 @@ import { Batcher, unbatch } from '../../lib/ipc/batch.js';
 
 describe('IPC protocol', () => {
   it('accepts well-formed messages both ways', () => {
-    assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'checkout', seq: 1, client: '' }).ok);
-    assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'checkin', lease: 4, outcome: 'stuck' }).ok);
+    assert.ok(
+      decodeWorkerMessage({ ns: 'mpx', type: 'checkout', seq: 1, client: '', service: 'api' }).ok,
+    );
+    assert.ok(
+      decodeWorkerMessage({
+        ns: 'mpx',
+        type: 'checkin',
+        lease: 4,
+        outcome: 'stuck',
+        service: 'default',
+      }).ok,
+    );
     assert.ok(
       decodePrimaryMessage({
         ns: 'mpx',
@@ -20,7 +30,9 @@ describe('IPC protocol', () => {
         passes: 4,
       }).ok,
     );
-    assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'pass', lease: 2, to: 5 }).ok);
+    assert.ok(
+      decodeWorkerMessage({ ns: 'mpx', type: 'pass', lease: 2, to: 5, service: 'default' }).ok,
+    );
     assert.ok(decodePrimaryMessage({ ns: 'mpx', type: 'revoke', seq: 3, leases: [2], upTo: 4 }).ok);
     assert.ok(decodeWorkerMessage({ ns: 'mpx', type: 'revoked', ack: 3 }).ok);
     assert.ok(decodePrimaryMessage({ ns: 'mpx', type: 'drain', withinMs: 1000 }).ok);

@@ -64,7 +64,34 @@ function renderTiles(status) {
       dl,
     );
   });
-  $('backends').replaceChildren(...tiles);
+  const services = status.services ?? [];
+  const box = $('backends');
+  if (services.length > 1) {
+    // Several services: one group each, its own pool and queue above its backends.
+    box.className = 'services';
+    box.replaceChildren(
+      ...services.map((svc) =>
+        el(
+          'section',
+          { class: 'service', 'data-service': svc.name },
+          el(
+            'h3',
+            {},
+            el('span', { class: 'name' }, svc.name),
+            ` · pool_size ${svc.size}, overflow up to ${svc.maxOverflow} · queue ${svc.queue}${svc.rolling ? ' · rolling restart' : ''}`,
+          ),
+          el(
+            'div',
+            { class: 'tiles' },
+            ...tiles.filter((t, i) => status.backends[i].service === svc.name),
+          ),
+        ),
+      ),
+    );
+  } else {
+    box.className = 'tiles';
+    box.replaceChildren(...tiles);
+  }
   $('pool').textContent =
     `pool_size ${status.pool.size}, overflow up to ${status.pool.maxOverflow}, ${status.pool.strategy}${status.pool.rolling ? ', rolling restart in progress' : ''}`;
 }
