@@ -14,6 +14,7 @@ import { removeInstance, writeInstance } from '../instance/instance-file.js';
 import { bufferDirOf } from '../instance/state-dir.js';
 import { startTimeOf } from '../supervisor/process-table.js';
 import { ServicePools } from '../supervisor/service-pools.js';
+import { backendBudget } from '../config/services.js';
 import type { BootFailure } from '../supervisor/supervisor.js';
 import { PoolMetrics } from '../metrics/pool-metrics.js';
 import { ActionQueue, SIGNALS, type Action, type Ask } from './actions.js';
@@ -235,7 +236,14 @@ export class Primary {
     this.log.info(
       {
         event: 'pool.starting',
-        pool_size: this.configNow.pool_size,
+        ...(this.supervisor.names.length > 1
+          ? {
+              services: Object.fromEntries(
+                this.supervisor.services().map((s) => [s.name, s.size]),
+              ),
+              max_backends: backendBudget(this.configNow),
+            }
+          : { pool_size: this.configNow.pool_size }),
         workers: this.configNow.workers,
         http_port: this.configNow.http_port,
       },

@@ -157,6 +157,24 @@ export async function launchMultiplexer(
   if (typeof full.service_start_process_cmd === 'string') {
     full.service_start_process_cmd = full.service_start_process_cmd.replaceAll('{marker}', marker);
   }
+  // Several services: each one's command too, so every backend carries the test's marker.
+  const services = (full as { services?: unknown }).services;
+  if (typeof services === 'object' && services !== null && !Array.isArray(services)) {
+    (full as { services?: unknown }).services = Object.fromEntries(
+      Object.entries(services as Record<string, Record<string, unknown>>).map(([name, own]) => [
+        name,
+        typeof own.service_start_process_cmd === 'string'
+          ? {
+              ...own,
+              service_start_process_cmd: own.service_start_process_cmd.replaceAll(
+                '{marker}',
+                marker,
+              ),
+            }
+          : own,
+      ]),
+    );
+  }
   const file = writeConfig(full);
   const l = launch(['start', '--config', file, ...(options.args ?? [])], {
     env: options.env,
