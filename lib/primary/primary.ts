@@ -238,9 +238,7 @@ export class Primary {
         event: 'pool.starting',
         ...(this.supervisor.names.length > 1
           ? {
-              services: Object.fromEntries(
-                this.supervisor.services().map((s) => [s.name, s.size]),
-              ),
+              services: Object.fromEntries(this.supervisor.services().map((s) => [s.name, s.size])),
               max_backends: backendBudget(this.configNow),
             }
           : { pool_size: this.configNow.pool_size }),
