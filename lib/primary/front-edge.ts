@@ -3,6 +3,7 @@ import { NAMESPACE } from '../ipc/protocol.js';
 import type { Logger } from '../log.js';
 import {
   FrontCore,
+  FRONT_SETTINGS,
   listens,
   type FrontAction,
   type FrontEffect,
@@ -107,6 +108,10 @@ export class FrontEdge {
     switch (effect.type) {
       case 'fork': {
         const worker = this.processes.fork(this.hooks.config());
+        this.log.debug(
+          { event: 'worker.forked', worker: worker.id, generation: effect.generation },
+          'front worker forked',
+        );
         this.feed({ type: 'forked', worker: worker.id, generation: effect.generation });
         return;
       }
@@ -118,7 +123,16 @@ export class FrontEdge {
         });
         return;
       case 'kill':
-        if (effect.why === 'deadline') {
+        if (effect.why === 'boot-timeout') {
+          this.log.error(
+            {
+              event: 'worker.boot-timeout',
+              worker: effect.worker,
+              worker_pid: this.processes.pidOf(effect.worker),
+            },
+            `front worker forked but not listening after ${FRONT_SETTINGS.bootTimeoutMs / 1000} s; killing it (it counts as a failed start)`,
+          );
+        } else if (effect.why === 'deadline') {
           this.log.warn(
             {
               event: 'worker.drain-cut',

@@ -19,12 +19,18 @@ export interface FrontSettings {
   readonly maxBackoffMs: number;
   /** How long workers killed by stop-now get to exit before the stop finishes anyway. */
   readonly killGraceMs: number;
+  /**
+   * A worker not listening this long after its fork is killed, and counts as one that died at
+   * boot (as gunicorn's timeout ends a silent worker): a reload waiting for it is answered.
+   */
+  readonly bootTimeoutMs: number;
 }
 
 export const FRONT_SETTINGS: FrontSettings = {
   bootGraceMs: 1000,
   maxBackoffMs: 10_000,
   killGraceMs: 5000,
+  bootTimeoutMs: 15_000,
 };
 
 /** Why a worker drains: a reload replaced it, it is beyond `workers`, or the server stops. */
@@ -99,7 +105,11 @@ export type FrontEffect =
   | { readonly type: 'fork'; readonly generation: number }
   /** Tell the worker to drain, and by when (it reports what it could not finish before then). */
   | { readonly type: 'drain'; readonly worker: number; readonly deadline: number }
-  | { readonly type: 'kill'; readonly worker: number; readonly why: 'deadline' | 'stop-now' }
+  | {
+      readonly type: 'kill';
+      readonly worker: number;
+      readonly why: 'deadline' | 'stop-now' | 'boot-timeout';
+    }
   /** A worker that was serving or booting died; a replacement comes after `retryInMs`. */
   | {
       readonly type: 'died';
@@ -151,6 +161,8 @@ export class FrontCore {
   private cut = false;
   /** Workers that reported their drain complete and have not exited yet. */
   private readonly drainedOut = new Set<number>();
+  /** Booting workers killed for not listening in time, not exited yet. */
+  private readonly bootKilled = new Set<number>();
   private readonly queue: FrontAction[] = [];
 
   /**
@@ -194,8 +206,10 @@ export class FrontCore {
   /** When the next tick is owed: the nearest drain deadline, a fork held back, a stop's bound. */
   nextWakeAt(): number | undefined {
     let next = Infinity;
-    for (const w of this.workersNow.values()) {
+    for (const [id, w] of this.workersNow) {
       if (w.state === 'draining' && !w.killed) next = Math.min(next, w.deadline);
+      if (w.state === 'booting' && !this.bootKilled.has(id))
+        next = Math.min(next, w.startedAt + this.settings.bootTimeoutMs);
     }
     if (this.phaseNow.phase === 'running' && this.nextForkAt > this.clock.now()) {
       next = Math.min(next, this.nextForkAt);
@@ -247,6 +261,14 @@ export class FrontCore {
         return;
       case 'tick':
         for (const [id, w] of this.workersNow) {
+          if (
+            w.state === 'booting' &&
+            !this.bootKilled.has(id) &&
+            now - w.startedAt >= this.settings.bootTimeoutMs
+          ) {
+            this.bootKilled.add(id);
+            effects.push({ type: 'kill', worker: id, why: 'boot-timeout' });
+          }
           if (w.state === 'draining' && !w.killed && w.deadline <= now) {
             this.workersNow.set(id, { ...w, killed: true });
             if (w.why === 'shutdown') this.cut = true;
@@ -265,6 +287,7 @@ export class FrontCore {
     effects: FrontEffect[],
   ): void {
     const w = this.workersNow.get(event.worker);
+    this.bootKilled.delete(event.worker);
     if (!w) return;
     this.workersNow.delete(event.worker);
     const reported = this.drainedOut.delete(event.worker);

@@ -312,6 +312,30 @@ describe('the front core', () => {
     assert.equal(w.core.workers.get(old!)?.state, 'serving');
   });
 
+  it('a new worker that never listens is killed at the boot deadline; its exit answers the reload unsettled, and the next is tried after the backoff', () => {
+    const w = new World(1, 1);
+    const [old] = w.ids(() => true);
+    w.listen(old!);
+    const ticket = w.reload(1, true);
+    const [silent] = w.ids((p) => p.generation === 1);
+    assert.equal(w.core.nextWakeAt(), w.clock.now() + FRONT_SETTINGS.bootTimeoutMs);
+    w.advance(FRONT_SETTINGS.bootTimeoutMs - 1);
+    assert.equal(w.procs.get(silent!)!.killed, false, 'not before its deadline');
+    w.advance(1);
+    assert.deepEqual(w.effects.at(-1), { type: 'kill', worker: silent, why: 'boot-timeout' });
+    w.exit(silent!, null, 'SIGKILL');
+    assert.equal(
+      w.effects.find((e) => e.type === 'unsettled' && e.ticket === ticket)?.type,
+      'unsettled',
+    );
+    assert.equal(w.core.workers.get(old!)?.state, 'serving', 'the old one keeps serving');
+    const died = w.effects.find((e) => e.type === 'died' && e.worker === silent);
+    assert.ok(died?.type === 'died' && died.retryInMs > 0, 'a failed start: the backoff applies');
+    w.advance((died as { retryInMs: number }).retryInMs);
+    const [next] = w.ids((p) => p.generation === 1);
+    assert.ok(next !== undefined && next !== silent, 'the next one is forked');
+  });
+
   for (const during of ['a roll', 'a crash', 'a reload during a roll'] as const) {
     it(`a stop during ${during}: every worker drains, the stop finishes, nothing is forked after it`, () => {
       const w = new World(1, 2);
