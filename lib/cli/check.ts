@@ -6,6 +6,7 @@ import { configKeys, schema, type ConfigKey } from '../config/schema.js';
 import { MultiplexerError } from '../errors.js';
 import { resolveStateDir } from '../instance/state-dir.js';
 import { flagsFrom } from './config-options.js';
+import { serviceKeys, serviceSpecs, type ServiceMatch } from '../config/services.js';
 
 /** `check [KEY...]`, `check --explain`: the configuration in force, each key with its source. */
 export function check(argv: Record<string, unknown>): number {
@@ -35,10 +36,36 @@ export function check(argv: Record<string, unknown>): number {
   process.stdout.write(
     `config file: ${file}\nstate directory: ${stateDir}\nconfiguration is valid:\n`,
   );
+  const specs = serviceSpecs(config);
+  const several = Object.keys(config.services).length > 0;
   for (const key of configKeys) {
-    process.stdout.write(`  ${key.padEnd(width)}  ${shown(key, config[key])}  (${sources[key]})\n`);
+    const value =
+      key === 'services' && several ? `${specs.length} services, below` : shown(key, config[key]);
+    const inherited =
+      several && serviceKeys.includes(key) ? ', for services that do not set it' : '';
+    process.stdout.write(`  ${key.padEnd(width)}  ${value}  (${sources[key]}${inherited})\n`);
+  }
+  if (!several) return 0;
+  for (const spec of specs) {
+    const entry = config.services[spec.name]!;
+    process.stdout.write(`service ${spec.name}: ${describeMatch(spec.match)}\n`);
+    for (const key of serviceKeys) {
+      const from = key in entry ? `services.${spec.name}` : `top level, ${sources[key]}`;
+      process.stdout.write(`  ${key.padEnd(width)}  ${shown(key, spec.config[key])}  (${from})\n`);
+    }
   }
   return 0;
+}
+
+/** Which requests a service takes, in words. */
+function describeMatch(match: ServiceMatch): string {
+  const parts = [
+    match.hosts.length > 0 ? `host ${match.hosts.join(', ')}` : '',
+    match.pathPrefix !== undefined
+      ? `path ${match.pathPrefix}${match.stripPrefix ? ' (taken off)' : ''}`
+      : '',
+  ].filter(Boolean);
+  return parts.length > 0 ? parts.join(', ') : 'every request no other service takes';
 }
 
 /** Shown as the config file accepts it, so a line can be copied back into the file. */
@@ -59,7 +86,7 @@ function explain(
       [
         key,
         `  ${spec.doc}`,
-        `  type: ${spec.format.expected}`,
+        `  type: ${spec.format.expected}${serviceKeys.includes(key) ? ` (also per service: services.NAME.${key})` : ''}`,
         `  default: ${JSON.stringify(asWritten(spec.default))}`,
         `  value: ${shown(key, config[key])}  (${describeSource(key, sources[key])})`,
         '',

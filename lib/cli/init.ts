@@ -1,3 +1,4 @@
+import { serviceKeys } from '../config/services.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, relative, resolve } from 'node:path';
 import { describeValue } from '../config/formats.js';
@@ -94,6 +95,7 @@ export function initCommand(
       `the command runs in ${config.service_cwd} (${where}), whatever directory start runs from`,
       `next: multiplexer check --config ${file} --explain, then multiplexer start --config ${file}`,
       `      then: multiplexer status (with one instance running, no --config needed)`,
+      `several services behind this port: "services": {"NAME": {...}}, each with "match" and its own ${serviceKeys.length} service_*, pool_* and queue_* keys (check --explain services)`,
       '',
     ].join('\n'),
   );
