@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { chromium, type Browser } from 'playwright-core';
 import { request } from '../helpers/http.js';
-import { adminAuth, adminTokenOf, startWithAdmin } from '../helpers/multiplexer.js';
+import { adminAuth, adminTokenOf, fixtureCommand, startWithAdmin } from '../helpers/multiplexer.js';
 import { tempDir } from '../helpers/temp.js';
 
 /** Debian's chromium (.ci/run installs it); playwright's own browser download does not work here. */
@@ -154,6 +154,64 @@ describe('the dashboard in a real browser (headless Chromium)', () => {
 
     const sent = await load.stop();
     assert.ok(sent > 0);
+    assert.equal((await mpx.stop()).code, 0);
+  });
+
+  it('groups backends by service, and scales the service chosen', async (t) => {
+    if (!existsSync(CHROMIUM)) {
+      const reason = `no browser at ${CHROMIUM} (Debian's chromium package; .ci/run installs it)`;
+      console.log(`# skipped: ${reason}`);
+      return t.skip(reason);
+    }
+    const command = (tag: string) => fixtureCommand('counting-service.mjs', '{marker}', ` ${tag}`);
+    const mpx = await startWithAdmin({
+      workers: 1,
+      admin_token: TOKEN,
+      services: {
+        api: {
+          match: { path_prefix: '/api' },
+          pool_size: 1,
+          service_start_process_cmd: command('api'),
+        },
+        site: { pool_size: 2, service_start_process_cmd: command('site') },
+      },
+    });
+    const browser: Browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+    });
+    after(() => browser.close());
+    const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    await page.goto(`http://127.0.0.1:${mpx.adminPort}/`);
+    await page.locator('#login').waitFor({ state: 'visible' });
+    await page.fill('#token', TOKEN);
+    await page.click('#login button');
+
+    const tilesOf = (service: string, n: number): string =>
+      `document.querySelectorAll('#backends .service[data-service="${service}"] .tile').length === ${n}`;
+    await page.waitForFunction(tilesOf('api', 1));
+    await page.waitForFunction(tilesOf('site', 2));
+    assert.deepEqual(await page.locator('#backends .service h3 .name').allTextContents(), [
+      'api',
+      'site',
+    ]);
+    assert.ok(await page.locator('#scale-service').isVisible(), 'a service to choose for scale');
+    await page.selectOption('#scale-service', 'api');
+    await page.fill('#scale-size', '2');
+    await page.click('#scale');
+    await page.waitForFunction(
+      `document.querySelector('#answer').textContent.startsWith('200 /scale')`,
+    );
+    await page.waitForFunction(tilesOf('api', 2));
+    await page.waitForFunction(tilesOf('site', 2));
+    const file = SCREENSHOT
+      ? SCREENSHOT.replace(/\.png$/, '-services.png')
+      : join(tempDir().dir, 'dashboard-services.png');
+    await page.screenshot({ path: file, fullPage: true });
+    t.diagnostic(`screenshot: ${file}`);
+    assert.deepEqual(errors, [], 'no script error on the page');
     assert.equal((await mpx.stop()).code, 0);
   });
 });

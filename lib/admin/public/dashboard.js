@@ -93,7 +93,26 @@ function renderTiles(status) {
     box.replaceChildren(...tiles);
   }
   $('pool').textContent =
-    `pool_size ${status.pool.size}, overflow up to ${status.pool.maxOverflow}, ${status.pool.strategy}${status.pool.rolling ? ', rolling restart in progress' : ''}`;
+    services.length > 1
+      ? `${services.length} services, ${status.backends.length} backends${status.pool.rolling ? ', rolling restart in progress' : ''}`
+      : `pool_size ${status.pool.size}, overflow up to ${status.pool.maxOverflow}, ${status.pool.strategy}${status.pool.rolling ? ', rolling restart in progress' : ''}`;
+}
+
+/** The scale form: with several services, which one (its pool_size shown), else the pool's. */
+function renderScale(status) {
+  const services = status.services ?? [];
+  const select = $('scale-service');
+  select.hidden = services.length < 2;
+  if (services.length >= 2) {
+    const names = services.map((svc) => svc.name);
+    if ([...select.options].map((o) => o.value).join() !== names.join()) {
+      select.replaceChildren(...names.map((n) => el('option', { value: n }, n)));
+    }
+  }
+  if (document.activeElement === $('scale-size')) return;
+  const chosen = services.find((svc) => svc.name === select.value);
+  $('scale-size').min = services.length >= 2 ? '0' : '1';
+  $('scale-size').value = String(services.length >= 2 && chosen ? chosen.size : status.pool.size);
 }
 
 function renderWorkers(status) {
@@ -111,7 +130,13 @@ function renderWorkers(status) {
   const endings = (status.endings ?? []).slice(-8).reverse();
   $('endings').replaceChildren(
     ...(endings.length
-      ? endings.map((e) => el('li', {}, `#${e.backend}: ${e.ending}`))
+      ? endings.map((e) =>
+          el(
+            'li',
+            {},
+            `#${e.backend}${e.service && status.services?.length > 1 ? ` (${e.service})` : ''}: ${e.ending}`,
+          ),
+        )
       : [el('li', { class: 'muted' }, 'none yet')]),
   );
 }
@@ -130,7 +155,7 @@ function renderFrame(frame) {
     $(`c${code}`).textContent = String(frame.codes[code]);
     $(`c${code}`).parentElement.classList.toggle('bad', frame.codes[code] > 0);
   }
-  if (document.activeElement !== $('scale-size')) $('scale-size').value = String(s.pool.size);
+  renderScale(s);
   renderTiles(s);
   renderWorkers(s);
   drawChart();
@@ -271,7 +296,8 @@ $('login').addEventListener('submit', (event) => {
 });
 $('scale-form').addEventListener('submit', (event) => {
   event.preventDefault();
-  void act('/scale', { pool_size: Number($('scale-size').value) });
+  const service = $('scale-service').hidden ? {} : { service: $('scale-service').value };
+  void act('/scale', { pool_size: Number($('scale-size').value), ...service });
 });
 $('reload').addEventListener('click', () => void act('/reload'));
 $('roll').addEventListener('click', () => void act('/roll'));
