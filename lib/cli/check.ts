@@ -86,9 +86,12 @@ function explain(
       [
         key,
         `  ${spec.doc}`,
-        `  type: ${spec.format.expected}${serviceKeys.includes(key) ? ` (also per service: services.NAME.${key})` : ''}`,
+        `  type: ${spec.format.expected}`,
         `  default: ${JSON.stringify(asWritten(spec.default))}`,
         `  value: ${shown(key, config[key])}  (${describeSource(key, sources[key])})`,
+        ...(serviceKeys.includes(key)
+          ? [`  per service: "services": {"NAME": {"${key}": …}} sets it for one service`]
+          : []),
         '',
         '',
       ].join('\n'),

@@ -47,9 +47,9 @@ export const COMMANDS = {
     console: true,
   },
   scale: {
-    usage: 'scale [service] <pool_size>',
+    usage: 'scale <pool_size>',
     describe:
-      "Set the running instance's pool_size, or one service's (until the next reload or restart)",
+      "Set the running instance's pool_size (scale SERVICE N: one service's), until the next reload or restart",
     console: true,
   },
   top: {

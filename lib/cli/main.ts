@@ -215,7 +215,7 @@ export async function run(args: string[]): Promise<number> {
       COMMANDS.scale.describe,
       (y) =>
         withInstanceOptions(y)
-          .usage(`$0 ${COMMANDS.scale.usage}`)
+          .usage('$0 scale [service] <pool_size>')
           .positional('first', {
             type: 'string',
             describe: 'New pool_size; or, before it, the service to scale',

@@ -144,7 +144,9 @@ export function enforceBudget(
   }));
   const plan = planBudget(demands, budget - outside);
   for (const d of demands) {
-    members.get(d.service)!.setQuota(d.processes + (plan.starts.get(d.service) ?? 0));
+    // A lent backend's place is already given away: not this service's to refill when it goes.
+    const keeps = d.processes - (d.lent ?? 0);
+    members.get(d.service)!.setQuota(keeps + (plan.starts.get(d.service) ?? 0));
   }
   for (const e of plan.evict) members.get(e.service)!.lend(e.backend);
   for (const service of plan.reclaim) members.get(service)!.reclaim();

@@ -293,6 +293,8 @@ export class Pool {
     const backend = this.backends.get(id);
     if (backend?.state.phase === 'idle') {
       backend.lent = true;
+      // The place is given away: once the backend is gone, it is not this pool's to refill.
+      this.quota -= 1;
       this.retire(backend, 'lent');
     }
     return this.flush();
@@ -303,12 +305,18 @@ export class Pool {
    * pool_strategy) retires when its lease ends, before serving this pool's own waiters.
    */
   reclaim(): PoolEffect[] {
+    // Never an upgraded connection's backend: taking it would close a client's WebSocket.
     const busy = [...this.backends.values()].filter(
-      (b) => b.state.phase === 'busy' && !b.lent && b.state.worker !== HEALTH_CHECKER,
+      (b) =>
+        b.state.phase === 'busy' &&
+        b.state.use !== 'upgraded' &&
+        !b.lent &&
+        b.state.worker !== HEALTH_CHECKER,
     );
     if (busy.length > 0) {
       const victim = this.byStrategy(busy);
       victim.lent = true;
+      this.quota -= 1;
       if (victim.state.phase === 'busy' && !victim.state.retireOnReturn)
         this.markForRetirement(victim);
     }
@@ -732,11 +740,12 @@ export class Pool {
   private takeBack(backend: BackendRecord): void {
     if (backend.state.phase !== 'busy') return;
     const toRoll = backend.generation < this.generation;
+    // Its place was lent to another service: it goes even if requests of this one wait.
     if (backend.lent) {
       this.retire(backend, 'lent');
+    } else if (backend.recycle === 'max-requests') {
       // max_requests is a limit, as gunicorn's, uWSGI's and Passenger's: at it, the backend takes
       // no further request and goes at once; its replacement starts while the others carry the load.
-    } else if (backend.recycle === 'max-requests') {
       this.retire(backend, 'max-requests');
     } else if (backend.state.retireOnReturn && (toRoll || backend.recycle)) {
       this.retire(backend, backend.recycle ?? 'rolled');
