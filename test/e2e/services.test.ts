@@ -172,7 +172,7 @@ describe('several services behind one port', () => {
     assert.equal((await mpx.stop()).code, 0);
   });
 
-  it('a service of pool_size 0 starts a backend for its first request, and goes back to none after pool_overflow_idle_ms', async () => {
+  it('a service of pool_size 0 starts a backend for its first request, and goes back to none after pool_overflow_idle_ms', async (t) => {
     const mpx = await startServices({
       pool_overflow_idle_ms: 300,
       services: {
@@ -189,7 +189,11 @@ describe('several services behind one port', () => {
       1,
       'ready with the one backend of main; rare has none',
     );
+    const asked = performance.now();
     const answer = await request(mpx.port, '/rare/x');
+    t.diagnostic(
+      `rare's first request, with a backend to start: ${Math.round(performance.now() - asked)} ms`,
+    );
     assert.equal(answer.status, 200);
     assert.equal((JSON.parse(answer.body) as Fixture).tag, 'rare');
     await waitFor(
