@@ -12,6 +12,7 @@ import {
   writeConfig,
 } from '../helpers/multiplexer.js';
 import { parsePrometheus, sumOf } from '../helpers/prometheus.js';
+import { isAlive } from '../helpers/procs.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -286,6 +287,56 @@ describe('several services behind one port', () => {
     });
     assert.notEqual((await unknown.exited).code, 0);
     assert.match(unknown.stderr(), /no service named "nope"; the services are api, web/);
+    assert.equal((await mpx.stop()).code, 0);
+  });
+
+  it("a SIGHUP adds a service and removes another: the new one serves at once, the removed one's requests go where the routes now say and its backends end", async () => {
+    const mpx = await startServices({
+      services: {
+        api: service('api', { match: { path_prefix: '/api' }, pool_size: 1 }),
+        web: service('web', { pool_size: 1 }),
+      },
+    });
+    const tagOf = async (path: string, host?: string): Promise<string> => {
+      const answer = await request(mpx.port, path, host ? { headers: { host } } : {});
+      assert.equal(answer.status, 200, answer.body);
+      return (JSON.parse(answer.body) as Fixture).tag;
+    };
+    assert.equal(await tagOf('/api/x'), 'api');
+    const apiPids = (await backendsOf(mpx)).filter((b) => b.service === 'api').map((b) => b.pid);
+    const config = JSON.parse(readFileSync(mpx.configFile, 'utf8')) as {
+      services: Record<string, Record<string, unknown>>;
+    };
+    const cmd = String(config.services.web!.service_start_process_cmd);
+    rewriteConfig(mpx, {
+      services: {
+        web: config.services.web,
+        admin: {
+          match: { host: 'admin.example.test' },
+          pool_size: 1,
+          service_start_process_cmd: cmd.replace(/ web$/, ' admin'),
+        },
+      },
+    });
+    mpx.proc.kill('SIGHUP');
+    const done = await mpx.waitForLog((r) => r.event === 'reload.done', 'the reload', 20_000);
+    assert.ok(done);
+    const changes = mpx.logs().find((r) => r.event === 'reload.started')!.changes as string[];
+    assert.deepEqual(changes, [
+      'services.api: "(a service)" → "(none)"',
+      'services.admin: "(none)" → "(a service)"',
+    ]);
+    assert.equal(await tagOf('/', 'admin.example.test'), 'admin', 'the new service serves');
+    assert.equal(await tagOf('/api/x'), 'web', '/api now goes to the catch-all');
+    await waitFor(
+      () => apiPids.every((pid) => !isAlive(pid)),
+      "the removed service's backends to end",
+    );
+    const status = (await mpx.status()) as unknown as { services: { name: string }[] };
+    assert.deepEqual(
+      status.services.map((s) => s.name),
+      ['web', 'admin'],
+    );
     assert.equal((await mpx.stop()).code, 0);
   });
 
