@@ -2,7 +2,8 @@
  * One backend budget shared by several services (max_backends), as a pure decision over a snapshot
  * of the services' pools: who may start a backend now, and whose backend goes to make room.
  *
- * - Each service keeps its minimum (pool_size); the config guarantees the minimums fit.
+ * - Each service keeps its minimum (pool_size); the config guarantees the minimums fit. A place
+ *   missing from a minimum (a crash, a backoff) stays free for that service.
  * - Room goes first to services below their minimum, then to the service whose oldest request
  *   has waited longest (Passenger gives the next slot to whoever asks; this is the fairness it
  *   lacks), never past a service's own ceiling (pool_size + pool_max_overflow).
@@ -61,11 +62,17 @@ export function planBudget(demands: readonly ServiceDemand[], maxBackends: numbe
   const keeps = new Map(demands.map((d) => [d.service, d.processes - (d.lent ?? 0)]));
   const taken = new Set<number>();
   let returning = demands.reduce((n, d) => n + (d.lent ?? 0), 0);
+  // A service below its minimum that cannot start now (its backoff after a crash) keeps its
+  // missing places free: no other service may take them meanwhile.
+  let reserved = demands.reduce((n, d) => n + Math.max(0, d.minimum - d.processes), 0);
   for (const d of [...demands].sort(priority)) {
     const room = Math.max(0, Math.min(d.wanted, d.ceiling - d.processes));
-    const given = Math.min(room, Math.max(0, free));
+    const own = Math.max(0, d.minimum - d.processes);
+    const others = reserved - own;
+    const given = Math.min(room, Math.max(0, free - others));
     if (given > 0) starts.set(d.service, given);
     free -= given;
+    reserved = others + Math.max(0, own - given);
     // Still short: one place per plan is made for it (the plan is made again at every event).
     if (room === given) continue;
     if (d.oldestWaitSince === undefined && d.processes >= d.minimum) continue;

@@ -134,6 +134,14 @@ export function runServicesWalk(seed: number, shape: Shape, steps: number): void
       world.alive.size <= shape.budget,
       `${what}: ${world.alive.size} backends alive, max_backends ${shape.budget}`,
     );
+    // A service below its minimum (a backend crashed, or waits out its backoff) has its missing
+    // places held free for it: no other service took them.
+    let missing = 0;
+    for (const s of services) missing += Math.max(0, s.settings.size - s.pool.demand().processes);
+    assert.ok(
+      missing <= shape.budget - world.alive.size,
+      `${what}: ${missing} places missing from minimums, only ${shape.budget - world.alive.size} free`,
+    );
   };
 
   enforceBudget(members, shape.budget);
