@@ -96,11 +96,16 @@ export class FrontEdge {
   }
 
   private carry(effects: readonly FrontEffect[]): void {
-    for (const effect of effects) this.carryOne(effect);
-    clearTimeout(this.wake);
-    const at = this.core.nextWakeAt();
-    if (at !== undefined) {
-      this.wake = setTimeout(() => this.feed({ type: 'tick' }), Math.max(0, at - Date.now()));
+    try {
+      for (const effect of effects) this.carryOne(effect);
+    } finally {
+      // Even if carrying one effect threw (a fork the system refused), the core gets its next
+      // tick: a backoff or a deadline it waits for is never lost.
+      clearTimeout(this.wake);
+      const at = this.core.nextWakeAt();
+      if (at !== undefined) {
+        this.wake = setTimeout(() => this.feed({ type: 'tick' }), Math.max(0, at - Date.now()));
+      }
     }
   }
 
