@@ -166,6 +166,7 @@ export class ServicePools {
   reconfigure(next: Config): SupervisorChange {
     const change = { pool: false, backends: false };
     const specs = serviceSpecs(next);
+    const added: Supervisor[] = [];
     const wanted = new Set(specs.map((s) => s.name));
     for (const [name, pool] of this.pools) {
       if (wanted.has(name)) continue;
@@ -179,7 +180,12 @@ export class ServicePools {
         this.plan();
       });
     }
+    const hadBudget = this.budget !== undefined;
     this.budget = this.budgetOf(next);
+    // max_backends taken off: no quota any more, each pool's own ceiling is its limit.
+    if (hadBudget && this.budget === undefined) {
+      for (const pool of this.pools.values()) pool.setQuota(Infinity);
+    }
     for (const spec of specs) {
       const pool = this.pools.get(spec.name);
       if (pool) {
@@ -188,13 +194,15 @@ export class ServicePools {
         change.backends ||= c.backends;
         continue;
       }
-      const added = this.create(spec);
-      this.pools.set(spec.name, added);
+      const fresh = this.create(spec);
+      this.pools.set(spec.name, fresh);
+      added.push(fresh);
       change.pool = true;
       this.log.info({ event: 'service.added', service: spec.name }, `service ${spec.name} added`);
-      if (this.started) added.start();
     }
+    // The budget first, so that a new service starts within its quota.
     this.plan();
+    if (this.started) for (const pool of added) pool.start();
     return change;
   }
 
