@@ -6,12 +6,15 @@ export interface StatusBody {
   uptimeMs: number;
   config: string;
   pool: { size: number; maxOverflow: number; strategy: string; rolling: boolean };
+  /** Every service (one, "default", without `services`). */
+  services?: { name: string; size: number; maxOverflow: number; queue: number; rolling: boolean }[];
   workers: { id: number; pid: number; listening: boolean; phase?: string }[];
   endings?: { backend: number; ending: string }[];
   /** Set while backends keep failing. */
   degraded?: string;
   backends: {
     id: number;
+    service?: string;
     pid?: number;
     port?: number;
     state: string;
@@ -44,9 +47,14 @@ export function table(rows: string[][]): string {
     .join('\n');
 }
 
-/** One row per backend: id, pid, port, state, age, requests served, RSS, the worker leasing it. */
+/**
+ * One row per backend: id, pid, port, state, age, requests served, RSS, the worker leasing it;
+ * with several services, its service first.
+ */
 export function backendTable(s: StatusBody): string {
+  const several = (s.services?.length ?? 0) > 1;
   const rows = s.backends.map((b) => [
+    ...(several ? [b.service ?? '-'] : []),
     String(b.id),
     String(b.pid ?? '-'),
     String(b.port ?? '-'),
@@ -56,7 +64,8 @@ export function backendTable(s: StatusBody): string {
     b.rssBytes === undefined ? '-' : `${(b.rssBytes / 1048576).toFixed(1)} MB`,
     b.leasedBy === undefined ? '-' : `worker ${b.leasedBy}`,
   ]);
-  return table([['ID', 'PID', 'PORT', 'STATE', 'AGE', 'SERVED', 'RSS', 'LEASE'], ...rows]);
+  const head = ['ID', 'PID', 'PORT', 'STATE', 'AGE', 'SERVED', 'RSS', 'LEASE'];
+  return table([several ? ['SERVICE', ...head] : head, ...rows]);
 }
 
 /** The endings shown by `status`: enough to see a pattern, not a log. */
@@ -69,7 +78,14 @@ export function formatStatus(s: StatusBody): string {
     `multiplexer ${s.version}, pid ${s.pid}, ${s.state} for ${duration(s.uptimeMs)}`,
     ...(s.degraded ? [`DEGRADED: ${s.degraded}`] : []),
     `config: ${s.config}`,
-    `pool: size ${s.pool.size}, max overflow ${s.pool.maxOverflow}, ${s.pool.strategy}${s.pool.rolling ? ', rolling restart in progress' : ''}; ${s.queue} waiting`,
+    ...((s.services?.length ?? 0) > 1
+      ? s.services!.map(
+          (svc) =>
+            `service ${svc.name}: size ${svc.size}, max overflow ${svc.maxOverflow}${svc.rolling ? ', rolling restart in progress' : ''}; ${svc.queue} waiting`,
+        )
+      : [
+          `pool: size ${s.pool.size}, max overflow ${s.pool.maxOverflow}, ${s.pool.strategy}${s.pool.rolling ? ', rolling restart in progress' : ''}; ${s.queue} waiting`,
+        ]),
     `front workers: ${s.workers.map((w) => `${w.pid}${w.listening ? '' : ' (not listening)'}`).join(', ')}`,
     '',
     backendTable(s),

@@ -277,6 +277,14 @@ describe('several services behind one port', () => {
         3,
       'web at 3 backends',
     );
+    const shown = launch(['status', '--config', mpx.configFile], {
+      env: { MULTIPLEXER_STATE_DIR: mpx.stateDir },
+    });
+    assert.equal((await shown.exited).code, 0, shown.stderr());
+    assert.match(shown.stdout(), /^service api: size 2, max overflow 0; 0 waiting$/m);
+    assert.match(shown.stdout(), /^service web: size 3, max overflow 0; 0 waiting$/m);
+    assert.match(shown.stdout(), /^SERVICE +ID +PID/m);
+    assert.equal(shown.stdout().match(/^web +\d+/gm)?.length, 3, 'web: 3 backends listed');
     const unnamed = launch(['scale', '3', '--config', mpx.configFile], {
       env: { MULTIPLEXER_STATE_DIR: mpx.stateDir },
     });
