@@ -152,6 +152,12 @@ export class FrontCore {
   /** Deaths at boot in a row, and when the next fork may happen. */
   private bootStreak = 0;
   private nextForkAt = 0;
+  /**
+   * When reconcile last ran. A fork held back until nextForkAt is owed a tick until a reconcile
+   * runs at or after it: the time can pass nextForkAt between a reconcile and the edge asking
+   * for the next wake (the effects take a moment), and that tick must not be lost.
+   */
+  private reconciledAt = 0;
   private drainMs: number;
   private poolReady = false;
   private announced = false;
@@ -211,7 +217,7 @@ export class FrontCore {
       if (w.state === 'booting' && !this.bootKilled.has(id))
         next = Math.min(next, w.startedAt + this.settings.bootTimeoutMs);
     }
-    if (this.phaseNow.phase === 'running' && this.nextForkAt > this.clock.now()) {
+    if (this.phaseNow.phase === 'running' && this.nextForkAt > this.reconciledAt) {
       next = Math.min(next, this.nextForkAt);
     }
     if (this.phaseNow.phase === 'stopping') next = Math.min(next, this.phaseNow.deadline);
@@ -380,6 +386,7 @@ export class FrontCore {
   /** Moves the live workers toward `wanted` of the current generation. */
   private reconcile(effects: FrontEffect[]): void {
     const now = this.clock.now();
+    this.reconciledAt = now;
     const phase = this.phaseNow.phase;
     if (phase !== 'running') {
       const stopBound = this.phaseNow.phase === 'stopping' && now >= this.phaseNow.deadline;

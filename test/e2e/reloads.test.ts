@@ -123,7 +123,16 @@ describe('reloads under load', () => {
       const victim = await waitFor(
         async () => (await workerPids()).find((pid) => !killed.has(pid)),
         'a live front worker',
-      );
+      ).catch((err: Error) => {
+        // What the primary said of its workers, to tell a fork that never came from one that
+        // never listened.
+        const said = mpx
+          .logs()
+          .filter((r) => String(r.event).startsWith('worker.'))
+          .slice(-8)
+          .map((r) => JSON.stringify(r));
+        throw new Error(`${err.message}; the primary's last worker events:\n${said.join('\n')}`);
+      });
       const ok = load.result.ok;
       await waitFor(() => load.result.ok >= ok + 10, 'requests served after the last kill');
       killed.add(victim);

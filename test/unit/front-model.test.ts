@@ -312,6 +312,29 @@ describe('the front core', () => {
     assert.equal(w.core.workers.get(old!)?.state, 'serving');
   });
 
+  it('a fork held back by the backoff keeps its tick when time passes its moment between a step and the next wake (the lost-tick stall)', () => {
+    const w = new World(1, 2);
+    for (const id of w.ids(() => true)) w.listen(id);
+    // A worker killed soon after its start: its replacement waits out a backoff.
+    const [first] = w.ids(() => true);
+    w.advance(100);
+    w.exit(first!, null, 'SIGKILL');
+    const died = w.effects.find((e) => e.type === 'died' && e.worker === first);
+    assert.ok(died?.type === 'died' && died.retryInMs > 0, 'a backoff');
+    const forkAt = w.clock.now() + died.retryInMs;
+    // An event just before that moment: the step runs, nothing is forked yet...
+    w.clock.advance(died.retryInMs - 1);
+    w.carry(w.core.apply({ type: 'pool-ready' }));
+    // ...and carrying its effects took the time past it before the edge asks for the next wake.
+    w.clock.advance(2);
+    const wake = w.core.nextWakeAt();
+    assert.ok(wake !== undefined && wake <= w.clock.now(), `a tick is still owed (at ${forkAt})`);
+    w.carry(w.core.apply({ type: 'tick' }));
+    assert.equal(w.ids(() => true).length, 2, 'the replacement is forked');
+    // Then only the new worker's boot deadline is owed, later: no loop of immediate ticks.
+    assert.equal(w.core.nextWakeAt(), w.clock.now() + FRONT_SETTINGS.bootTimeoutMs);
+  });
+
   it('a new worker that never listens is killed at the boot deadline; its exit answers the reload unsettled, and the next is tried after the backoff', () => {
     const w = new World(1, 1);
     const [old] = w.ids(() => true);
