@@ -298,8 +298,9 @@ export class FrontCore {
     this.workersNow.delete(event.worker);
     const reported = this.drainedOut.delete(event.worker);
     // A stop is complete only if every worker said it finished what it carried before it went.
+    // One that never listened (forked for a reload the stop overtook) carried nothing.
     if (this.phaseNow.phase !== 'running') {
-      if (!reported) this.cut = true;
+      if (!reported && listens(w)) this.cut = true;
       return;
     }
     if (w.state === 'draining') return;

@@ -215,7 +215,14 @@ describe('chaos', () => {
     );
     t.diagnostic(`seed ${seed}: ${JSON.stringify(tally)}`);
     assert.ok(tally.checkRefused > 0 && tally.checkOk > 0, 'both outcomes were exercised');
-    assert.equal((await mpx.stop()).code, 0);
+    const exit = await mpx.stop();
+    // A stop that was not clean says why: the primary's last lines.
+    const last = mpx
+      .logs()
+      .filter((r) => r.level >= 40 || /^(reload|shutdown|worker)\./.test(String(r.event)))
+      .slice(-12)
+      .map((r) => JSON.stringify(r).slice(0, 300));
+    assert.equal(exit.code, 0, `seed ${seed}: the stop exited ${exit.code}:\n${last.join('\n')}`);
   });
 
   it(`${scale.memoryRequests} requests: the primary's and each worker's memory stays flat (growth under 10% after warm-up)`, async (t) => {

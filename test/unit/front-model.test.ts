@@ -335,6 +335,18 @@ describe('the front core', () => {
     assert.equal(w.core.nextWakeAt(), w.clock.now() + FRONT_SETTINGS.bootTimeoutMs);
   });
 
+  it('a stop that overtakes a reload: its new worker, which never listened, fails to listen and exits; the stop is still complete (it carried nothing)', () => {
+    const w = new World(1, 1);
+    const [old] = w.ids(() => true);
+    w.listen(old!);
+    w.reload(1, true);
+    const [fresh] = w.ids((p) => p.generation === 1);
+    w.act({ type: 'stop', drainMs: 3000 });
+    w.exit(fresh!, 70);
+    w.drainOut(old!);
+    assert.deepEqual(w.finishes, [true], 'finished, complete');
+  });
+
   it('a new worker that never listens is killed at the boot deadline; its exit answers the reload unsettled, and the next is tried after the backoff', () => {
     const w = new World(1, 1);
     const [old] = w.ids(() => true);
