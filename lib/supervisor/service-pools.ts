@@ -86,10 +86,6 @@ export class ServicePools {
     return [...this.pools.keys()];
   }
 
-  has(service: string): boolean {
-    return this.pools.has(service);
-  }
-
   start(): void {
     this.started = true;
     // Quotas before the first starts: the budget decides who starts what from the beginning.

@@ -14,6 +14,24 @@ const SCREENSHOT = process.env.MPX_DASHBOARD_SCREENSHOT;
 
 const TOKEN = 'dashboard-token';
 
+/** Debian's chromium, headless, closed after the test. */
+async function launchBrowser(): Promise<Browser> {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  after(() => browser.close());
+  return browser;
+}
+
 /** Requests, one after another on each of `clients` loops, until stop() (a bounded load). */
 function backgroundLoad(port: number, clients: number): { stop(): Promise<number> } {
   let running = true;
@@ -100,19 +118,7 @@ describe('the dashboard in a real browser (headless Chromium)', () => {
     const mpx = await startWithAdmin({ pool_size: 2, workers: 2, admin_token: TOKEN });
     const load = backgroundLoad(mpx.port, 3);
     after(() => load.stop());
-    const browser: Browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
-    after(() => browser.close());
+    const browser = await launchBrowser();
     const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
     const errors: string[] = [];
     page.on('pageerror', (err) => errors.push(err.message));
@@ -176,11 +182,7 @@ describe('the dashboard in a real browser (headless Chromium)', () => {
         site: { pool_size: 2, service_start_process_cmd: command('site') },
       },
     });
-    const browser: Browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
-    });
-    after(() => browser.close());
+    const browser = await launchBrowser();
     const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
     const errors: string[] = [];
     page.on('pageerror', (err) => errors.push(err.message));

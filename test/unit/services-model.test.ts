@@ -203,6 +203,28 @@ export function runServicesWalk(seed: number, shape: Shape, steps: number): void
     }
   }
 
+  /**
+   * One round of a quiet world: every lease returned, every stopped backend exits, every starting
+   * one becomes ready, then `ms` pass.
+   */
+  const settleRound = (ms: number, what: string): void => {
+    for (const [lease, l] of [...world.leases]) {
+      world.leases.delete(lease);
+      step(
+        l.service,
+        byName.get(l.service)!.pool.checkin(l.worker, lease, 'ok'),
+        `${what} checkin`,
+      );
+    }
+    for (const id of [...world.stopping].filter((b) => world.alive.has(b)))
+      exitOne(id, `${what} exit`);
+    for (const s of services) {
+      for (const v of s.pool.view().filter((b) => b.state.phase === 'starting'))
+        step(s.name, s.pool.backendReady(v.id), `${what} ready`);
+    }
+    clock.advance(ms);
+    for (const s of services) step(s.name, s.pool.tick(), `${what} tick`);
+  };
   const describe = (): string =>
     services
       .map(
@@ -231,49 +253,16 @@ export function runServicesWalk(seed: number, shape: Shape, steps: number): void
       oldest.rounds <= 4,
       `round ${round}: the oldest request, ${first} of ${world.waiting.get(first)}, waited 4 rounds; ${describe()}`,
     );
-    for (const [lease, l] of [...world.leases]) {
-      world.leases.delete(lease);
-      step(l.service, byName.get(l.service)!.pool.checkin(l.worker, lease, 'ok'), 'final checkin');
-    }
-    for (const id of [...world.stopping].filter((b) => world.alive.has(b)))
-      exitOne(id, 'final exit');
-    for (const s of services) {
-      for (const v of s.pool.view().filter((b) => b.state.phase === 'starting'))
-        step(s.name, s.pool.backendReady(v.id), 'final ready');
-    }
-    clock.advance(base.restart.maxDelayMs);
-    for (const s of services) step(s.name, s.pool.tick(), 'final tick');
+    settleRound(base.restart.maxDelayMs, 'final');
   }
   assert.deepEqual(
     [...world.waiting],
     [],
-    `requests still waiting after ${bound} rounds: starved (budget ${shape.budget}); ${services
-      .map(
-        (s) =>
-          `${s.name}: ${JSON.stringify(s.pool.demand())} [${s.pool
-            .view()
-            .map(
-              (v) =>
-                `${v.id}:${v.state.phase}${v.state.phase === 'retiring' ? `(${v.state.reason})` : ''}`,
-            )
-            .join(' ')}] queue ${s.pool.queueLength}`,
-      )
-      .join('; ')}`,
+    `requests still waiting after ${bound} rounds: starved (budget ${shape.budget}); ${describe()}`,
   );
   // Quiet: every service keeps its minimum, and the budget holds.
   for (let round = 0; round < 30; round++) {
-    for (const [lease, l] of [...world.leases]) {
-      world.leases.delete(lease);
-      step(l.service, byName.get(l.service)!.pool.checkin(l.worker, lease, 'ok'), 'quiet checkin');
-    }
-    for (const id of [...world.stopping].filter((b) => world.alive.has(b)))
-      exitOne(id, 'quiet exit');
-    for (const s of services) {
-      for (const v of s.pool.view().filter((b) => b.state.phase === 'starting'))
-        step(s.name, s.pool.backendReady(v.id), 'quiet ready');
-    }
-    clock.advance(Math.max(400, shape.idleRetireMs ?? 0));
-    for (const s of services) step(s.name, s.pool.tick(), 'quiet tick');
+    settleRound(Math.max(400, shape.idleRetireMs ?? 0), 'quiet');
   }
   for (const s of services) {
     const ready = s.pool.view().filter((v) => v.state.phase === 'idle').length;
