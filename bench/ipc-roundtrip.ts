@@ -68,6 +68,8 @@ export async function measureIpc(
             lease: ++lease,
             port: 10300,
             backend: 1,
+            // Not held: each request is a round trip, which is what this measures.
+            holdMs: 0,
             upTo: 0,
             passes: 0,
           };

@@ -1,6 +1,6 @@
 import type { ErrorCode } from '../errors.js';
 import type { CheckinOutcome, PrimaryMessage, WorkerMessage } from './protocol.js';
-import { NAMESPACE } from './protocol.js';
+import { NAMESPACE, UNBOUNDED } from './protocol.js';
 import { Pending, Sequence } from './request.js';
 import { DEFAULT_SERVICE } from '../config/services.js';
 
@@ -34,38 +34,89 @@ interface Held {
   upTo: number;
   /** Passes left under the backend's max_requests (UNBOUNDED: no limit). */
   passes: number;
+  /** How long it may sit idle here (UNBOUNDED: for good; 0: not at all). */
+  readonly holdMs: number;
+  /** Idle here, held for this worker's next request, since then; undefined while in use. */
+  idleSince: number | undefined;
+  /** Requests served on it with no message each, not reported yet. */
+  reused: number;
+  /** Its backend exited (lost): it is forgotten when its request ends, and never used again. */
+  lost: boolean;
 }
+
+/** How often requests served on held leases are reported to the pool (recycling, /status). */
+export const REUSE_REPORT_MS = 1000;
 
 /**
  * The front worker's side of the lease protocol: numbered checkouts, replies matched by `ack`.
  * A checkout cancelled before its reply arrives is forgotten here; the supervisor returns the
  * lease itself if it had already granted it, so a late `granted` is simply ignored. So is a grant
  * that crossed a pass to the same checkout: the supervisor takes it back when the pass arrives.
+ *
+ * Leases are held (protocol.ts, "Held leases"): a request that finds a backend of its service
+ * held idle here takes it with no message at all.
  */
 export class LeaseClient {
   /** In the order asked, which is the order of `seq`: the first is the oldest. */
   private readonly waiting: Pending<Waiting>;
   private readonly held = new Map<number, Held>();
+  /** Draining: nothing more is held idle, and what was is given back. */
+  private releasing = false;
+  private reportedAt: number;
 
   /** `sequence`: this worker's one numbering of its requests. */
   constructor(
     private readonly send: (message: WorkerMessage) => void,
     sequence = new Sequence(),
+    private readonly now: () => number = () => performance.now(),
   ) {
     this.waiting = new Pending(sequence);
+    this.reportedAt = now();
   }
 
   /**
-   * Asks for a backend of `service`. `again`: this request's backend refused its connection (it
-   * never saw the request), so it asks to be first in the queue rather than last.
+   * Asks for a backend of `service`: one held idle here if there is one (no message), else the
+   * pool's. `again`: this request's backend refused its connection (it never saw the request), so
+   * it asks to be first in the pool's queue rather than last.
    */
   checkout(again = false, client = '', service = DEFAULT_SERVICE): Checkout {
+    const lease = this.releasing ? undefined : this.idleHeld(service);
+    if (lease !== undefined) {
+      const held = this.held.get(lease)!;
+      held.idleSince = undefined;
+      held.passes--;
+      held.reused++;
+      const granted = { status: 'granted', lease, port: held.port, backend: held.backend } as const;
+      return { seq: 0, result: Promise.resolve(granted) };
+    }
     let seq = 0;
     const result = new Promise<CheckoutResult>((resolve) => {
       seq = this.waiting.open({ resolve, again, service });
     });
     this.send({ ns: NAMESPACE, type: again ? 'checkout-again' : 'checkout', seq, client, service });
     return { seq, result };
+  }
+
+  /**
+   * The held idle lease of `service` to use next, if any: the one idle the shortest time, so that
+   * one the pool gave beyond pool_size stays idle long enough to go back.
+   */
+  private idleHeld(service: string): number | undefined {
+    let best: number | undefined;
+    let since = -Infinity;
+    for (const [lease, h] of this.held) {
+      if (h.idleSince === undefined || h.service !== service || !this.mayHold(h)) continue;
+      if (h.idleSince >= since) {
+        since = h.idleSince;
+        best = lease;
+      }
+    }
+    return best;
+  }
+
+  /** Whether the lease may serve a later request of this worker's, no checkout sent for it. */
+  private mayHold(h: Held): boolean {
+    return h.upTo === UNBOUNDED && h.passes > 0 && h.holdMs > 0 && !h.lost && !this.releasing;
   }
 
   cancel(seq: number): void {
@@ -78,10 +129,16 @@ export class LeaseClient {
   /**
    * The request on `lease` is over. After one that ended well, the backend goes on to this
    * worker's oldest waiting checkout of the same service when the lease's bound allows (a pass:
-   * no round trip through the primary); otherwise it goes back to the primary.
+   * no round trip through the primary); else, with no checkout waiting and an open bound, it is
+   * held idle for the next request; otherwise it goes back to the primary.
    */
   checkin(lease: number, outcome: CheckinOutcome): void {
     const held = this.held.get(lease);
+    if (held?.lost) {
+      // Its backend is gone: the pool has nothing to take back.
+      this.held.delete(lease);
+      return;
+    }
     const service = held?.service ?? DEFAULT_SERVICE;
     if (held && outcome === 'ok' && held.passes > 0) {
       for (const [seq, waiting] of this.waiting.entries()) {
@@ -93,9 +150,29 @@ export class LeaseClient {
         waiting.resolve({ status: 'granted', lease, port: held.port, backend: held.backend });
         return;
       }
+      if (this.mayHold(held)) {
+        held.idleSince = this.now();
+        return;
+      }
     }
     this.held.delete(lease);
-    this.send({ ns: NAMESPACE, type: 'checkin', lease, outcome, service });
+    const reused = held?.reused ?? 0;
+    this.send({ ns: NAMESPACE, type: 'checkin', lease, outcome, service, reused, idleMs: 0 });
+  }
+
+  /** Gives back a lease held idle, telling how long it was. */
+  private giveBack(lease: number, held: Held, now: number): void {
+    this.held.delete(lease);
+    const idleMs = Math.max(0, Math.round(now - (held.idleSince ?? now)));
+    this.send({
+      ns: NAMESPACE,
+      type: 'checkin',
+      lease,
+      outcome: 'ok',
+      service: held.service,
+      reused: held.reused,
+      idleMs,
+    });
   }
 
   /**
@@ -113,13 +190,65 @@ export class LeaseClient {
     });
   }
 
-  /** Lowers the bound of the leases named (those still held), and confirms. */
+  /**
+   * Lowers the bound of the leases named (those still held); the ones held idle no longer may be,
+   * and go back before the confirmation, so the pool has them within one round trip.
+   */
   revoke(message: Extract<PrimaryMessage, { type: 'revoke' }>): void {
+    const now = this.now();
     for (const lease of message.leases) {
       const held = this.held.get(lease);
-      if (held) held.upTo = Math.min(held.upTo, message.upTo);
+      if (!held) continue;
+      held.upTo = Math.min(held.upTo, message.upTo);
+      if (held.idleSince !== undefined && !this.mayHold(held)) this.giveBack(lease, held, now);
     }
     this.send({ ns: NAMESPACE, type: 'revoked', ack: message.seq });
+  }
+
+  /** The backend held under `lease` exited: an idle lease is forgotten, a busy one when it ends. */
+  lost(lease: number): void {
+    const held = this.held.get(lease);
+    if (!held) return;
+    if (held.idleSince !== undefined) this.held.delete(lease);
+    else held.lost = true;
+  }
+
+  /** A drain: every lease held idle goes back, and none is held from now on. */
+  releaseAll(): void {
+    this.releasing = true;
+    this.sweep();
+  }
+
+  /**
+   * Run now and then (the worker's one coarse timer): gives back leases idle past their holdMs,
+   * and reports the requests served on held leases once every REUSE_REPORT_MS.
+   */
+  sweep(): void {
+    const now = this.now();
+    for (const [lease, held] of this.held) {
+      if (held.idleSince === undefined) continue;
+      if (!this.mayHold(held) || now - held.idleSince >= held.holdMs)
+        this.giveBack(lease, held, now);
+    }
+    if (now - this.reportedAt < REUSE_REPORT_MS) return;
+    this.reportedAt = now;
+    const byService = new Map<string, [number, number][]>();
+    for (const [lease, held] of this.held) {
+      if (held.reused === 0 || held.lost) continue;
+      const list = byService.get(held.service) ?? [];
+      list.push([lease, held.reused]);
+      byService.set(held.service, list);
+      held.reused = 0;
+    }
+    for (const [service, reports] of byService)
+      this.send({ ns: NAMESPACE, type: 'reused', service, reports });
+  }
+
+  /** Leases held idle now, for tests and /status-like views. */
+  get idleCount(): number {
+    let n = 0;
+    for (const h of this.held.values()) if (h.idleSince !== undefined) n++;
+    return n;
   }
 
   /** Handles a reply from the primary; returns false for a reply to nothing waiting. */
@@ -127,8 +256,18 @@ export class LeaseClient {
     const waiting = this.waiting.take(message.ack);
     if (!waiting) return false;
     if (message.type === 'granted') {
-      const { lease, port, backend, upTo, passes } = message;
-      this.held.set(lease, { service: waiting.service, port, backend, upTo, passes });
+      const { lease, port, backend, upTo, passes, holdMs } = message;
+      this.held.set(lease, {
+        service: waiting.service,
+        port,
+        backend,
+        upTo,
+        passes,
+        holdMs,
+        idleSince: undefined,
+        reused: 0,
+        lost: false,
+      });
       waiting.resolve({ status: 'granted', lease, port, backend });
     } else waiting.resolve({ status: 'rejected', code: message.code, message: message.message });
     return true;

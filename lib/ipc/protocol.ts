@@ -26,6 +26,24 @@
  * `passes` in a grant is how many times the worker may pass it on in all: what the backend's
  * service_max_requests leaves after this request. It is a count, not a bound, because passes are
  * reported after the fact: a revoke would arrive too late for a limit that must hold exactly.
+ *
+ * Held leases. A lease whose bound is open (UNBOUNDED) may also be kept while idle: a worker whose
+ * request ended with nobody of its own waiting keeps the backend, and serves its next request of
+ * that service there without any message (a pass to a checkout that was never sent). In the
+ * steady state a worker so serves every request on backends it holds, and the primary hears
+ * nothing per request. What keeps this honest:
+ *   - a request that finds no free held backend is sent to the primary as a checkout at once, so
+ *     the one queue still sees every waiting request; its arrival revokes other workers' open
+ *     leases (as for passes), and a worker told so gives back the ones it holds idle at once,
+ *     before it confirms: within one round trip;
+ *   - the grant's `holdMs` says how long the backend may sit idle in the worker: for good within
+ *     pool_size, pool_overflow_idle_ms beyond it (then it comes back, `idleMs` telling how long it
+ *     was idle, so the pool shrinks on time), 0 for a backend that must come back each time;
+ *   - a retire (shrink, roll, recycle, a health check, the budget) revokes to 0: an idle held
+ *     lease comes back at once, a busy one at the end of its request;
+ *   - requests served on a held lease count against `passes` like passes, and are reported to the
+ *     pool in batches (`reused`, at most once a second) and with the checkin;
+ *   - a backend that exits while held is reported with lost{lease}: the worker forgets the lease.
  */
 import type { ErrorCode } from '../errors.js';
 
@@ -64,7 +82,13 @@ export type WorkerMessage =
       lease: number;
       outcome: CheckinOutcome;
       service: string;
+      /** Requests served on the lease while held (no message each), not yet reported. */
+      reused: number;
+      /** How long the lease was held idle before this checkin (0: it ends a request). */
+      idleMs: number;
     }
+  /** Requests served on held leases since the last report: [lease, count] pairs. */
+  | { ns: typeof NAMESPACE; type: 'reused'; service: string; reports: [number, number][] }
   /**
    * The request on `lease` ended well and the backend now serves this worker's checkout `to`
    * (always one of the same service).
@@ -94,7 +118,11 @@ export type PrimaryMessage =
       upTo: number;
       /** How many times the worker may pass the lease on: the backend's max_requests left. */
       passes: number;
+      /** How long the worker may hold the backend idle (UNBOUNDED: for good; 0: not at all). */
+      holdMs: number;
     }
+  /** The backend held under `lease` exited: the lease is void. */
+  | { ns: typeof NAMESPACE; type: 'lost'; lease: number }
   | { ns: typeof NAMESPACE; type: 'rejected'; ack: number; code: ErrorCode; message: string }
   /** From now on, `leases` may be passed only to checkouts numbered ≤ upTo (0: to none). */
   | { ns: typeof NAMESPACE; type: 'revoke'; seq: number; leases: readonly number[]; upTo: number }
@@ -122,7 +150,14 @@ const workerShapes: Record<WorkerMessage['type'], Shape> = {
   checkout: { seq: 'number', client: 'string', service: 'string' },
   'checkout-again': { seq: 'number', client: 'string', service: 'string' },
   cancel: { seq: 'number', service: 'string' },
-  checkin: { lease: 'number', outcome: OUTCOMES, service: 'string' },
+  checkin: {
+    lease: 'number',
+    outcome: OUTCOMES,
+    service: 'string',
+    reused: 'number',
+    idleMs: 'number',
+  },
+  reused: { service: 'string', reports: 'array' },
   pass: { lease: 'number', to: 'number', service: 'string' },
   revoked: { ack: 'number' },
   upgraded: { lease: 'number', service: 'string' },
@@ -138,7 +173,9 @@ const primaryShapes: Record<PrimaryMessage['type'], Shape> = {
     backend: 'number',
     upTo: 'number',
     passes: 'number',
+    holdMs: 'number',
   },
+  lost: { lease: 'number' },
   rejected: { ack: 'number', code: 'string', message: 'string' },
   revoke: { seq: 'number', leases: 'array', upTo: 'number' },
   drain: { withinMs: 'number' },

@@ -20,7 +20,7 @@ import type { FrontWorkers } from './worker-pool.js';
 /** What the supervisor tells workers, as messages (the lease protocol's primary side). */
 export type LeaseMessages = Pick<
   SupervisorHooks,
-  'grant' | 'revoke' | 'reject' | 'dropConnections' | 'closeUpgraded'
+  'grant' | 'revoke' | 'reject' | 'dropConnections' | 'closeUpgraded' | 'lost'
 >;
 
 export function leaseMessages(workers: FrontWorkers): LeaseMessages {
@@ -35,7 +35,9 @@ export function leaseMessages(workers: FrontWorkers): LeaseMessages {
         backend: g.backend,
         upTo: Math.min(g.upTo, UNBOUNDED),
         passes: Math.min(g.passes, UNBOUNDED),
+        holdMs: Math.min(g.holdMs, UNBOUNDED),
       }),
+    lost: (worker, lease) => workers.send(worker, { ns: NAMESPACE, type: 'lost', lease }),
     revoke: (worker, seq, leases, upTo) =>
       workers.send(worker, { ns: NAMESPACE, type: 'revoke', seq, leases, upTo }),
     reject: (worker, ack, code) =>
@@ -61,6 +63,18 @@ const REJECTION: Record<RejectCode, string> = {
   MPX_SHUTTING_DOWN: 'the server is shutting down',
   MPX_NO_SERVICE: 'no service takes this request (its service was removed by a reload)',
 };
+
+/** The [lease, count] pairs of a `reused` report that are well formed (the rest are dropped). */
+function reportsOf(raw: readonly unknown[]): [number, number][] {
+  const out: [number, number][] = [];
+  for (const r of raw) {
+    if (!Array.isArray(r) || r.length !== 2) continue;
+    const [lease, count] = r as unknown[];
+    if (Number.isSafeInteger(lease) && Number.isSafeInteger(count) && (count as number) > 0)
+      out.push([lease as number, count as number]);
+  }
+  return out;
+}
 
 /** Where each message from a worker goes: the supervisor, the front core, the metrics gather. */
 export class WorkerMessageRouter {
@@ -91,7 +105,12 @@ export class WorkerMessageRouter {
         supervisor.checkout(m.service, worker, m.seq, true, m.client) ||
         reject(worker, m.seq, 'MPX_NO_SERVICE'),
       cancel: (m, worker) => supervisor.cancel(m.service, worker, m.seq),
-      checkin: (m, worker) => supervisor.checkin(m.service, worker, m.lease, m.outcome),
+      checkin: (m, worker) =>
+        supervisor.checkin(m.service, worker, m.lease, m.outcome, {
+          reused: m.reused,
+          idleMs: m.idleMs,
+        }),
+      reused: (m, worker) => supervisor.reused(m.service, worker, reportsOf(m.reports)),
       pass: (m, worker) => supervisor.pass(m.service, worker, m.lease, m.to),
       revoked: (m, worker) => supervisor.revoked(worker, m.ack),
       upgraded: (m, worker) => supervisor.upgraded(m.service, worker, m.lease),

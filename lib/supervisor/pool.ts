@@ -103,7 +103,18 @@ export type PoolEffect =
        * backend's max_requests after this request, so the limit holds without a round trip.
        */
       readonly passes: number;
+      /**
+       * How long the worker may keep the backend while it is idle, for its own next requests (a
+       * held lease, no message per request): Infinity within pool_size; pool_overflow_idle_ms for
+       * a backend beyond it, so the pool can shrink; 0 when it must come back after each request.
+       */
+      readonly holdMs: number;
     }
+  /**
+   * The backend held under `lease` by `worker` is gone (it exited): the worker forgets the lease,
+   * so that a request it would serve there never reaches whatever starts on that port next.
+   */
+  | { readonly type: 'lost'; readonly worker: number; readonly lease: number }
   /**
    * The worker may pass these leases only to its checkouts numbered ≤ upTo from now on; it
    * answers with revoked(seq).
@@ -146,6 +157,14 @@ export interface BackendView {
   readonly toRoll: boolean;
   /** Due for recycling, and why: it is being replaced. */
   readonly recycle: RecycleReason | undefined;
+}
+
+/** What a worker tells of a lease it held, as it gives it back (see Pool.checkin). */
+export interface HeldReport {
+  /** Requests it served on the lease without a message each, not reported yet. */
+  readonly reused?: number;
+  /** How long it held the backend idle before giving it back. */
+  readonly idleMs?: number;
 }
 
 /** Counters since start, for /status. */
@@ -429,13 +448,19 @@ export class Pool {
     return this.flush();
   }
 
+  /**
+   * `served`: false for a lease given back unused. `reused`: requests the worker served on the
+   * lease while holding it, not reported yet (see reused()). `idleMs`: how long the worker held it
+   * idle before giving it back, which counts toward pool_overflow_idle_ms as idle here would.
+   */
   checkin(
     worker: number,
     lease: number,
     outcome: CheckinOutcome,
-    { served = true }: { served?: boolean } = {},
+    { served = true, reused = 0, idleMs = 0 }: HeldReport & { served?: boolean } = {},
   ): PoolEffect[] {
     const backend = this.holding(worker, lease);
+    if (backend && backend.state.phase === 'busy') this.countReused(backend, reused);
     if (!backend || backend.state.phase !== 'busy') {
       // The backend died or was taken back while the request was in flight: nothing to return.
       this.emit({
@@ -457,9 +482,28 @@ export class Pool {
     } else {
       if (served) this.countServed(backend);
       this.takeBack(backend);
+      // Held idle by the worker: idle here as long, for pool_overflow_idle_ms.
+      if ((backend.state as BackendState).phase === 'idle' && idleMs > 0)
+        backend.idleSince = this.clock.now() - Math.min(idleMs, this.clock.now());
     }
     this.reconcile({ shrink: true });
     return this.flush();
+  }
+
+  /**
+   * The worker's batched report of requests it served on leases it holds, without a message
+   * each (counted toward /status and recycling; the grant's `passes` already bounds them).
+   */
+  reused(worker: number, reports: readonly (readonly [lease: number, count: number])[]): PoolEffect[] {
+    for (const [lease, count] of reports) {
+      const backend = this.holding(worker, lease);
+      if (backend?.state.phase === 'busy') this.countReused(backend, count);
+    }
+    return this.flush();
+  }
+
+  private countReused(backend: BackendRecord, count: number): void {
+    for (let i = 0; i < count; i++) this.countServed(backend);
   }
 
   /**
@@ -501,6 +545,9 @@ export class Pool {
       if (b.state.phase === 'busy' && b.state.worker === worker && b.state.pass.kind === 'revoking')
         this.move(b, { type: 'revoke-confirmed', seq });
     }
+    // What the revoke did not bring back (the backends were busy, not held idle) is busy
+    // indeed: starts that waited for it are due now (see startsWanted).
+    this.reconcile({ shrink: false });
     return this.flush();
   }
 
@@ -524,6 +571,9 @@ export class Pool {
     const before = backend.state;
     this.move(backend, { type: 'exit' });
     this.backends.delete(id);
+    // A held lease may sit idle in its worker, which would not find out on its own.
+    if (before.phase === 'busy' && before.worker !== HEALTH_CHECKER)
+      this.emit({ type: 'lost', worker: before.worker, lease: before.lease });
     // Ended by a fault, or on its own (a crash): another takes its place.
     const replaced = before.phase !== 'retiring';
     const failed = before.phase === 'failed' ? BACKOFF_FAULTS.has(before.fault) : replaced;
@@ -706,6 +756,14 @@ export class Pool {
   /** Leases every idle backend to the health checker (service_health_interval_ms). */
   checkHealth(): PoolEffect[] {
     if (this.stopping) return this.flush();
+    // A backend a worker holds may sit idle there: taken back, it is checked next time.
+    const held = new Map<number, BackendRecord[]>();
+    for (const backend of this.backends.values()) {
+      const s = backend.state;
+      if (s.phase !== 'busy' || s.use !== 'request' || s.pass.kind !== 'open') continue;
+      held.set(s.worker, [...(held.get(s.worker) ?? []), backend]);
+    }
+    for (const [worker, backends] of held) this.revoke(worker, backends, 0);
     for (const backend of this.backends.values()) {
       if (backend.state.phase !== 'idle') continue;
       const lease = this.leaseIds.next();
@@ -820,7 +878,15 @@ export class Pool {
       if (!(b.state.phase === 'retiring' && b.state.reason === 'max-requests')) total++;
     }
     const cap = this.settings.size + this.settings.maxOverflow;
-    let wanted = Math.max(this.settings.size - active, this.waiters.length - starting);
+    // A lease being revoked may be held idle by its worker, and then comes back within one round
+    // trip: a waiter it can serve starts nothing until the worker confirms (revoked()).
+    let returning = 0;
+    for (const b of this.backends.values()) {
+      const s = b.state;
+      if (s.phase === 'busy' && s.pass.kind === 'revoking' && s.pass.upTo === 0 && !s.retireOnReturn)
+        returning++;
+    }
+    let wanted = Math.max(this.settings.size - active, this.waiters.length - starting - returning);
     wanted = Math.min(wanted, cap - total);
     // A rolling restart's replacement: one at a time, allowed one process beyond the cap.
     const surge = wanted <= 0 && starting === 0 && this.someAwaitRoll && total < cap + 1;
@@ -905,7 +971,29 @@ export class Pool {
     this.move(backend, { type: 'lease', lease, worker, checkoutSeq, pass });
     const upTo = passLimit(pass);
     const passes = Math.max(0, backend.requestLimit - backend.served - 1);
-    this.emit({ type: 'grant', worker, checkoutSeq, lease, backend: backend.id, upTo, passes });
+    const holdMs = this.holdFor(backend);
+    this.emit({
+      type: 'grant',
+      worker,
+      checkoutSeq,
+      lease,
+      backend: backend.id,
+      upTo,
+      passes,
+      holdMs,
+    });
+  }
+
+  /**
+   * How long the worker granted `backend` may hold it idle: for good within pool_size; beyond it,
+   * for the shrink grace (pool_overflow_idle_ms; 0 = not at all), after which it is given back
+   * and retires as an idle one would. One to roll or recycle is not held at all.
+   */
+  private holdFor(backend: BackendRecord): number {
+    if (this.awaitsRoll(backend) || backend.lent) return 0;
+    let live = 0;
+    for (const b of this.backends.values()) if (isLive(b)) live++;
+    return live > this.settings.size ? this.settings.idleRetireMs : Infinity;
   }
 
   /** The checkout at `index` just joined the queue: bound the other workers' passes behind it. */

@@ -3,7 +3,13 @@ import { backendBudget, serviceSpecs, type ServiceSpec } from '../config/service
 import type { Logger } from '../log.js';
 import { enforceBudget, type BudgetMember } from './budget.js';
 import type { PoolHealth } from './pool-health.js';
-import { counter, type CheckinOutcome, type Numbering, type PoolTotals } from './pool.js';
+import {
+  counter,
+  type CheckinOutcome,
+  type HeldReport,
+  type Numbering,
+  type PoolTotals,
+} from './pool.js';
 import type { PoolClock } from './pool.js';
 import { defaultRestartPolicy, type RestartPolicy } from './restart-gate.js';
 import {
@@ -134,8 +140,18 @@ export class ServicePools {
     this.pools.get(service)?.cancel(worker, seq);
   }
 
-  checkin(service: string, worker: number, lease: number, outcome: CheckinOutcome): void {
-    this.find(service)?.checkin(worker, lease, outcome);
+  checkin(
+    service: string,
+    worker: number,
+    lease: number,
+    outcome: CheckinOutcome,
+    held: HeldReport,
+  ): void {
+    this.find(service)?.checkin(worker, lease, outcome, held);
+  }
+
+  reused(service: string, worker: number, reports: readonly (readonly [number, number])[]): void {
+    this.find(service)?.reused(worker, reports);
   }
 
   pass(service: string, worker: number, lease: number, to: number): void {

@@ -13,6 +13,7 @@ import {
   type PoolDemand,
   type PoolEffect,
   type PoolNumbering,
+  type HeldReport,
   type PoolSettings,
   type PoolTotals,
   type RejectCode,
@@ -35,6 +36,8 @@ export interface SupervisorHooks {
   dropConnections(worker: number, port: number): void;
   /** The upgraded connection holding `lease` is to be closed after shutdown_timeout_ms. */
   closeUpgraded(worker: number, lease: number): void;
+  /** The backend `worker` held under `lease` is gone: the worker forgets the lease. */
+  lost(worker: number, lease: number): void;
   /** A backend process exists (for the state file that lets a later start end orphans). */
   backendStarted(pid: number, command: string): void;
   backendEnded(pid: number): void;
@@ -284,8 +287,13 @@ export class Supervisor {
     this.apply(this.pool.cancel(worker, checkoutSeq));
   }
 
-  checkin(worker: number, lease: number, outcome: CheckinOutcome): void {
-    this.apply(this.pool.checkin(worker, lease, outcome));
+  checkin(worker: number, lease: number, outcome: CheckinOutcome, held: HeldReport): void {
+    this.apply(this.pool.checkin(worker, lease, outcome, held));
+  }
+
+  /** Requests served on held leases, reported in a batch (see Pool.reused). */
+  reused(worker: number, reports: readonly (readonly [number, number])[]): void {
+    this.apply(this.pool.reused(worker, reports));
   }
 
   pass(worker: number, lease: number, to: number): void {
@@ -390,6 +398,9 @@ export class Supervisor {
           break;
         case 'close-upgraded':
           this.hooks.closeUpgraded(effect.worker, effect.lease);
+          break;
+        case 'lost':
+          this.hooks.lost(effect.worker, effect.lease);
           break;
         case 'pool-ready':
           this.hooks.poolReady();

@@ -57,6 +57,9 @@ const backend = backendHost(config.service_http_base_url);
 const shutdownMs = config.shutdown_timeout_ms;
 
 const leases = new LeaseClient((message) => send(message));
+// The one coarse timer of the lease client: held leases idle past their time go back, and the
+// requests served on held leases are reported (no timer per request).
+setInterval(() => leases.sweep(), 250).unref();
 let active = 0;
 
 /**
@@ -137,7 +140,11 @@ const handlers: Handlers<PrimaryMessage> = {
   granted: (m) => leases.settle(m),
   rejected: (m) => leases.settle(m),
   revoke: (m) => leases.revoke(m),
-  drain: (m) => drain.begin(m.withinMs),
+  lost: (m) => leases.lost(m.lease),
+  drain: (m) => {
+    leases.releaseAll();
+    drain.begin(m.withinMs);
+  },
   'drop-connections': (m) => dropIdleConnections(backend, m.port),
   'close-upgraded': (m) => {
     setTimeout(() => tunnels.get(m.lease)?.close(), shutdownMs).unref();
@@ -168,6 +175,9 @@ process.on('message', (raw) => {
 // group, workers included: they leave it to the primary. A SIGTERM aimed at one worker drains it.
 process.on('SIGINT', () => undefined);
 // Given as long as the primary gives a stop (shutdown_timeout_ms and the margin for upgraded connections).
-process.on('SIGTERM', () => drain.begin(shutdownMs + 500));
+process.on('SIGTERM', () => {
+  leases.releaseAll();
+  drain.begin(shutdownMs + 500);
+});
 // Without the primary there is no supervisor to lease from.
 process.on('disconnect', () => process.exit(drain.draining ? 0 : 1));

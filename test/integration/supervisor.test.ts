@@ -81,6 +81,7 @@ describe('the supervisor with real backends', () => {
       reject: () => assert.fail('nothing should be rejected'),
       dropConnections: (worker, port) => drops.push({ worker, port }),
       closeUpgraded: () => undefined,
+      lost: () => undefined,
       poolReady: () => (ready = true),
       backendStarted: (pid) => recorded.add(pid),
       bootFailed: () => undefined,
@@ -100,7 +101,7 @@ describe('the supervisor with real backends', () => {
     assert.equal(sup.queueLength, 1, 'waits while both are busy');
     await waitFor(() => grants.length === 3, 'the overflow backend to serve the waiter');
     assert.equal(sup.status().length, 3);
-    for (const g of grants) sup.checkin(g.worker, g.lease, 'ok');
+    for (const g of grants) sup.checkin(g.worker, g.lease, 'ok', {});
     assert.deepEqual(drops, [], 'worker 1 had every lease: nobody else to make room for');
 
     // Another worker gets a backend worker 1 used: worker 1 is told to drop its idle connection.
@@ -108,7 +109,7 @@ describe('the supervisor with real backends', () => {
     const fourth = grants[3]!;
     assert.equal(fourth.worker, 2);
     assert.deepEqual(drops, [{ worker: 1, port: fourth.port }]);
-    sup.checkin(2, fourth.lease, 'ok');
+    sup.checkin(2, fourth.lease, 'ok', {});
     await waitFor(
       () => sup.status().filter((b) => b.state !== 'retiring').length === 2,
       'the shrink',

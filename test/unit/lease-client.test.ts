@@ -16,6 +16,8 @@ function setup() {
       backend: 1,
       upTo,
       passes,
+      // Not held idle: these cases are about passes (held leases have their own below).
+      holdMs: 0,
     });
   };
   return { sent, leases, grant };
@@ -70,6 +72,8 @@ describe("the lease client (a front worker's side)", () => {
       lease: 7,
       outcome: 'ok',
       service: 'default',
+      reused: 0,
+      idleMs: 0,
     });
   });
 
@@ -85,6 +89,8 @@ describe("the lease client (a front worker's side)", () => {
       lease: 1,
       outcome: 'ok',
       service: 'default',
+      reused: 0,
+      idleMs: 0,
     });
     grant(b.seq, 2, UNBOUNDED);
     const again = leases.checkout(true);
@@ -99,6 +105,8 @@ describe("the lease client (a front worker's side)", () => {
       lease: 3,
       outcome: 'broken',
       service: 'default',
+      reused: 0,
+      idleMs: 0,
     });
     grant(c.seq, 4, UNBOUNDED);
     leases.checkout();
@@ -130,6 +138,8 @@ describe("the lease client (a front worker's side)", () => {
       lease: 5,
       outcome: 'ok',
       service: 'default',
+      reused: 0,
+      idleMs: 0,
     });
   });
 
@@ -147,6 +157,7 @@ describe("the lease client (a front worker's side)", () => {
       backend: 1,
       upTo: UNBOUNDED,
       passes: UNBOUNDED,
+      holdMs: 0,
     });
     leases.checkin(3, 'ok');
     assert.deepEqual(sent.at(-1), {
@@ -166,6 +177,8 @@ describe("the lease client (a front worker's side)", () => {
         lease: 3,
         outcome: 'ok',
         service: 'api',
+        reused: 0,
+        idleMs: 0,
       },
       'the admin checkout waits for a backend of its own',
     );
@@ -176,5 +189,153 @@ describe("the lease client (a front worker's side)", () => {
       seq: admin.seq,
       service: 'admin',
     });
+  });
+});
+
+describe('held leases (no message per request in the steady state)', () => {
+  function held(holdMs = UNBOUNDED, passes = UNBOUNDED) {
+    const sent: WorkerMessage[] = [];
+    let now = 1000;
+    const leases = new LeaseClient((m) => sent.push(m), undefined, () => now);
+    const first = leases.checkout(false, '', 'api');
+    leases.settle({
+      ns: NAMESPACE,
+      type: 'granted',
+      ack: first.seq,
+      lease: 9,
+      port: 10300,
+      backend: 4,
+      upTo: UNBOUNDED,
+      passes,
+      holdMs,
+    });
+    sent.length = 0;
+    return { sent, leases, advance: (ms: number) => (now += ms) };
+  }
+
+  it('serves the next requests on the backend it holds, sending nothing, until the pass budget is spent', async () => {
+    const { sent, leases } = held(UNBOUNDED, 50);
+    leases.checkin(9, 'ok');
+    for (let i = 0; i < 50; i++) {
+      const next = leases.checkout(false, '', 'api');
+      const result = await next.result;
+      assert.deepEqual(result, { status: 'granted', lease: 9, port: 10300, backend: 4 });
+      leases.checkin(9, 'ok');
+    }
+    assert.deepEqual(sent, [
+      {
+        ns: NAMESPACE,
+        type: 'checkin',
+        lease: 9,
+        outcome: 'ok',
+        service: 'api',
+        reused: 50,
+        idleMs: 0,
+      },
+    ]);
+    leases.checkout(false, '', 'api');
+    assert.equal(sent.at(-1)?.type, 'checkout', 'spent: the next request asks the pool');
+  });
+
+  it('holds a backend for its own service only', () => {
+    const { sent, leases } = held();
+    leases.checkin(9, 'ok');
+    leases.checkout(false, '', 'admin');
+    assert.equal(sent.at(-1)?.type, 'checkout');
+    assert.equal(leases.idleCount, 1);
+  });
+
+  it('gives an idle held lease back at a revoke, before confirming it: within one round trip', () => {
+    const { sent, leases, advance } = held();
+    leases.checkin(9, 'ok');
+    void leases.checkout(false, '', 'api');
+    leases.checkin(9, 'ok');
+    advance(40);
+    leases.revoke({ ns: NAMESPACE, type: 'revoke', seq: 77, leases: [9], upTo: 0 });
+    assert.deepEqual(sent, [
+      {
+        ns: NAMESPACE,
+        type: 'checkin',
+        lease: 9,
+        outcome: 'ok',
+        service: 'api',
+        reused: 1,
+        idleMs: 40,
+      },
+      { ns: NAMESPACE, type: 'revoked', ack: 77 },
+    ]);
+    leases.checkout(false, '', 'api');
+    assert.equal(sent.at(-1)?.type, 'checkout', 'given back: the next request asks the pool');
+  });
+
+  it('a busy lease revoked is not held when its request ends: it goes back', () => {
+    const { sent, leases } = held();
+    leases.revoke({ ns: NAMESPACE, type: 'revoke', seq: 5, leases: [9], upTo: 0 });
+    assert.deepEqual(
+      sent.map((m) => m.type),
+      ['revoked'],
+      'busy: nothing to give back yet',
+    );
+    leases.checkin(9, 'ok');
+    assert.equal(sent.at(-1)?.type, 'checkin');
+    assert.equal(leases.idleCount, 0);
+  });
+
+  it('gives back a lease idle past its holdMs, saying how long it was idle; reports reuse once a second', async () => {
+    const { sent, leases, advance } = held(2000);
+    leases.checkin(9, 'ok');
+    for (let i = 0; i < 3; i++) {
+      await leases.checkout(false, '', 'api').result;
+      leases.checkin(9, 'ok');
+    }
+    advance(1100);
+    leases.sweep();
+    assert.deepEqual(sent, [
+      { ns: NAMESPACE, type: 'reused', service: 'api', reports: [[9, 3]] },
+    ]);
+    leases.sweep();
+    assert.equal(sent.length, 1, 'nothing new to report');
+    advance(1000);
+    leases.sweep();
+    assert.deepEqual(sent.at(-1), {
+      ns: NAMESPACE,
+      type: 'checkin',
+      lease: 9,
+      outcome: 'ok',
+      service: 'api',
+      reused: 0,
+      idleMs: 2100,
+    });
+  });
+
+  it('a grant with holdMs 0 is never held', () => {
+    const { sent, leases } = held(0);
+    leases.checkin(9, 'ok');
+    assert.equal(sent.at(-1)?.type, 'checkin');
+  });
+
+  it('forgets a lost lease: at once when idle, when its request ends when busy, telling nobody', () => {
+    const idle = held();
+    idle.leases.checkin(9, 'ok');
+    idle.leases.lost(9);
+    idle.leases.checkout(false, '', 'api');
+    assert.deepEqual(
+      idle.sent.map((m) => m.type),
+      ['checkout'],
+    );
+    const busy = held();
+    busy.leases.lost(9);
+    busy.leases.checkin(9, 'broken');
+    assert.equal(busy.sent.length, 0, 'the pool has nothing to take back');
+    busy.leases.checkout(false, '', 'api');
+    assert.equal(busy.sent.at(-1)?.type, 'checkout');
+  });
+
+  it('a drain gives back every idle lease and holds none after', () => {
+    const { sent, leases } = held();
+    leases.checkin(9, 'ok');
+    leases.releaseAll();
+    assert.equal(sent.at(-1)?.type, 'checkin');
+    assert.equal(leases.idleCount, 0);
   });
 });

@@ -48,6 +48,16 @@ function reject(effects: PoolEffect[]) {
 }
 
 /** Starts the pool and makes every initial backend ready; returns their ids. */
+/**
+ * The effects, and those of each revoke among them confirmed by its worker (which then holds no
+ * lease idle: its backends are busy indeed, so starts that waited for the answer go ahead).
+ */
+function confirmed(pool: Pool, effects: PoolEffect[]): PoolEffect[] {
+  const out = [...effects];
+  for (const e of effects) if (e.type === 'revoke') out.push(...pool.revoked(e.worker, e.seq));
+  return out;
+}
+
 function startReady(pool: Pool): number[] {
   const ids = spawned(pool.start());
   for (const id of ids) pool.backendReady(id);
@@ -116,7 +126,8 @@ describe('pool decisions', () => {
         const [original] = startReady(pool);
         const a = grant(pool.checkout(W1, 1))!;
         const second = pool.checkout(W2, 2);
-        const [overflow] = spawned(second);
+        assert.deepEqual(spawned(second), [], 'W1 may hold its backend idle: asked first');
+        const [overflow] = spawned(confirmed(pool, second));
         assert.equal(overflow, 2, 'a second backend starts for the waiting request');
         const b = grant(pool.backendReady(overflow))!;
         assert.equal(b.backend, overflow);
@@ -244,7 +255,7 @@ describe('pool decisions', () => {
       const { pool } = setup({ size: 1, maxOverflow: 1 });
       startReady(pool);
       const a = grant(pool.checkout(W1, 1))!;
-      const [overflow] = spawned(pool.checkout(W2, 2));
+      const [overflow] = spawned(confirmed(pool, pool.checkout(W2, 2)));
       const served = grant(pool.checkin(W1, a.lease, 'ok'))!;
       assert.deepEqual([served.checkoutSeq, served.backend], [2, 1]);
       // The overflow backend becomes ready with nobody waiting: the fifo victim is backend 1, busy,

@@ -16,8 +16,14 @@ describe('IPC protocol', () => {
         lease: 4,
         outcome: 'stuck',
         service: 'default',
+        reused: 3,
+        idleMs: 0,
       }).ok,
     );
+    assert.ok(
+      decodeWorkerMessage({ ns: 'mpx', type: 'reused', service: 'api', reports: [[2, 5]] }).ok,
+    );
+    assert.ok(decodePrimaryMessage({ ns: 'mpx', type: 'lost', lease: 2 }).ok);
     assert.ok(
       decodePrimaryMessage({
         ns: 'mpx',
@@ -28,6 +34,7 @@ describe('IPC protocol', () => {
         backend: 3,
         upTo: 9,
         passes: 4,
+        holdMs: 2000,
       }).ok,
     );
     assert.ok(
