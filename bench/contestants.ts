@@ -219,6 +219,8 @@ export interface MultiplexerOptions {
 
 export interface RunningMultiplexer extends Running {
   readonly primary: number;
+  /** Its admin port, when one was asked for (0 or undefined: none). */
+  readonly adminPort: number | undefined;
   /** Milliseconds from spawn to the "ready" log line (every pool_size backend ready). */
   readonly readyMs: number;
   /** Milliseconds from spawn to the first request served. */
@@ -308,6 +310,7 @@ export async function startMultiplexer(options: MultiplexerOptions): Promise<Run
     name: options.name ?? 'multiplexer',
     port,
     primary: child.pid!,
+    adminPort: options.adminPort,
     logFile,
     readyMs,
     firstServedMs,

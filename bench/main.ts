@@ -21,6 +21,7 @@ const SCENARIOS = [
   'mixed',
   'scale',
   'trivial',
+  'steady',
   'slow-clients',
   'observability',
   'burst',
@@ -103,6 +104,7 @@ if (wanted('blocking')) results.variants.push(...(await scenarios.single('blocki
 if (wanted('mixed')) results.variants.push(...(await scenarios.single('mixed', settings)));
 if (wanted('scale')) results.variants.push(...(await scenarios.scale(settings)));
 if (wanted('trivial')) results.variants.push(...(await scenarios.single('trivial', settings)));
+if (wanted('steady')) results.variants.push(...(await scenarios.single('steady', settings)));
 if (wanted('slow-clients')) results.variants.push(...(await scenarios.slowClients(settings)));
 if (wanted('observability')) {
   results.variants.push(...(await scenarios.observability(settings)));
@@ -127,6 +129,18 @@ if (wanted('ipc')) {
   results.ipc = ipc;
 }
 
+// A run of some scenarios keeps the others' last results, so the report stays whole (the
+// command line, in the report, says which were measured now).
+if (previous && process.argv.includes('--only')) {
+  results.variants = [
+    ...previous.variants.filter((v) => !only.includes(v.scenario)),
+    ...results.variants,
+  ];
+  if (!wanted('burst')) results.burst = previous.burst;
+  if (!wanted('startup')) results.startup = previous.startup;
+  if (!wanted('ipc')) results.ipc = previous.ipc;
+  if (!wanted('observability') && previous.scrapeMs) results.scrapeMs = previous.scrapeMs;
+}
 mkdirSync(docs, { recursive: true });
 writeFileSync(resultsFile, `${JSON.stringify(results, null, 1)}\n`);
 writeReport(results, docs);

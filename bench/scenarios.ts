@@ -32,6 +32,9 @@ export interface LoadSample extends LoadResult {
   readonly run: number;
   /** CPU seconds of the proxy's processes per request, in microseconds. */
   readonly cpuPerRequestUs: number;
+  /** multiplexer only: the primary's own CPU per request, and cluster messages per request. */
+  readonly primaryCpuPerRequestUs?: number;
+  readonly ipcPerRequest?: number;
   /** Answers the slow clients read in full meanwhile (slow-clients scenario). */
   readonly slowAnswers?: number;
 }
@@ -76,7 +79,11 @@ async function startContestant(
 ): Promise<Running> {
   switch (name) {
     case 'multiplexer':
-      return startMultiplexer({ poolSize: backends });
+      return startMultiplexer({
+        poolSize: backends,
+        adminPort: await freePort(),
+        config: { admin_token: ADMIN_TOKEN },
+      });
     case 'haproxy':
       return startHaproxy(peers, 30_000);
     case 'nginx-rr':
@@ -102,6 +109,38 @@ function memoryOf(running: Running): MemorySample | undefined {
   return { primaryMB: rssMB(mpx.primary), workersMB: mpx.workers().map(rssMB) };
 }
 
+const ADMIN_TOKEN = 'bench';
+
+/** The lease protocol's messages so far (the scrape's own and batch envelopes left out). */
+async function ipcMessages(adminPort: number): Promise<number> {
+  const body = await new Promise<string>((done, fail) => {
+    http
+      .get(
+        {
+          host: '127.0.0.1',
+          port: adminPort,
+          path: '/metrics',
+          agent: false,
+          headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.on('end', () => done(text));
+        },
+      )
+      .on('error', fail);
+  });
+  let total = 0;
+  for (const line of body.split('\n')) {
+    const m = /^multiplexer_ipc_messages_total\{([^}]*)\} (\S+)$/.exec(line);
+    if (!m || /type="(metrics|metrics-request|batch)"/.test(m[1]!)) continue;
+    total += Number(m[2]);
+  }
+  return total;
+}
+
 async function measureVariant(v: Variant, s: Settings): Promise<VariantResult> {
   const peers = await FixtureSet.start(v.backends);
   const running: Running[] = [];
@@ -112,12 +151,18 @@ async function measureVariant(v: Variant, s: Settings): Promise<VariantResult> {
     for (const r of running) await runLoad(r.port, v.clients, 1, v.mix);
     for (let run = 1; run <= s.runs; run++) {
       for (const r of running) {
+        const mpx = r.name === 'multiplexer' ? (r as RunningMultiplexer) : undefined;
+        const adminPort = mpx?.adminPort;
+        const ipcBefore = adminPort ? await ipcMessages(adminPort) : 0;
+        const primaryBefore = mpx ? cpuSeconds([mpx.primary]) : 0;
         const cpuBefore = cpuSeconds(r.pids());
         const slow =
           v.slow && startSlowClients(r.port, v.slow.count, v.slow.bytesPerSecond, v.slow.path);
         const load = await runLoad(r.port, v.clients, s.seconds, v.mix);
         const slowResult = await slow?.stop();
         const cpu = cpuSeconds(r.pids()) - cpuBefore;
+        const primaryCpu = mpx ? cpuSeconds([mpx.primary]) - primaryBefore : 0;
+        const ipc = adminPort ? (await ipcMessages(adminPort)) - ipcBefore : 0;
         const memory = memoryOf(r);
         if (memory) result.memory.push(memory);
         result.samples.push({
@@ -125,6 +170,10 @@ async function measureVariant(v: Variant, s: Settings): Promise<VariantResult> {
           contestant: r.name,
           run,
           cpuPerRequestUs: r.name === 'direct' ? 0 : (cpu / load.requests) * 1e6,
+          ...(mpx && {
+            primaryCpuPerRequestUs: (primaryCpu / load.requests) * 1e6,
+            ipcPerRequest: ipc / load.requests,
+          }),
           ...(slowResult && { slowAnswers: slowResult.answers }),
         });
         s.log(
@@ -134,6 +183,10 @@ async function measureVariant(v: Variant, s: Settings): Promise<VariantResult> {
             (r.name === 'direct'
               ? ''
               : `, cpu ${((cpu / load.requests) * 1e6).toFixed(0)} µs/req`) +
+            (mpx
+              ? `, primary ${((primaryCpu / load.requests) * 1e6).toFixed(1)} µs/req, ` +
+                `${(ipc / load.requests).toFixed(3)} messages/req`
+              : '') +
             (slowResult
               ? `, slow clients read ${slowResult.answers} answers (${slowResult.errors} errors)`
               : ''),
@@ -151,7 +204,15 @@ const ALL: readonly ContestantName[] = ['multiplexer', 'haproxy', 'nginx-rr', 'n
 const PROXIES: readonly ContestantName[] = ['multiplexer', 'haproxy', 'nginx-rr', 'nginx-lc'];
 
 /** The scenarios of one variant each. */
-const SINGLE: Record<'blocking' | 'mixed' | 'trivial', Omit<Variant, 'scenario'>> = {
+const SINGLE: Record<'blocking' | 'mixed' | 'trivial' | 'steady', Omit<Variant, 'scenario'>> = {
+  // The steady state of held leases: as many clients as backends, so no request waits.
+  steady: {
+    variant: '4 backends answering at once, 4 clients',
+    backends: 4,
+    clients: 4,
+    mix: { '/': 1 },
+    contestants: ['multiplexer', 'haproxy'],
+  },
   blocking: {
     variant: '8 backends, ms=10, 64 clients',
     backends: 8,

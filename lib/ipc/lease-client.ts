@@ -1,6 +1,6 @@
 import type { ErrorCode } from '../errors.js';
 import type { CheckinOutcome, PrimaryMessage, WorkerMessage } from './protocol.js';
-import { NAMESPACE, UNBOUNDED } from './protocol.js';
+import { NAMESPACE, UNBOUNDED, type HeldEntry } from './protocol.js';
 import { Pending, Sequence } from './request.js';
 import { DEFAULT_SERVICE } from '../config/services.js';
 
@@ -42,10 +42,22 @@ interface Held {
   reused: number;
   /** Its backend exited (lost): it is forgotten when its request ends, and never used again. */
   lost: boolean;
+  /** The last report said it is idle (so the next quiet moment need not be reported again). */
+  idleReported: boolean;
 }
 
-/** How often requests served on held leases are reported to the pool (recycling, /status). */
-export const REUSE_REPORT_MS = 1000;
+/**
+ * How often, at most, the leases held are reported to the pool: the requests served on them
+ * (recycling, /status) and which sit idle (/status, /metrics).
+ */
+export const REPORT_MS = 1000;
+
+/**
+ * A held lease idle this long is reported idle at the next sweep (the load paused): soon enough
+ * for /status, long enough that a loaded worker, whose held backends are idle for far less
+ * between two requests, sends nothing.
+ */
+export const QUIET_MS = 50;
 
 /**
  * The front worker's side of the lease protocol: numbered checkouts, replies matched by `ack`.
@@ -63,6 +75,8 @@ export class LeaseClient {
   /** Draining: nothing more is held idle, and what was is given back. */
   private releasing = false;
   private reportedAt: number;
+  /** Something the last report said changed since (a lease used, or left idle). */
+  private changed = false;
 
   /** `sequence`: this worker's one numbering of its requests. */
   constructor(
@@ -86,8 +100,14 @@ export class LeaseClient {
       held.idleSince = undefined;
       held.passes--;
       held.reused++;
+      this.changed = true;
+      held.idleReported = false;
       const granted = { status: 'granted', lease, port: held.port, backend: held.backend } as const;
-      return { seq: 0, result: Promise.resolve(granted) };
+      // On the next turn, not at once: the previous exchange's last socket events (its connection
+      // freed or closed) run first. Without it the fuzz suite (seed 20261202, a pipelined
+      // request right behind an answer) had a backend see the next request on a new connection
+      // before the close of the one before: two requests on one backend, for a moment.
+      return { seq: 0, result: new Promise((resolve) => setImmediate(resolve, granted)) };
     }
     let seq = 0;
     const result = new Promise<CheckoutResult>((resolve) => {
@@ -152,6 +172,7 @@ export class LeaseClient {
       }
       if (this.mayHold(held)) {
         held.idleSince = this.now();
+        held.idleReported = false;
         return;
       }
     }
@@ -221,7 +242,7 @@ export class LeaseClient {
 
   /**
    * Run now and then (the worker's one coarse timer): gives back leases idle past their holdMs,
-   * and reports the requests served on held leases once every REUSE_REPORT_MS.
+   * and reports what it holds when that changed, once every REPORT_MS at most.
    */
   sweep(): void {
     const now = this.now();
@@ -230,18 +251,31 @@ export class LeaseClient {
       if (!this.mayHold(held) || now - held.idleSince >= held.holdMs)
         this.giveBack(lease, held, now);
     }
-    if (now - this.reportedAt < REUSE_REPORT_MS) return;
+    // Idle a while and not said so yet: the load paused, and /status should show it soon.
+    let quiet = false;
+    for (const held of this.held.values()) {
+      if (held.idleSince !== undefined && !held.idleReported && now - held.idleSince >= QUIET_MS)
+        quiet = true;
+    }
+    if (quiet || (this.changed && now - this.reportedAt >= REPORT_MS)) this.report(now);
+  }
+
+  /** Tells the pool what it holds: requests served with no message, and which leases sit idle. */
+  private report(now: number): void {
     this.reportedAt = now;
-    const byService = new Map<string, [number, number][]>();
+    this.changed = false;
+    const byService = new Map<string, HeldEntry[]>();
     for (const [lease, held] of this.held) {
-      if (held.reused === 0 || held.lost) continue;
+      if (held.lost) continue;
+      const idleMs = held.idleSince === undefined ? -1 : Math.round(now - held.idleSince);
+      held.idleReported = held.idleSince !== undefined;
       const list = byService.get(held.service) ?? [];
-      list.push([lease, held.reused]);
+      list.push([lease, held.reused, idleMs]);
       byService.set(held.service, list);
       held.reused = 0;
     }
     for (const [service, reports] of byService)
-      this.send({ ns: NAMESPACE, type: 'reused', service, reports });
+      this.send({ ns: NAMESPACE, type: 'held', service, reports });
   }
 
   /** Leases held idle now, for tests and /status-like views. */
@@ -267,6 +301,7 @@ export class LeaseClient {
         idleSince: undefined,
         reused: 0,
         lost: false,
+        idleReported: false,
       });
       waiting.resolve({ status: 'granted', lease, port, backend });
     } else waiting.resolve({ status: 'rejected', code: message.code, message: message.message });

@@ -42,12 +42,16 @@
  *   - a retire (shrink, roll, recycle, a health check, the budget) revokes to 0: an idle held
  *     lease comes back at once, a busy one at the end of its request;
  *   - requests served on a held lease count against `passes` like passes, and are reported to the
- *     pool in batches (`reused`, at most once a second) and with the checkin;
+ *     pool in batches (`held`, at most once a second, with which leases sit idle, for /status and
+ *     /metrics) and with the checkin;
  *   - a backend that exits while held is reported with lost{lease}: the worker forgets the lease.
  */
 import type { ErrorCode } from '../errors.js';
 
 export const NAMESPACE = 'mpx';
+
+/** One lease in a worker's `held` report: [lease, reused, idleMs (-1: in use)]. */
+export type HeldEntry = [lease: number, reused: number, idleMs: number];
 
 /** How a lease ended; see the pool's CheckinOutcome. */
 export type CheckinOutcome = 'ok' | 'stuck' | 'broken' | 'refused' | 'bad-response' | 'abandoned';
@@ -87,8 +91,11 @@ export type WorkerMessage =
       /** How long the lease was held idle before this checkin (0: it ends a request). */
       idleMs: number;
     }
-  /** Requests served on held leases since the last report: [lease, count] pairs. */
-  | { ns: typeof NAMESPACE; type: 'reused'; service: string; reports: [number, number][] }
+  /**
+   * The leases this worker holds, as of now: [lease, requests served with no message since the
+   * last report, how long it has been idle here (-1: a request is on it)].
+   */
+  | { ns: typeof NAMESPACE; type: 'held'; service: string; reports: HeldEntry[] }
   /**
    * The request on `lease` ended well and the backend now serves this worker's checkout `to`
    * (always one of the same service).
@@ -157,7 +164,7 @@ const workerShapes: Record<WorkerMessage['type'], Shape> = {
     reused: 'number',
     idleMs: 'number',
   },
-  reused: { service: 'string', reports: 'array' },
+  held: { service: 'string', reports: 'array' },
   pass: { lease: 'number', to: 'number', service: 'string' },
   revoked: { ack: 'number' },
   upgraded: { lease: 'number', service: 'string' },

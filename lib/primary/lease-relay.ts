@@ -7,6 +7,7 @@ import {
   NAMESPACE,
   UNBOUNDED,
   type Handlers,
+  type HeldEntry,
   type WorkerMessage,
 } from '../ipc/protocol.js';
 import type { Logger } from '../log.js';
@@ -64,14 +65,20 @@ const REJECTION: Record<RejectCode, string> = {
   MPX_NO_SERVICE: 'no service takes this request (its service was removed by a reload)',
 };
 
-/** The [lease, count] pairs of a `reused` report that are well formed (the rest are dropped). */
-function reportsOf(raw: readonly unknown[]): [number, number][] {
-  const out: [number, number][] = [];
+/** The entries of a `held` report that are well formed (the rest are dropped). */
+function entriesOf(raw: readonly unknown[]): HeldEntry[] {
+  const out: HeldEntry[] = [];
   for (const r of raw) {
-    if (!Array.isArray(r) || r.length !== 2) continue;
-    const [lease, count] = r as unknown[];
-    if (Number.isSafeInteger(lease) && Number.isSafeInteger(count) && (count as number) > 0)
-      out.push([lease as number, count as number]);
+    if (!Array.isArray(r) || r.length !== 3) continue;
+    const [lease, reused, idleMs] = r as unknown[];
+    if (
+      Number.isSafeInteger(lease) &&
+      Number.isSafeInteger(reused) &&
+      (reused as number) >= 0 &&
+      Number.isSafeInteger(idleMs) &&
+      (idleMs as number) >= -1
+    )
+      out.push([lease as number, reused as number, idleMs as number]);
   }
   return out;
 }
@@ -110,7 +117,7 @@ export class WorkerMessageRouter {
           reused: m.reused,
           idleMs: m.idleMs,
         }),
-      reused: (m, worker) => supervisor.reused(m.service, worker, reportsOf(m.reports)),
+      held: (m, worker) => supervisor.held(m.service, worker, entriesOf(m.reports)),
       pass: (m, worker) => supervisor.pass(m.service, worker, m.lease, m.to),
       revoked: (m, worker) => supervisor.revoked(worker, m.ack),
       upgraded: (m, worker) => supervisor.upgraded(m.service, worker, m.lease),

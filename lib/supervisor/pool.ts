@@ -157,6 +157,8 @@ export interface BackendView {
   readonly toRoll: boolean;
   /** Due for recycling, and why: it is being replaced. */
   readonly recycle: RecycleReason | undefined;
+  /** Leased, and held idle by its worker for its next requests (as of the worker's last report). */
+  readonly heldIdle: boolean;
 }
 
 /** What a worker tells of a lease it held, as it gives it back (see Pool.checkin). */
@@ -195,6 +197,10 @@ interface BackendRecord {
   unhealthy: number;
   /** Since when it has been idle (undefined while it is not). */
   idleSince: number | undefined;
+  /** Busy, but its worker said it holds it idle (a `held` report); cleared by any lease event. */
+  heldIdle: boolean;
+  /** A health check came while a worker held it: it is checked when it comes back. */
+  healthDue: boolean;
 }
 
 /**
@@ -491,13 +497,19 @@ export class Pool {
   }
 
   /**
-   * The worker's batched report of requests it served on leases it holds, without a message
-   * each (counted toward /status and recycling; the grant's `passes` already bounds them).
+   * The worker's batched report of the leases it holds: the requests it served on them with no
+   * message each (counted toward /status and recycling; the grant's `passes` already bounds
+   * them), and which ones sit idle there (shown idle, as of this report).
    */
-  reused(worker: number, reports: readonly (readonly [lease: number, count: number])[]): PoolEffect[] {
-    for (const [lease, count] of reports) {
+  held(
+    worker: number,
+    entries: readonly (readonly [lease: number, reused: number, idleMs: number])[],
+  ): PoolEffect[] {
+    for (const [lease, reused, idleMs] of entries) {
       const backend = this.holding(worker, lease);
-      if (backend?.state.phase === 'busy') this.countReused(backend, count);
+      if (backend?.state.phase !== 'busy') continue;
+      this.countReused(backend, reused);
+      backend.heldIdle = idleMs >= 0;
     }
     return this.flush();
   }
@@ -690,6 +702,7 @@ export class Pool {
       served: b.served,
       toRoll: b.generation < this.generation,
       recycle: b.recycle,
+      heldIdle: b.heldIdle,
     };
   }
 
@@ -756,22 +769,27 @@ export class Pool {
   /** Leases every idle backend to the health checker (service_health_interval_ms). */
   checkHealth(): PoolEffect[] {
     if (this.stopping) return this.flush();
-    // A backend a worker holds may sit idle there: taken back, it is checked next time.
+    // A backend a worker holds is taken back, and checked as it comes back (see takeBack): a
+    // pool its workers hold is still checked, between two requests.
     const held = new Map<number, BackendRecord[]>();
     for (const backend of this.backends.values()) {
       const s = backend.state;
-      if (s.phase !== 'busy' || s.use !== 'request' || s.pass.kind !== 'open') continue;
-      held.set(s.worker, [...(held.get(s.worker) ?? []), backend]);
+      if (s.phase === 'idle') this.startHealthCheck(backend);
+      else if (s.phase === 'busy' && s.use === 'request' && s.pass.kind === 'open') {
+        backend.healthDue = true;
+        held.set(s.worker, [...(held.get(s.worker) ?? []), backend]);
+      }
     }
     for (const [worker, backends] of held) this.revoke(worker, backends, 0);
-    for (const backend of this.backends.values()) {
-      if (backend.state.phase !== 'idle') continue;
-      const lease = this.leaseIds.next();
-      const pass = { kind: 'bounded', upTo: 0 } as const;
-      this.move(backend, { type: 'lease', lease, worker: HEALTH_CHECKER, checkoutSeq: 0, pass });
-      this.emit({ type: 'health-check', backend: backend.id, lease });
-    }
     return this.flush();
+  }
+
+  private startHealthCheck(backend: BackendRecord): void {
+    backend.healthDue = false;
+    const lease = this.leaseIds.next();
+    const pass = { kind: 'bounded', upTo: 0 } as const;
+    this.move(backend, { type: 'lease', lease, worker: HEALTH_CHECKER, checkoutSeq: 0, pass });
+    this.emit({ type: 'health-check', backend: backend.id, lease });
   }
 
   /**
@@ -809,7 +827,10 @@ export class Pool {
       this.retire(backend, backend.recycle ?? 'rolled');
     } else if (backend.state.retireOnReturn && this.waiters.length === 0) {
       this.retire(backend, 'shrink');
-    } else this.move(backend, { type: 'checkin' });
+    } else {
+      this.move(backend, { type: 'checkin' });
+      if (backend.healthDue && !this.stopping) this.startHealthCheck(backend);
+    }
   }
 
   private markForRecycling(backend: BackendRecord, reason: RecycleReason): void {
@@ -854,6 +875,8 @@ export class Pool {
         lent: false,
         unhealthy: 0,
         idleSince: undefined,
+        heldIdle: false,
+        healthDue: false,
       });
       if (!surge && active + i >= this.settings.size) this.totals.overflowSpawns += 1;
       this.emit({ type: 'spawn', backend: id });
@@ -883,7 +906,12 @@ export class Pool {
     let returning = 0;
     for (const b of this.backends.values()) {
       const s = b.state;
-      if (s.phase === 'busy' && s.pass.kind === 'revoking' && s.pass.upTo === 0 && !s.retireOnReturn)
+      if (
+        s.phase === 'busy' &&
+        s.pass.kind === 'revoking' &&
+        s.pass.upTo === 0 &&
+        !s.retireOnReturn
+      )
         returning++;
     }
     let wanted = Math.max(this.settings.size - active, this.waiters.length - starting - returning);
@@ -1042,6 +1070,9 @@ export class Pool {
     }
     const before = backend.state;
     backend.state = next;
+    // A new use of the lease (a request passed to, upgraded, returned): the worker's last
+    // report no longer says. A bound lowered does not change what the backend is doing.
+    if (event.type !== 'revoke' && event.type !== 'revoke-confirmed') backend.heldIdle = false;
     if (next.phase === 'idle' && before.phase !== 'idle') backend.idleSince = this.clock.now();
     else if (next.phase !== 'idle') backend.idleSince = undefined;
     if (
@@ -1068,7 +1099,9 @@ export class Pool {
   /** A request ended well on the backend: counted, and due for recycling at its limit. */
   private countServed(backend: BackendRecord): void {
     backend.served += 1;
-    if (backend.served >= backend.requestLimit) backend.recycle ??= 'max-requests';
+    // At the limit it goes when returned, even if already due for recycling for its memory
+    // (then it waited for a replacement and would otherwise go on serving past max_requests).
+    if (backend.served >= backend.requestLimit) backend.recycle = 'max-requests';
   }
 
   /** Takes the request out of the queue; false when it was not waiting. */

@@ -11,6 +11,7 @@ import {
   type PoolTotals,
 } from './pool.js';
 import type { PoolClock } from './pool.js';
+import type { HeldEntry } from '../ipc/protocol.js';
 import { defaultRestartPolicy, type RestartPolicy } from './restart-gate.js';
 import {
   Supervisor,
@@ -150,8 +151,8 @@ export class ServicePools {
     this.find(service)?.checkin(worker, lease, outcome, held);
   }
 
-  reused(service: string, worker: number, reports: readonly (readonly [number, number])[]): void {
-    this.find(service)?.reused(worker, reports);
+  held(service: string, worker: number, entries: readonly HeldEntry[]): void {
+    this.find(service)?.held(worker, entries);
   }
 
   pass(service: string, worker: number, lease: number, to: number): void {

@@ -19,6 +19,7 @@ import {
   type RejectCode,
 } from './pool.js';
 import { canBind, PortRing } from './port-ring.js';
+import type { HeldEntry } from '../ipc/protocol.js';
 import { diffConfig, reloadPlan } from '../config/diff.js';
 import { checkHealth } from './health.js';
 import { groupRssBytes } from './process-table.js';
@@ -291,9 +292,9 @@ export class Supervisor {
     this.apply(this.pool.checkin(worker, lease, outcome, held));
   }
 
-  /** Requests served on held leases, reported in a batch (see Pool.reused). */
-  reused(worker: number, reports: readonly (readonly [number, number])[]): void {
-    this.apply(this.pool.reused(worker, reports));
+  /** A worker's batched report of the leases it holds (see Pool.held). */
+  held(worker: number, entries: readonly HeldEntry[]): void {
+    this.apply(this.pool.held(worker, entries));
   }
 
   pass(worker: number, lease: number, to: number): void {
@@ -357,8 +358,14 @@ export class Supervisor {
         id: b.id,
         pid: proc?.pid,
         port: proc?.spec.port,
-        // A lease held by a WebSocket (or other Upgrade) lasts as long as that connection.
-        state: b.state.phase === 'busy' && b.state.use === 'upgraded' ? 'upgraded' : b.state.phase,
+        // A lease held by a WebSocket (or other Upgrade) lasts as long as that connection. One a
+        // worker holds idle for its next requests is idle (leasedBy says which worker has it).
+        state:
+          b.state.phase === 'busy' && b.state.use === 'upgraded'
+            ? 'upgraded'
+            : b.heldIdle
+              ? 'idle'
+              : b.state.phase,
         ageMs: now - b.spawnedAt,
         served: b.served,
         leasedBy: b.state.phase === 'busy' ? b.state.worker : undefined,

@@ -59,7 +59,7 @@ const shutdownMs = config.shutdown_timeout_ms;
 const leases = new LeaseClient((message) => send(message));
 // The one coarse timer of the lease client: held leases idle past their time go back, and the
 // requests served on held leases are reported (no timer per request).
-setInterval(() => leases.sweep(), 250).unref();
+setInterval(() => leases.sweep(), 100).unref();
 let active = 0;
 
 /**

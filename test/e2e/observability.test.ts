@@ -126,8 +126,15 @@ describe('metrics: false', () => {
   it('the front workers count nothing; the pool is still measured', async () => {
     const mpx = await startWithAdmin({ pool_size: 1, workers: 1, metrics: false });
     for (let i = 0; i < 3; i++) assert.equal((await request(mpx.port, '/')).status, 200);
-    const samples = parsePrometheus(
-      (await request(mpx.adminPort, '/metrics', { headers: adminAuth(mpx) })).body,
+    const scrape = async () =>
+      parsePrometheus((await request(mpx.adminPort, '/metrics', { headers: adminAuth(mpx) })).body);
+    // The worker holds the backend for its next request and says it is idle in its next report
+    // (at once when it has not reported for a second, else within one).
+    let samples = await scrape();
+    await waitFor(
+      async () =>
+        sumOf((samples = await scrape()), 'multiplexer_backends', { state: 'idle' }) === 1,
+      'the held backend to be reported idle',
     );
     assert.equal(sumOf(samples, 'multiplexer_requests_total'), 0);
     assert.equal(sumOf(samples, 'multiplexer_request_duration_seconds_count'), 0);

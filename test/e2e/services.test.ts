@@ -92,9 +92,18 @@ describe('several services behind one port', () => {
       status.services.map((s) => s.name),
       ['api', 'v2', 'admin', 'site'],
     );
-    const metrics = await request(mpx.adminPort, '/metrics', { headers: adminAuth(mpx) });
-    const samples = parsePrometheus(metrics.body);
-    assert.equal(sumOf(samples, 'multiplexer_backends', { service: 'admin', state: 'idle' }), 1);
+    const scrape = async () =>
+      parsePrometheus((await request(mpx.adminPort, '/metrics', { headers: adminAuth(mpx) })).body);
+    // The worker holds each backend for its next request, and reports it idle once it is quiet.
+    let samples = await scrape();
+    await waitFor(
+      async () =>
+        sumOf((samples = await scrape()), 'multiplexer_backends', {
+          service: 'admin',
+          state: 'idle',
+        }) === 1,
+      'the admin backend shown idle',
+    );
     assert.ok(
       sumOf(samples, 'multiplexer_requests_total', { service: 'api', code: '200' }) === 2,
       JSON.stringify(samples.filter((x) => x.name === 'multiplexer_requests_total')),

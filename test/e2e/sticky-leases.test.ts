@@ -1,42 +1,15 @@
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { describe, it } from 'node:test';
 import { parseFixture, request, type Answer } from '../helpers/http.js';
+import { Connection, leaseMessages as allMessages } from '../helpers/leases.js';
 import { startWithAdmin } from '../helpers/multiplexer.js';
-import { parsePrometheus, sumOf } from '../helpers/prometheus.js';
 import { waitFor } from '../helpers/wait.js';
 
 const TOKEN = 'sticky';
 const auth = { authorization: `Bearer ${TOKEN}` };
 
-/** One kept-alive client connection: every request on it reaches the same front worker. */
-class Connection {
-  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-
-  constructor(private readonly port: number) {}
-
-  get(path: string, requestId: string): Promise<Answer> {
-    return request(this.port, path, { agent: this.agent, headers: { 'x-request-id': requestId } });
-  }
-
-  close(): void {
-    this.agent.destroy();
-  }
-}
-
 /** The lease protocol's messages, by "direction type", from the primary's /metrics. */
-async function leaseMessages(adminPort: number): Promise<Map<string, number>> {
-  const name = 'multiplexer_ipc_messages_total';
-  const samples = parsePrometheus((await request(adminPort, '/metrics', { headers: auth })).body);
-  const counts = new Map<string, number>();
-  for (const type of ['checkout', 'granted', 'pass', 'checkin', 'revoke', 'revoked']) {
-    for (const direction of ['in', 'out']) {
-      const n = sumOf(samples, name, { direction, type });
-      if (n > 0) counts.set(`${direction} ${type}`, n);
-    }
-  }
-  return counts;
-}
+const leaseMessages = (adminPort: number) => allMessages(adminPort, auth);
 
 describe('sticky leases, end to end', () => {
   it('uncontended, a worker hands its backend from one request to the next without a round trip through the primary', async () => {

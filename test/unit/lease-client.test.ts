@@ -196,7 +196,11 @@ describe('held leases (no message per request in the steady state)', () => {
   function held(holdMs = UNBOUNDED, passes = UNBOUNDED) {
     const sent: WorkerMessage[] = [];
     let now = 1000;
-    const leases = new LeaseClient((m) => sent.push(m), undefined, () => now);
+    const leases = new LeaseClient(
+      (m) => sent.push(m),
+      undefined,
+      () => now,
+    );
     const first = leases.checkout(false, '', 'api');
     leases.settle({
       ns: NAMESPACE,
@@ -291,7 +295,7 @@ describe('held leases (no message per request in the steady state)', () => {
     advance(1100);
     leases.sweep();
     assert.deepEqual(sent, [
-      { ns: NAMESPACE, type: 'reused', service: 'api', reports: [[9, 3]] },
+      { ns: NAMESPACE, type: 'held', service: 'api', reports: [[9, 3, 1100]] },
     ]);
     leases.sweep();
     assert.equal(sent.length, 1, 'nothing new to report');

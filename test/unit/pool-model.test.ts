@@ -40,6 +40,12 @@ interface Model {
   again: Set<string>;
   /** Grants the worker has not acted on yet: one may cross a pass to the same request. */
   fresh: Set<number>;
+  /** How long each lease may be held idle, as its grant said. */
+  holdMs: Map<number, number>;
+  /** Leases their worker holds idle for its next request (no request on them), and since when. */
+  idle: Map<number, number>;
+  /** Requests served on each held lease with no message, not reported yet. */
+  reused: Map<number, number>;
 }
 
 const key = (worker: number, checkoutSeq: number) => `${worker}:${checkoutSeq}`;
@@ -66,6 +72,24 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     order: new Map(),
     again: new Set(),
     fresh: new Set(),
+    holdMs: new Map(),
+    idle: new Map(),
+    reused: new Map(),
+  };
+  /** Forgets a lease the worker no longer has (returned, voided, or its backend gone). */
+  const drop = (lease: number): void => {
+    model.leases.delete(lease);
+    model.fresh.delete(lease);
+    model.idle.delete(lease);
+    model.reused.delete(lease);
+  };
+  /** The worker gives a lease it holds idle back, with what it served there. */
+  const giveBack = (lease: number, step: string): void => {
+    const l = model.leases.get(lease)!;
+    const idleMs = clock.now() - model.idle.get(lease)!;
+    const reused = model.reused.get(lease) ?? 0;
+    drop(lease);
+    apply(pool.checkin(l.worker, lease, 'ok', { reused, idleMs }), step);
   };
   let arrivals = 0;
   const ask = (worker: number, checkoutSeq: number, again: boolean): void => {
@@ -103,9 +127,20 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
           assert.ok(model.alive.has(e.backend), `${step}: end of a backend not alive`);
           model.stopping.add(e.backend);
           if (e.why === 'max-requests') model.atLimit.add(e.backend);
+          // A worker's lease stays until the worker gives it back or hears it is lost: the pool
+          // ends a backend a live worker holds only once it has it back.
           for (const [lease, l] of model.leases)
-            if (l.backend === e.backend) model.leases.delete(lease);
+            if (l.backend === e.backend && l.worker === 0) drop(lease);
           break;
+        case 'lost': {
+          const l = model.leases.get(e.lease);
+          assert.ok(
+            !l || l.worker === e.worker,
+            `${step}: lost lease ${e.lease} of another worker`,
+          );
+          drop(e.lease);
+          break;
+        }
         case 'revoke':
           for (const lease of e.leases) {
             assert.equal(
@@ -140,6 +175,7 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
           model.asked = model.asked.filter((a) => key(a.worker, a.checkoutSeq) !== k);
           model.bounds.set(e.lease, e.upTo);
           model.passes.set(e.lease, e.passes);
+          model.holdMs.set(e.lease, e.holdMs);
           model.fresh.add(e.lease);
           break;
         }
@@ -211,7 +247,24 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       if (v.state.phase === 'busy')
         assert.ok(model.leases.has(v.state.lease), `${step}: busy without a lease`);
     }
+    // No backend sits idle in one worker while another worker's request waits, beyond the one
+    // round trip of a revoke on its way to that worker.
+    for (const lease of model.idle.keys()) {
+      const l = model.leases.get(lease)!;
+      const waits = model.asked.some((a) => a.worker !== l.worker);
+      if (!waits) continue;
+      assert.ok(
+        model.undelivered.some((r) => r.worker === l.worker && r.leases.includes(lease)),
+        `${step}: lease ${lease} is held idle by worker ${l.worker} while another worker's request waits, and no revoke is on its way`,
+      );
+    }
   };
+  /** Whether the worker may serve its next request on this lease with no message (lease-client.ts). */
+  const mayHold = (lease: number): boolean =>
+    model.bounds.get(lease) === Infinity &&
+    (model.passes.get(lease) ?? 0) > 0 &&
+    (model.holdMs.get(lease) ?? 0) > 0 &&
+    !model.upgraded.has(lease);
 
   apply(pool.start(), 'start');
   for (let i = 0; i < steps; i++) {
@@ -219,14 +272,56 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
     if (roll < 0.3) {
       const worker = pick(workers)!;
       const checkoutSeq = nextRequest++;
+      const reuse = [...model.idle.keys()].find(
+        (lease) => model.leases.get(lease)!.worker === worker && mayHold(lease),
+      );
+      if (reuse !== undefined) {
+        // A request served on a backend the worker holds: no message at all.
+        const l = model.leases.get(reuse)!;
+        const step = `reuse ${reuse} for ${worker}:${checkoutSeq}`;
+        assert.ok(
+          model.alive.has(l.backend) && !model.stopping.has(l.backend),
+          `${step}: held backend ${l.backend} is gone or stopping`,
+        );
+        if (!model.undelivered.some((r) => r.worker === worker)) {
+          const overtaken = model.asked.find((a) => a.worker !== worker);
+          assert.equal(
+            overtaken,
+            undefined,
+            `${step}: served ahead of ${overtaken && key(overtaken.worker, overtaken.checkoutSeq)}, which waits`,
+          );
+        }
+        model.idle.delete(reuse);
+        model.passes.set(reuse, model.passes.get(reuse)! - 1);
+        model.reused.set(reuse, (model.reused.get(reuse) ?? 0) + 1);
+        l.checkoutSeq = checkoutSeq;
+        continue;
+      }
       ask(worker, checkoutSeq, false);
       apply(pool.checkout(worker, checkoutSeq), `checkout ${worker}:${checkoutSeq}`);
     } else if (roll < 0.55) {
       const lease = pick([...model.leases.keys()]);
       if (lease === undefined) continue;
       const l = model.leases.get(lease)!;
-      model.leases.delete(lease);
-      model.fresh.delete(lease);
+      if (model.idle.has(lease)) {
+        // Held idle past its holdMs (or the worker drains): given back.
+        giveBack(lease, `give back ${lease}`);
+        continue;
+      }
+      if (
+        l.worker !== 0 &&
+        !model.upgraded.has(lease) &&
+        mayHold(lease) &&
+        !model.asked.some((a) => a.worker === l.worker) &&
+        rand.random() < 0.6
+      ) {
+        // Its request ended well with nothing of its worker waiting: held idle, no message.
+        model.fresh.delete(lease);
+        model.idle.set(lease, clock.now());
+        continue;
+      }
+      const reusedHere = model.reused.get(lease) ?? 0;
+      drop(lease);
       if (l.worker === 0) {
         const healthy = rand.random() < 0.6;
         apply(pool.healthChecked(lease, healthy), `health ${lease} ${healthy}`);
@@ -248,7 +343,10 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
           ] as const)!;
       // A refusal sends the backend back to starting; the worker asks again, first in line.
       if (outcome === 'refused') model.ready.delete(l.backend);
-      apply(pool.checkin(l.worker, lease, outcome), `checkin ${lease} ${outcome}`);
+      apply(
+        pool.checkin(l.worker, lease, outcome, { reused: reusedHere }),
+        `checkin ${lease} ${outcome}`,
+      );
       if (outcome === 'refused') {
         const checkoutSeq = nextRequest++;
         ask(l.worker, checkoutSeq, true);
@@ -259,7 +357,9 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       }
     } else if (roll < 0.58) {
       const lease = pick(
-        [...model.leases].filter(([id, l]) => l.worker !== 0 && !model.upgraded.has(id)),
+        [...model.leases].filter(
+          ([id, l]) => l.worker !== 0 && !model.upgraded.has(id) && !model.idle.has(id),
+        ),
       )?.[0];
       if (lease === undefined) continue;
       model.upgraded.add(lease);
@@ -270,7 +370,9 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       // its bound allows, as the lease client does; or, now and then, to a checkout whose grant
       // of another backend is still on its way (the two cross).
       const lease = pick(
-        [...model.leases].filter(([id, l]) => l.worker !== 0 && !model.upgraded.has(id)),
+        [...model.leases].filter(
+          ([id, l]) => l.worker !== 0 && !model.upgraded.has(id) && !model.idle.has(id),
+        ),
       )?.[0];
       if (lease === undefined) continue;
       const l = model.leases.get(lease)!;
@@ -329,6 +431,8 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       for (const lease of revoke!.leases) {
         const known = model.bounds.get(lease);
         if (known !== undefined) model.bounds.set(lease, Math.min(known, revoke!.upTo));
+        // As the lease client does: an idle lease that may no longer be held goes back first.
+        if (model.idle.has(lease) && !mayHold(lease)) giveBack(lease, `revoke gives back ${lease}`);
       }
       apply(pool.revoked(revoke!.worker, revoke!.seq), `revoked ${revoke!.worker}#${revoke!.seq}`);
     } else if (roll < 0.69) {
@@ -358,11 +462,12 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
       const id = pick([...model.alive]);
       if (id === undefined) continue;
       model.alive.delete(id);
-      for (const [lease, l] of model.leases) if (l.backend === id) model.leases.delete(lease);
       apply(pool.backendExited(id), `crash ${id}`);
+      // A worker hears of it by 'lost'; a health check's lease ends with the backend.
+      for (const [lease, l] of model.leases) if (l.backend === id && l.worker === 0) drop(lease);
     } else if (roll < 0.93) {
       const worker = pick(workers)!;
-      for (const [lease, l] of model.leases) if (l.worker === worker) model.leases.delete(lease);
+      for (const [lease, l] of model.leases) if (l.worker === worker) drop(lease);
       model.asked = model.asked.filter((a) => a.worker !== worker);
       model.undelivered = model.undelivered.filter((r) => r.worker !== worker);
       apply(pool.workerExited(worker), `worker ${worker} dies`);
@@ -388,10 +493,11 @@ function runWalk(seed: number, settings: PoolSettings, steps: number): void {
 
   // Quiesce: return every lease, let every stop finish and every start succeed, let time pass.
   for (let round = 0; round < 50; round++) {
+    for (const lease of [...model.idle.keys()]) giveBack(lease, 'final give back');
     for (const revoke of model.undelivered.splice(0))
       apply(pool.revoked(revoke.worker, revoke.seq), 'final revoked');
     for (const [lease, l] of [...model.leases]) {
-      model.leases.delete(lease);
+      drop(lease);
       if (l.worker === 0) apply(pool.healthChecked(lease, true), 'final health');
       else apply(pool.checkin(l.worker, lease, 'ok'), 'final checkin');
     }

@@ -21,7 +21,7 @@ describe('IPC protocol', () => {
       }).ok,
     );
     assert.ok(
-      decodeWorkerMessage({ ns: 'mpx', type: 'reused', service: 'api', reports: [[2, 5]] }).ok,
+      decodeWorkerMessage({ ns: 'mpx', type: 'held', service: 'api', reports: [[2, 5, -1]] }).ok,
     );
     assert.ok(decodePrimaryMessage({ ns: 'mpx', type: 'lost', lease: 2 }).ok);
     assert.ok(
