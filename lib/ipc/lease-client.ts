@@ -77,6 +77,8 @@ export class LeaseClient {
   private reportedAt: number;
   /** Something the last report said changed since (a lease used, or left idle). */
   private changed = false;
+  /** A lease the last report said was idle is in use again. */
+  private shownIdle = false;
 
   /** `sequence`: this worker's one numbering of its requests. */
   constructor(
@@ -101,6 +103,8 @@ export class LeaseClient {
       held.passes--;
       held.reused++;
       this.changed = true;
+      // The pool shows it idle: it hears otherwise at the next sweep, not a second later.
+      if (held.idleReported) this.shownIdle = true;
       held.idleReported = false;
       const granted = { status: 'granted', lease, port: held.port, backend: held.backend } as const;
       // On the next turn, not at once: the previous exchange's last socket events (its connection
@@ -257,13 +261,15 @@ export class LeaseClient {
       if (held.idleSince !== undefined && !held.idleReported && now - held.idleSince >= QUIET_MS)
         quiet = true;
     }
-    if (quiet || (this.changed && now - this.reportedAt >= REPORT_MS)) this.report(now);
+    if (quiet || this.shownIdle || (this.changed && now - this.reportedAt >= REPORT_MS))
+      this.report(now);
   }
 
   /** Tells the pool what it holds: requests served with no message, and which leases sit idle. */
   private report(now: number): void {
     this.reportedAt = now;
     this.changed = false;
+    this.shownIdle = false;
     const byService = new Map<string, HeldEntry[]>();
     for (const [lease, held] of this.held) {
       if (held.lost) continue;

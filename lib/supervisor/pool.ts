@@ -161,6 +161,9 @@ export interface BackendView {
   readonly heldIdle: boolean;
 }
 
+/** One lease in a worker's report of what it holds: requests served on it unreported, idle ms (-1: in use). */
+export type HeldEntry = readonly [lease: number, reused: number, idleMs: number];
+
 /** What a worker tells of a lease it held, as it gives it back (see Pool.checkin). */
 export interface HeldReport {
   /** Requests it served on the lease without a message each, not reported yet. */
@@ -501,10 +504,7 @@ export class Pool {
    * message each (counted toward /status and recycling; the grant's `passes` already bounds
    * them), and which ones sit idle there (shown idle, as of this report).
    */
-  held(
-    worker: number,
-    entries: readonly (readonly [lease: number, reused: number, idleMs: number])[],
-  ): PoolEffect[] {
+  held(worker: number, entries: readonly HeldEntry[]): PoolEffect[] {
     for (const [lease, reused, idleMs] of entries) {
       const backend = this.holding(worker, lease);
       if (backend?.state.phase !== 'busy') continue;

@@ -6,12 +6,12 @@ import type { PoolHealth } from './pool-health.js';
 import {
   counter,
   type CheckinOutcome,
+  type HeldEntry,
   type HeldReport,
   type Numbering,
   type PoolTotals,
 } from './pool.js';
 import type { PoolClock } from './pool.js';
-import type { HeldEntry } from '../ipc/protocol.js';
 import { defaultRestartPolicy, type RestartPolicy } from './restart-gate.js';
 import {
   Supervisor,

@@ -13,13 +13,13 @@ import {
   type PoolDemand,
   type PoolEffect,
   type PoolNumbering,
+  type HeldEntry,
   type HeldReport,
   type PoolSettings,
   type PoolTotals,
   type RejectCode,
 } from './pool.js';
 import { canBind, PortRing } from './port-ring.js';
-import type { HeldEntry } from '../ipc/protocol.js';
 import { diffConfig, reloadPlan } from '../config/diff.js';
 import { checkHealth } from './health.js';
 import { groupRssBytes } from './process-table.js';
