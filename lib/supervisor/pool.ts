@@ -459,7 +459,7 @@ export class Pool {
 
   /**
    * `served`: false for a lease given back unused. `reused`: requests the worker served on the
-   * lease while holding it, not reported yet (see reused()). `idleMs`: how long the worker held it
+   * lease while holding it, not reported yet (see held()). `idleMs`: how long the worker held it
    * idle before giving it back, which counts toward pool_overflow_idle_ms as idle here would.
    */
   checkin(
