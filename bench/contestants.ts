@@ -27,7 +27,10 @@ export type ContestantName =
   | 'direct'
   /** multiplexer with access_log off, and with access_log and metrics off: their cost. */
   | 'mpx-no-access-log'
-  | 'mpx-no-observability';
+  | 'mpx-no-observability'
+  /** The floors of a node proxy (bench/floor-proxy.mjs): node:http's client, and the raw path. */
+  | 'floor-node-http'
+  | 'floor-raw';
 export const PEERS: readonly ContestantName[] = ['haproxy', 'nginx-rr', 'nginx-lc'];
 
 export interface Running {
@@ -120,6 +123,21 @@ async function runProcess(
       cleanup();
     },
   };
+}
+
+/** A floor proxy (bench/floor-proxy.mjs) in front of the fixtures. */
+export async function startFloor(
+  mode: 'node-http' | 'raw',
+  backends: FixtureSet,
+): Promise<Running> {
+  const port = await freePort();
+  return runProcess(
+    `floor-${mode}`,
+    process.execPath,
+    [join(ROOT, 'bench', 'floor-proxy.mjs'), mode, String(port), ...backends.ports.map(String)],
+    port,
+    () => undefined,
+  );
 }
 
 export async function startHaproxy(backends: FixtureSet, queueTimeoutMs: number): Promise<Running> {

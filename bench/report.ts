@@ -38,6 +38,8 @@ const ORDER: ContestantName[] = [
   'direct',
   'mpx-no-access-log',
   'mpx-no-observability',
+  'floor-node-http',
+  'floor-raw',
 ];
 const LABEL: Record<ContestantName, string> = {
   multiplexer: 'multiplexer',
@@ -47,6 +49,8 @@ const LABEL: Record<ContestantName, string> = {
   direct: 'direct (one backend)',
   'mpx-no-access-log': 'multiplexer, access_log off',
   'mpx-no-observability': 'multiplexer, access_log and metrics off',
+  'floor-node-http': 'floor: minimal node:http proxy (Agent)',
+  'floor-raw': 'floor: node:http server, raw backend path (llhttp)',
 };
 
 function of(v: VariantResult, who: ContestantName, pick: (s: LoadSample) => number): Spread {
@@ -249,10 +253,20 @@ function targets(r: BenchResults): Target[] {
     });
     const cpu = pairedRatio(steady, 'multiplexer', 'haproxy', (s) => s.cpuPerRequestUs);
     out.push({
-      what: 'steady: proxy CPU per request, against HAProxy (no target; the floor without IPC)',
+      what: 'steady: proxy CPU per request ≤ 3× HAProxy (no IPC on this load)',
       measured: `${fmtSpread(cpu, 1)}×`,
       met: cpu.median <= 3,
     });
+    for (const floor of ['floor-node-http', 'floor-raw'] as const) {
+      if (!steady.samples.some((s) => s.contestant === floor)) continue;
+      const vsHa = pairedRatio(steady, floor, 'haproxy', (s) => s.cpuPerRequestUs);
+      const mpx = pairedRatio(steady, 'multiplexer', floor, (s) => s.cpuPerRequestUs);
+      out.push({
+        what: `steady: the floor "${LABEL[floor]}", CPU per request against HAProxy; multiplexer against it`,
+        measured: `${fmtSpread(vsHa, 1)}×; multiplexer ${fmtSpread(mpx, 2)}×`,
+        met: undefined,
+      });
+    }
   }
   const [alone, beside] = variant(r, 'slow-clients');
   if (alone && beside) {
@@ -348,6 +362,8 @@ function chart(r: BenchResults): string {
     direct: '#7f7f7f',
     'mpx-no-access-log': '#ff9896',
     'mpx-no-observability': '#ffbb78',
+    'floor-node-http': '#c7c7c7',
+    'floor-raw': '#7f7f7f',
   };
   const parts: string[] = [];
   const text = (x: number, y: number, s: string, extra = ''): void => {

@@ -11,6 +11,7 @@ import {
   startHaproxy,
   startMultiplexer,
   startNginx,
+  startFloor,
   type ContestantName,
   type Running,
   type RunningMultiplexer,
@@ -92,6 +93,10 @@ async function startContestant(
       return startNginx(peers, 'least_conn');
     case 'direct':
       return direct(peers);
+    case 'floor-node-http':
+      return startFloor('node-http', peers);
+    case 'floor-raw':
+      return startFloor('raw', peers);
     case 'mpx-no-access-log':
       return startMultiplexer({ poolSize: backends, name, config: { access_log: false } });
     case 'mpx-no-observability':
@@ -205,13 +210,14 @@ const PROXIES: readonly ContestantName[] = ['multiplexer', 'haproxy', 'nginx-rr'
 
 /** The scenarios of one variant each. */
 const SINGLE: Record<'blocking' | 'mixed' | 'trivial' | 'steady', Omit<Variant, 'scenario'>> = {
-  // The steady state of held leases: as many clients as backends, so no request waits.
+  // The steady state of held leases: as many clients as backends, so no request waits. Beside
+  // HAProxy, the floors of a node proxy (bench/floor-proxy.mjs): what the design could reach.
   steady: {
     variant: '4 backends answering at once, 4 clients',
     backends: 4,
     clients: 4,
     mix: { '/': 1 },
-    contestants: ['multiplexer', 'haproxy'],
+    contestants: ['multiplexer', 'haproxy', 'floor-node-http', 'floor-raw'],
   },
   blocking: {
     variant: '8 backends, ms=10, 64 clients',
