@@ -30,7 +30,9 @@ export type ContestantName =
   | 'mpx-no-observability'
   /** The floors of a node proxy (bench/floor-proxy.mjs): node:http's client, and the raw path. */
   | 'floor-node-http'
-  | 'floor-raw';
+  | 'floor-raw'
+  /** multiplexer with the raw backend path prototype (MULTIPLEXER_RAW_PATH=1). */
+  | 'mpx-raw';
 export const PEERS: readonly ContestantName[] = ['haproxy', 'nginx-rr', 'nginx-lc'];
 
 export interface Running {
@@ -233,6 +235,8 @@ export interface MultiplexerOptions {
   readonly config?: Record<string, unknown>;
   /** Its name in the results (default "multiplexer"). */
   readonly name?: ContestantName;
+  /** Environment on top of this process's. */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 export interface RunningMultiplexer extends Running {
@@ -285,7 +289,7 @@ export async function startMultiplexer(options: MultiplexerOptions): Promise<Run
     ],
     {
       stdio: ['ignore', 'pipe', stderr],
-      env: { ...process.env, MULTIPLEXER_STATE_DIR: join(dir, 'state') },
+      env: { ...process.env, ...options.env, MULTIPLEXER_STATE_DIR: join(dir, 'state') },
     },
   );
   closeSync(stderr);

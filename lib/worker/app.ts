@@ -5,6 +5,7 @@ import { BufferFullError, BufferStore } from './buffer-store.js';
 import { Delivery } from './delivery.js';
 import { errorCodeOf, sendError } from './error-response.js';
 import { exchange, type OutgoingRequest } from './exchange.js';
+import { rawExchange, rawPathTakes } from './raw-exchange.js';
 import { guard } from './guard.js';
 import { addOwnHeader, requestHeaders, requestIdOf, targetOf } from './headers.js';
 import { Pipelining } from './pipelining.js';
@@ -13,6 +14,9 @@ import { upgradeRequest } from './upgrade-request.js';
 import { NO_LEASE, type LeaseRecord } from './with-backend.js';
 
 export type { AppDeps } from './request-context.js';
+
+/** Set to 1 in the primary's environment (the workers inherit it): the raw backend path. */
+export const RAW_PATH_ENV = 'MULTIPLEXER_RAW_PATH';
 
 export interface FrontHandlers {
   readonly request: (req: IncomingMessage, res: ServerResponse) => void;
@@ -47,6 +51,8 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
   const limit = config.client_max_body_bytes;
   const tooLarge = `the request body is larger than client_max_body_bytes (${limit} bytes)`;
   const pipelining = new Pipelining();
+  // The raw backend path (raw-exchange.ts), a measured prototype: on with MULTIPLEXER_RAW_PATH=1.
+  const rawPath = process.env[RAW_PATH_ENV] === '1';
 
   const handle = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void => {
     deps.onStart();
@@ -119,7 +125,8 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
           rejected: (code, message) => sendError(res, code, message),
           use: (_lease, backend, done) => {
             if (body.kind === 'stream' && expectsContinue) res.writeContinue();
-            exchange(outgoing, backend, client, done);
+            if (rawPath && rawPathTakes(outgoing)) rawExchange(outgoing, backend, client, done);
+            else exchange(outgoing, backend, client, done);
           },
           settled: settle,
         });

@@ -5,6 +5,7 @@ import { sendStored, type BufferStore } from './buffer-store.js';
 import type { Delivery } from './delivery.js';
 import { guard, type FaultReporter } from './guard.js';
 import { isIdempotent } from './headers.js';
+import { dropAllRawConnections, dropRawConnection } from './raw-exchange.js';
 
 /**
  * One request/response exchange with a leased backend. Its job is to know exactly when the
@@ -54,11 +55,13 @@ const agent = new http.Agent({ keepAlive: true, maxFreeSockets: 1, scheduling: '
 /** Closes this worker's idle connection to the backend on `host:port`, if it holds one. */
 export function dropIdleConnections(host: string, port: number): void {
   for (const socket of agent.freeSockets[agent.getName({ host, port })] ?? []) socket.destroy();
+  dropRawConnection(port);
 }
 
 /** Closes every idle backend connection (a draining worker). */
 export function dropAllIdleConnections(): void {
   for (const sockets of Object.values(agent.freeSockets)) sockets?.forEach((s) => s.destroy());
+  dropAllRawConnections();
 }
 
 /**
