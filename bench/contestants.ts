@@ -31,8 +31,8 @@ export type ContestantName =
   /** The floors of a node proxy (bench/floor-proxy.mjs): node:http's client, and the raw path. */
   | 'floor-node-http'
   | 'floor-raw'
-  /** multiplexer with the raw backend path prototype (MULTIPLEXER_RAW_PATH=1). */
-  | 'mpx-raw';
+  /** multiplexer with node:http's client instead of the raw backend path (MULTIPLEXER_RAW_PATH=0). */
+  | 'mpx-node-http';
 export const PEERS: readonly ContestantName[] = ['haproxy', 'nginx-rr', 'nginx-lc'];
 
 export interface Running {

@@ -40,7 +40,7 @@ const ORDER: ContestantName[] = [
   'mpx-no-observability',
   'floor-node-http',
   'floor-raw',
-  'mpx-raw',
+  'mpx-node-http',
 ];
 const LABEL: Record<ContestantName, string> = {
   multiplexer: 'multiplexer',
@@ -52,7 +52,7 @@ const LABEL: Record<ContestantName, string> = {
   'mpx-no-observability': 'multiplexer, access_log and metrics off',
   'floor-node-http': 'floor: minimal node:http proxy (Agent)',
   'floor-raw': 'floor: node:http server, raw backend path (llhttp)',
-  'mpx-raw': 'multiplexer, raw backend path (prototype)',
+  'mpx-node-http': 'multiplexer, node:http client (MULTIPLEXER_RAW_PATH=0)',
 };
 
 function of(v: VariantResult, who: ContestantName, pick: (s: LoadSample) => number): Spread {
@@ -366,7 +366,7 @@ function chart(r: BenchResults): string {
     'mpx-no-observability': '#ffbb78',
     'floor-node-http': '#c7c7c7',
     'floor-raw': '#7f7f7f',
-    'mpx-raw': '#9467bd',
+    'mpx-node-http': '#9467bd',
   };
   const parts: string[] = [];
   const text = (x: number, y: number, s: string, extra = ''): void => {

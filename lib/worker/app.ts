@@ -15,7 +15,7 @@ import { NO_LEASE, type LeaseRecord } from './with-backend.js';
 
 export type { AppDeps } from './request-context.js';
 
-/** Set to 1 in the primary's environment (the workers inherit it): the raw backend path. */
+/** Set to 0 in the primary's environment (the workers inherit it): no raw backend path. */
 export const RAW_PATH_ENV = 'MULTIPLEXER_RAW_PATH';
 
 export interface FrontHandlers {
@@ -51,8 +51,9 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
   const limit = config.client_max_body_bytes;
   const tooLarge = `the request body is larger than client_max_body_bytes (${limit} bytes)`;
   const pipelining = new Pipelining();
-  // The raw backend path (raw-exchange.ts), a measured prototype: on with MULTIPLEXER_RAW_PATH=1.
-  const rawPath = process.env[RAW_PATH_ENV] === '1';
+  // The raw backend path (raw-exchange.ts) serves what it can; MULTIPLEXER_RAW_PATH=0 turns it
+  // off (node:http's client for everything), should a backend ever need that.
+  const rawPath = process.env[RAW_PATH_ENV] !== '0';
 
   const handle = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void => {
     deps.onStart();

@@ -5,7 +5,7 @@ import { sendStored, type BufferStore } from './buffer-store.js';
 import type { Delivery } from './delivery.js';
 import { guard, type FaultReporter } from './guard.js';
 import { isIdempotent } from './headers.js';
-import { dropAllRawConnections, dropRawConnection } from './raw-exchange.js';
+import { dropAllRawConnections, dropRawConnection, onAgentDrop } from './raw-exchange.js';
 
 /**
  * One request/response exchange with a leased backend. Its job is to know exactly when the
@@ -57,6 +57,10 @@ export function dropIdleConnections(host: string, port: number): void {
   for (const socket of agent.freeSockets[agent.getName({ host, port })] ?? []) socket.destroy();
   dropRawConnection(port);
 }
+
+onAgentDrop((host, port) => {
+  for (const socket of agent.freeSockets[agent.getName({ host, port })] ?? []) socket.destroy();
+});
 
 /** Closes every idle backend connection (a draining worker). */
 export function dropAllIdleConnections(): void {
@@ -167,6 +171,8 @@ class Exchange {
   private send(): http.ClientRequest {
     const { request, target } = this;
     if (this.retried || !this.mayResend) dropIdleConnections(target.host, target.port);
+    // One connection per backend: the raw path's, if it kept one, goes (raw-exchange.ts).
+    else dropRawConnection(target.port);
     const out = http.request({
       host: target.host,
       port: target.port,
@@ -285,7 +291,15 @@ class Exchange {
     // An early answer: the backend does not want the rest of the body. Only a closed connection
     // says for sure that it is not still reading it.
     if (!this.backendReq?.writableFinished) this.close('ok');
-    else this.finish('ok');
+    else if (!this.backendReq.shouldKeepAlive && !answer.socket.closed) {
+      // The backend closes the connection after this answer (node closes ours once its FIN is
+      // written): its side is over once it is closed. Ended sooner, the lease could carry the
+      // next request (a held one, at once) to a new connection before our FIN, and the backend
+      // would see it while still closing this one (the fuzz suite, seed 20261202, case 292).
+      this.leavePhase();
+      this.phase = { name: 'closing', outcome: 'ok' };
+      answer.socket.once('close', () => this.finish('ok'));
+    } else this.finish('ok');
   }
 
   /** The answer's connection ended before the answer did. */
