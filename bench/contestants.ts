@@ -4,8 +4,16 @@
  * and direct to one backend. The peers run one worker process each (on 2 cores that leaves the
  * other core to the load generator and the backends); so does multiplexer's front (workers: 1).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -32,7 +40,9 @@ export type ContestantName =
   | 'floor-node-http'
   | 'floor-raw'
   /** multiplexer with node:http's client instead of the raw backend path (MULTIPLEXER_RAW_PATH=0). */
-  | 'mpx-node-http';
+  | 'mpx-node-http'
+  /** gunicorn alone, -w N sync workers (the Flask scenario). */
+  | 'gunicorn';
 export const PEERS: readonly ContestantName[] = ['haproxy', 'nginx-rr', 'nginx-lc'];
 
 export interface Running {
@@ -237,6 +247,46 @@ export interface MultiplexerOptions {
   readonly name?: ContestantName;
   /** Environment on top of this process's. */
   readonly env?: NodeJS.ProcessEnv;
+  /** The backends are the Flask example on gunicorn, one sync worker each. */
+  readonly flask?: boolean;
+}
+
+const FLASK_DIR = join(ROOT, 'examples', 'python-flask-gunicorn');
+const GUNICORN = join(FLASK_DIR, '.venv', 'bin', 'gunicorn');
+
+/** The Flask example as multiplexer runs it (examples/python-flask-gunicorn/multiplexer.json). */
+const FLASK_SERVICE = {
+  service_cwd: FLASK_DIR,
+  service_start_process_cmd: `exec ${GUNICORN} --workers 1 --bind 127.0.0.1:%PORT% --no-control-socket app:app`,
+  service_start_delay_ms: 'wait_port',
+};
+
+/** The Flask example's venv (gunicorn and Flask), made by its setup.sh when missing. */
+export function ensureFlask(log: (line: string) => void): void {
+  if (existsSync(GUNICORN)) return;
+  log('installing the Flask example (examples/python-flask-gunicorn/setup.sh)');
+  execFileSync('sh', [join(FLASK_DIR, 'setup.sh')], { stdio: 'inherit' });
+}
+
+/** gunicorn alone: `workers` sync workers sharing one listener, as people run it. */
+export async function startGunicorn(workers: number): Promise<Running> {
+  const port = await freePort();
+  return runProcess(
+    'gunicorn',
+    GUNICORN,
+    [
+      '--chdir',
+      FLASK_DIR,
+      '--workers',
+      String(workers),
+      '--bind',
+      `127.0.0.1:${port}`,
+      '--no-control-socket',
+      'app:app',
+    ],
+    port,
+    () => undefined,
+  );
 }
 
 export interface RunningMultiplexer extends Running {
@@ -264,6 +314,7 @@ export async function startMultiplexer(options: MultiplexerOptions): Promise<Run
     http_host: '127.0.0.1',
     service_port_range: `${range.first}..${range.last}`,
     service_start_process_cmd: `exec ${process.execPath} ${FIXTURE} %PORT%`,
+    ...(options.flask ? FLASK_SERVICE : {}),
     service_stop_timeout_ms: 2000,
     workers: options.workers ?? 1,
     queue_timeout_ms: options.queueTimeoutMs ?? 30_000,

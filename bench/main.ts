@@ -22,6 +22,7 @@ const SCENARIOS = [
   'scale',
   'trivial',
   'steady',
+  'flask',
   'slow-clients',
   'observability',
   'burst',
@@ -105,6 +106,7 @@ if (wanted('mixed')) results.variants.push(...(await scenarios.single('mixed', s
 if (wanted('scale')) results.variants.push(...(await scenarios.scale(settings)));
 if (wanted('trivial')) results.variants.push(...(await scenarios.single('trivial', settings)));
 if (wanted('steady')) results.variants.push(...(await scenarios.single('steady', settings)));
+if (wanted('flask')) results.variants.push(...(await scenarios.flask(settings)));
 if (wanted('slow-clients')) results.variants.push(...(await scenarios.slowClients(settings)));
 if (wanted('observability')) {
   results.variants.push(...(await scenarios.observability(settings)));

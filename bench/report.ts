@@ -41,6 +41,7 @@ const ORDER: ContestantName[] = [
   'floor-node-http',
   'floor-raw',
   'mpx-node-http',
+  'gunicorn',
 ];
 const LABEL: Record<ContestantName, string> = {
   multiplexer: 'multiplexer',
@@ -53,6 +54,7 @@ const LABEL: Record<ContestantName, string> = {
   'floor-node-http': 'floor: minimal node:http proxy (Agent)',
   'floor-raw': 'floor: node:http server, raw backend path (llhttp)',
   'mpx-node-http': 'multiplexer, node:http client (MULTIPLEXER_RAW_PATH=0)',
+  gunicorn: 'gunicorn -w 5 alone',
 };
 
 function of(v: VariantResult, who: ContestantName, pick: (s: LoadSample) => number): Spread {
@@ -270,6 +272,15 @@ function targets(r: BenchResults): Target[] {
       });
     }
   }
+  const [flask] = variant(r, 'flask');
+  if (flask) {
+    const ratio = pairedRatio(flask, 'multiplexer', 'gunicorn', (s) => s.rps);
+    out.push({
+      what: 'Flask on gunicorn, 5 backends: throughput ≥ 0.98× `gunicorn -w 5` alone',
+      measured: `${fmtSpread(ratio, 3)}×`,
+      met: ratio.median >= 0.98,
+    });
+  }
   const [alone, beside] = variant(r, 'slow-clients');
   if (alone && beside) {
     const p99Alone = of(alone, 'multiplexer', (s) => s.p99Ms);
@@ -367,6 +378,7 @@ function chart(r: BenchResults): string {
     'floor-node-http': '#c7c7c7',
     'floor-raw': '#7f7f7f',
     'mpx-node-http': '#9467bd',
+    gunicorn: '#8c564b',
   };
   const parts: string[] = [];
   const text = (x: number, y: number, s: string, extra = ''): void => {
@@ -572,6 +584,19 @@ export function writeReport(r: BenchResults, docs: string): void {
       '',
       'As many clients as backends: no request waits, so a worker serves every request on the ' +
         'backends it holds (held leases), with no message to the primary.',
+      '',
+      loadTable(v, ['rps', 'lat', 'cpu']),
+      '',
+    );
+  }
+  for (const v of variant(r, 'flask')) {
+    out.push(
+      `## flask: ${v.variant}`,
+      '',
+      'examples/python-flask-gunicorn (each page hashes for about 10 ms): five gunicorn processes ' +
+        'of one sync worker behind multiplexer (1 front worker), against `gunicorn -w 5` on one ' +
+        'port, on the same 2 cores. gunicorn closes the connection after each answer, so ' +
+        'multiplexer opens one per request to its backends.',
       '',
       loadTable(v, ['rps', 'lat', 'cpu']),
       '',

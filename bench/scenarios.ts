@@ -12,6 +12,8 @@ import {
   startMultiplexer,
   startNginx,
   startFloor,
+  startGunicorn,
+  ensureFlask,
   type ContestantName,
   type Running,
   type RunningMultiplexer,
@@ -58,6 +60,8 @@ export interface VariantResult {
 }
 
 interface Variant {
+  /** The backends are the Flask example on gunicorn (else bench/fixture.mjs). */
+  readonly flask?: boolean;
   readonly scenario: string;
   readonly variant: string;
   readonly backends: number;
@@ -77,6 +81,7 @@ async function startContestant(
   name: ContestantName,
   backends: number,
   peers: FixtureSet,
+  flask = false,
 ): Promise<Running> {
   switch (name) {
     case 'multiplexer':
@@ -84,7 +89,10 @@ async function startContestant(
         poolSize: backends,
         adminPort: await freePort(),
         config: { admin_token: ADMIN_TOKEN },
+        flask,
       });
+    case 'gunicorn':
+      return startGunicorn(backends);
     case 'haproxy':
       return startHaproxy(peers, 30_000);
     case 'nginx-rr':
@@ -159,13 +167,16 @@ async function measureVariant(v: Variant, s: Settings): Promise<VariantResult> {
   const running: Running[] = [];
   const result: VariantResult = { ...v, samples: [], memory: [] };
   try {
-    for (const name of v.contestants) running.push(await startContestant(name, v.backends, peers));
+    for (const name of v.contestants)
+      running.push(await startContestant(name, v.backends, peers, v.flask));
     // Warm-up: JIT, connection pools, the backends' own first requests.
     for (const r of running) await runLoad(r.port, v.clients, 1, v.mix);
     for (let run = 1; run <= s.runs; run++) {
       for (const r of running) {
         const mpx =
-          r.name === 'multiplexer' || r.name === 'mpx-node-http' ? (r as RunningMultiplexer) : undefined;
+          r.name === 'multiplexer' || r.name === 'mpx-node-http'
+            ? (r as RunningMultiplexer)
+            : undefined;
         const adminPort = mpx?.adminPort;
         const ipcBefore = adminPort ? await ipcMessages(adminPort) : 0;
         const primaryBefore = mpx ? cpuSeconds([mpx.primary]) : 0;
@@ -307,6 +318,29 @@ export async function scrapeUnderLoad(s: Settings): Promise<number[]> {
     await mpx.stop();
   }
   return times;
+}
+
+/**
+ * The Flask example (examples/python-flask-gunicorn: each page hashes for ~10 ms, in one
+ * process) on 5 backends behind multiplexer, against `gunicorn -w 5` alone, as people run it:
+ * what multiplexer costs a real single-threaded app on the same 2 cores.
+ */
+export async function flask(s: Settings): Promise<VariantResult[]> {
+  ensureFlask(s.log);
+  return [
+    await measureVariant(
+      {
+        scenario: 'flask',
+        variant: 'Flask on gunicorn, 5 backends, 16 clients',
+        backends: 5,
+        clients: 16,
+        mix: { '/': 1 },
+        contestants: ['multiplexer', 'gunicorn'],
+        flask: true,
+      },
+      s,
+    ),
+  ];
 }
 
 export async function single(scenario: keyof typeof SINGLE, s: Settings): Promise<VariantResult[]> {

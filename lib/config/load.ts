@@ -12,7 +12,7 @@ import { STATE_DIR_ENV } from '../instance/state-dir.js';
 import { LOG_FORMAT_ENV, LOG_LEVEL_ENV } from '../log.js';
 import { nearestName } from './nearest-name.js';
 import { resolveServices, serviceSpecs } from './services.js';
-import { WORKER_BUFFER_DIR_ENV, WORKER_CONFIG_ENV } from '../ipc/protocol.js';
+import { RAW_PATH_ENV, WORKER_BUFFER_DIR_ENV, WORKER_CONFIG_ENV } from '../ipc/protocol.js';
 
 export interface ConfigInput {
   /** Path of the JSON config file. */
@@ -31,6 +31,7 @@ const OTHER_ENV = [
   LOG_FORMAT_ENV,
   WORKER_CONFIG_ENV,
   WORKER_BUFFER_DIR_ENV,
+  RAW_PATH_ENV,
 ];
 
 let formatsRegistered = false;

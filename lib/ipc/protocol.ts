@@ -255,3 +255,9 @@ export const WORKER_CONFIG_ENV = 'MULTIPLEXER_WORKER_CONFIG';
 
 /** And the private directory (under the state directory) for bodies that outgrow memory. */
 export const WORKER_BUFFER_DIR_ENV = 'MULTIPLEXER_WORKER_BUFFER_DIR';
+
+/**
+ * 0 in the environment (the workers inherit the primary's): no raw backend path, node:http's
+ * client for every exchange (see lib/worker/raw-exchange.ts).
+ */
+export const RAW_PATH_ENV = 'MULTIPLEXER_RAW_PATH';

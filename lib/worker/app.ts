@@ -6,6 +6,7 @@ import { Delivery } from './delivery.js';
 import { errorCodeOf, sendError } from './error-response.js';
 import { exchange, type OutgoingRequest } from './exchange.js';
 import { rawExchange, rawPathTakes } from './raw-exchange.js';
+import { RAW_PATH_ENV } from '../ipc/protocol.js';
 import { guard } from './guard.js';
 import { addOwnHeader, requestHeaders, requestIdOf, targetOf } from './headers.js';
 import { Pipelining } from './pipelining.js';
@@ -14,9 +15,6 @@ import { upgradeRequest } from './upgrade-request.js';
 import { NO_LEASE, type LeaseRecord } from './with-backend.js';
 
 export type { AppDeps } from './request-context.js';
-
-/** Set to 0 in the primary's environment (the workers inherit it): no raw backend path. */
-export const RAW_PATH_ENV = 'MULTIPLEXER_RAW_PATH';
 
 export interface FrontHandlers {
   readonly request: (req: IncomingMessage, res: ServerResponse) => void;
