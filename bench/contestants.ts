@@ -251,6 +251,9 @@ export interface MultiplexerOptions {
   readonly flask?: boolean;
 }
 
+/** The admin token of every multiplexer the bench starts. */
+export const BENCH_ADMIN_TOKEN = 'bench';
+
 const FLASK_DIR = join(ROOT, 'examples', 'python-flask-gunicorn');
 const GUNICORN = join(FLASK_DIR, '.venv', 'bin', 'gunicorn');
 
@@ -321,6 +324,8 @@ export async function startMultiplexer(options: MultiplexerOptions): Promise<Run
     queue_max: 100_000,
     shutdown_timeout_ms: 5000,
     admin_port: options.adminPort ?? 0,
+    // Known, so that the bench can read /status and /metrics (an empty one is generated at start).
+    admin_token: BENCH_ADMIN_TOKEN,
     ...options.config,
   };
   writeFileSync(join(dir, 'app.json'), JSON.stringify(config));

@@ -14,6 +14,7 @@ import {
   startFloor,
   startGunicorn,
   ensureFlask,
+  BENCH_ADMIN_TOKEN,
   type ContestantName,
   type Running,
   type RunningMultiplexer,
@@ -130,7 +131,7 @@ function memoryOf(running: Running): MemorySample | undefined {
   return { primaryMB: rssMB(mpx.primary), workersMB: mpx.workers().map(rssMB) };
 }
 
-const ADMIN_TOKEN = 'bench';
+const ADMIN_TOKEN = BENCH_ADMIN_TOKEN;
 
 /** The lease protocol's messages so far (the scrape's own and batch envelopes left out). */
 async function ipcMessages(adminPort: number): Promise<number> {
@@ -303,10 +304,21 @@ export async function scrapeUnderLoad(s: Settings): Promise<number[]> {
       const started = performance.now();
       await new Promise<void>((done, fail) => {
         http
-          .get({ host: '127.0.0.1', port: adminPort, path: '/metrics', agent: false }, (res) => {
-            res.resume();
-            res.on('end', done);
-          })
+          .get(
+            {
+              host: '127.0.0.1',
+              port: adminPort,
+              path: '/metrics',
+              agent: false,
+              headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+            },
+            (res) => {
+              // A refused scrape (401) is answered at once: it would time nothing.
+              if (res.statusCode !== 200) fail(new Error(`/metrics answered ${res.statusCode}`));
+              res.resume();
+              res.on('end', done);
+            },
+          )
           .on('error', fail);
       });
       times.push(performance.now() - started);
@@ -421,7 +433,10 @@ export interface BurstRun {
 }
 
 async function adminStatus(port: number): Promise<{ backends: { state: string }[] }> {
-  const res = await fetch(`http://127.0.0.1:${port}/status`);
+  const res = await fetch(`http://127.0.0.1:${port}/status`, {
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+  });
+  if (!res.ok) throw new Error(`/status answered ${res.status}: ${await res.text()}`);
   return (await res.json()) as { backends: { state: string }[] };
 }
 
