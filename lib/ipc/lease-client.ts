@@ -80,11 +80,16 @@ export class LeaseClient {
   /** A lease the last report said was idle is in use again. */
   private shownIdle = false;
 
-  /** `sequence`: this worker's one numbering of its requests. */
+  /**
+   * `sequence`: this worker's one numbering of its requests. `revoked`: told the port of a
+   * backend given back because the pool took it (a revoke), so the worker closes its connection
+   * to it (a backend that serves one connection at a time would wait on it).
+   */
   constructor(
     private readonly send: (message: WorkerMessage) => void,
     sequence = new Sequence(),
     private readonly now: () => number = () => performance.now(),
+    private readonly revoked: (port: number) => void = () => undefined,
   ) {
     this.waiting = new Pending(sequence);
     this.reportedAt = now();
@@ -183,6 +188,8 @@ export class LeaseClient {
     this.held.delete(lease);
     const reused = held?.reused ?? 0;
     this.send({ ns: NAMESPACE, type: 'checkin', lease, outcome, service, reused, idleMs: 0 });
+    // A lease the pool bounded comes back to be given to another worker.
+    if (held && held.upTo !== UNBOUNDED) this.revoked(held.port);
   }
 
   /** Gives back a lease held idle, telling how long it was. */
@@ -225,7 +232,10 @@ export class LeaseClient {
       const held = this.held.get(lease);
       if (!held) continue;
       held.upTo = Math.min(held.upTo, message.upTo);
-      if (held.idleSince !== undefined && !this.mayHold(held)) this.giveBack(lease, held, now);
+      if (held.idleSince !== undefined && !this.mayHold(held)) {
+        this.giveBack(lease, held, now);
+        this.revoked(held.port);
+      }
     }
     this.send({ ns: NAMESPACE, type: 'revoked', ack: message.seq });
   }

@@ -56,7 +56,14 @@ const send = channel.send.bind(channel);
 const backend = backendHost(config.service_http_base_url);
 const shutdownMs = config.shutdown_timeout_ms;
 
-const leases = new LeaseClient((message) => send(message));
+const leases = new LeaseClient(
+  (message) => send(message),
+  undefined,
+  undefined,
+  // A backend the pool took back: the connection to it closes once it is idle (node:http's
+  // client frees it on the next tick), so another worker's can be served.
+  (port) => setImmediate(() => dropIdleConnections(backend, port)),
+);
 // The one coarse timer of the lease client: held leases idle past their time go back, and the
 // requests served on held leases are reported (no timer per request).
 setInterval(() => leases.sweep(), 100).unref();

@@ -335,6 +335,38 @@ describe('held leases (no message per request in the steady state)', () => {
     assert.equal(busy.sent.at(-1)?.type, 'checkout');
   });
 
+  it('a backend the pool takes back has its connection closed: at the revoke when idle, at the checkin when busy', async () => {
+    const closed: number[] = [];
+    const sent: WorkerMessage[] = [];
+    const leases = new LeaseClient(
+      (m) => sent.push(m),
+      undefined,
+      () => 0,
+      (port) => closed.push(port),
+    );
+    const grant = (ack: number, lease: number, port: number): void => {
+      leases.settle({
+        ns: NAMESPACE,
+        type: 'granted',
+        ack,
+        lease,
+        port,
+        backend: lease,
+        upTo: UNBOUNDED,
+        passes: UNBOUNDED,
+        holdMs: UNBOUNDED,
+      });
+    };
+    grant(leases.checkout(false, '', 'api').seq, 1, 10301);
+    grant(leases.checkout(false, '', 'api').seq, 2, 10302);
+    leases.checkin(1, 'ok');
+    assert.deepEqual(closed, [], 'held, not taken back: the connection stays');
+    leases.revoke({ ns: NAMESPACE, type: 'revoke', seq: 9, leases: [1, 2], upTo: 0 });
+    assert.deepEqual(closed, [10301], 'the idle one at once');
+    leases.checkin(2, 'ok');
+    assert.deepEqual(closed, [10301, 10302], 'the busy one when its request ends');
+  });
+
   it('a drain gives back every idle lease and holds none after', () => {
     const { sent, leases } = held();
     leases.checkin(9, 'ok');
