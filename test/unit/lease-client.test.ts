@@ -335,7 +335,7 @@ describe('held leases (no message per request in the steady state)', () => {
     assert.equal(busy.sent.at(-1)?.type, 'checkout');
   });
 
-  it('a backend the pool takes back has its connection closed: at the revoke when idle, at the checkin when busy', async () => {
+  it('a backend the pool takes back has its connection closed: at the revoke when idle, at the checkin when busy', () => {
     const closed: number[] = [];
     const sent: WorkerMessage[] = [];
     const leases = new LeaseClient(
