@@ -39,8 +39,8 @@ export type ContestantName =
   /** The floors of a node proxy (bench/floor-proxy.mjs): node:http's client, and the raw path. */
   | 'floor-node-http'
   | 'floor-raw'
-  /** multiplexer with node:http's client instead of the raw backend path (MULTIPLEXER_RAW_PATH=0). */
-  | 'mpx-node-http'
+  /** multiplexer with the raw backend path (MULTIPLEXER_RAW_PATH=1, not the default yet). */
+  | 'mpx-raw'
   /** gunicorn alone, -w N sync workers (the Flask scenario). */
   | 'gunicorn';
 export const PEERS: readonly ContestantName[] = ['haproxy', 'nginx-rr', 'nginx-lc'];

@@ -40,7 +40,7 @@ const ORDER: ContestantName[] = [
   'mpx-no-observability',
   'floor-node-http',
   'floor-raw',
-  'mpx-node-http',
+  'mpx-raw',
   'gunicorn',
 ];
 const LABEL: Record<ContestantName, string> = {
@@ -53,7 +53,7 @@ const LABEL: Record<ContestantName, string> = {
   'mpx-no-observability': 'multiplexer, access_log and metrics off',
   'floor-node-http': 'floor: minimal node:http proxy (Agent)',
   'floor-raw': 'floor: node:http server, raw backend path (llhttp)',
-  'mpx-node-http': 'multiplexer, node:http client (MULTIPLEXER_RAW_PATH=0)',
+  'mpx-raw': 'multiplexer, raw backend path (MULTIPLEXER_RAW_PATH=1)',
   gunicorn: 'gunicorn -w 5 alone',
 };
 
@@ -377,7 +377,7 @@ function chart(r: BenchResults): string {
     'mpx-no-observability': '#ffbb78',
     'floor-node-http': '#c7c7c7',
     'floor-raw': '#7f7f7f',
-    'mpx-node-http': '#9467bd',
+    'mpx-raw': '#9467bd',
     gunicorn: '#8c564b',
   };
   const parts: string[] = [];

@@ -102,13 +102,13 @@ async function startContestant(
       return startNginx(peers, 'least_conn');
     case 'direct':
       return direct(peers);
-    case 'mpx-node-http':
+    case 'mpx-raw':
       return startMultiplexer({
         poolSize: backends,
         name,
         adminPort: await freePort(),
         config: { admin_token: ADMIN_TOKEN },
-        env: { MULTIPLEXER_RAW_PATH: '0' },
+        env: { MULTIPLEXER_RAW_PATH: '1' },
       });
     case 'floor-node-http':
       return startFloor('node-http', peers);
@@ -175,9 +175,7 @@ async function measureVariant(v: Variant, s: Settings): Promise<VariantResult> {
     for (let run = 1; run <= s.runs; run++) {
       for (const r of running) {
         const mpx =
-          r.name === 'multiplexer' || r.name === 'mpx-node-http'
-            ? (r as RunningMultiplexer)
-            : undefined;
+          r.name === 'multiplexer' || r.name === 'mpx-raw' ? (r as RunningMultiplexer) : undefined;
         const adminPort = mpx?.adminPort;
         const ipcBefore = adminPort ? await ipcMessages(adminPort) : 0;
         const primaryBefore = mpx ? cpuSeconds([mpx.primary]) : 0;
@@ -238,7 +236,7 @@ const SINGLE: Record<'blocking' | 'mixed' | 'trivial' | 'steady', Omit<Variant, 
     backends: 4,
     clients: 4,
     mix: { '/': 1 },
-    contestants: ['multiplexer', 'mpx-node-http', 'haproxy', 'floor-node-http', 'floor-raw'],
+    contestants: ['multiplexer', 'mpx-raw', 'haproxy', 'floor-node-http', 'floor-raw'],
   },
   blocking: {
     variant: '8 backends, ms=10, 64 clients',
@@ -260,7 +258,7 @@ const SINGLE: Record<'blocking' | 'mixed' | 'trivial' | 'steady', Omit<Variant, 
     backends: 4,
     clients: 32,
     mix: { '/': 1 },
-    contestants: [...ALL, 'mpx-node-http'],
+    contestants: [...ALL, 'mpx-raw'],
   },
 };
 

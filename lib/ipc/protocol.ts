@@ -257,7 +257,7 @@ export const WORKER_CONFIG_ENV = 'MULTIPLEXER_WORKER_CONFIG';
 export const WORKER_BUFFER_DIR_ENV = 'MULTIPLEXER_WORKER_BUFFER_DIR';
 
 /**
- * 0 in the environment (the workers inherit the primary's): no raw backend path, node:http's
- * client for every exchange (see lib/worker/raw-exchange.ts).
+ * 1 in the environment (the workers inherit the primary's): the raw backend path for what it
+ * can serve (see lib/worker/raw-exchange.ts); otherwise node:http's client for every exchange.
  */
 export const RAW_PATH_ENV = 'MULTIPLEXER_RAW_PATH';
