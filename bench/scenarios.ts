@@ -133,19 +133,21 @@ function memoryOf(running: Running): MemorySample | undefined {
 
 const ADMIN_TOKEN = BENCH_ADMIN_TOKEN;
 
-/** The lease protocol's messages so far (the scrape's own and batch envelopes left out). */
-async function ipcMessages(adminPort: number): Promise<number> {
-  const body = await new Promise<string>((done, fail) => {
+/** GET an admin endpoint of a multiplexer the bench started; a refused answer is an error. */
+function adminGet(adminPort: number, path: string): Promise<string> {
+  return new Promise<string>((done, fail) => {
     http
       .get(
         {
           host: '127.0.0.1',
           port: adminPort,
-          path: '/metrics',
+          path,
           agent: false,
           headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
         },
         (res) => {
+          // A refused answer (401) comes at once: it would time and count nothing.
+          if (res.statusCode !== 200) fail(new Error(`${path} answered ${res.statusCode}`));
           let text = '';
           res.setEncoding('utf8');
           res.on('data', (c: string) => (text += c));
@@ -154,6 +156,11 @@ async function ipcMessages(adminPort: number): Promise<number> {
       )
       .on('error', fail);
   });
+}
+
+/** The lease protocol's messages so far (the scrape's own and batch envelopes left out). */
+async function ipcMessages(adminPort: number): Promise<number> {
+  const body = await adminGet(adminPort, '/metrics');
   let total = 0;
   for (const line of body.split('\n')) {
     const m = /^multiplexer_ipc_messages_total\{([^}]*)\} (\S+)$/.exec(line);
@@ -300,25 +307,7 @@ export async function scrapeUnderLoad(s: Settings): Promise<number[]> {
     await sleep(500);
     for (let i = 0; i < 10 * s.runs; i++) {
       const started = performance.now();
-      await new Promise<void>((done, fail) => {
-        http
-          .get(
-            {
-              host: '127.0.0.1',
-              port: adminPort,
-              path: '/metrics',
-              agent: false,
-              headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
-            },
-            (res) => {
-              // A refused scrape (401) is answered at once: it would time nothing.
-              if (res.statusCode !== 200) fail(new Error(`/metrics answered ${res.statusCode}`));
-              res.resume();
-              res.on('end', done);
-            },
-          )
-          .on('error', fail);
-      });
+      await adminGet(adminPort, '/metrics');
       times.push(performance.now() - started);
       await sleep(Math.max(0, (s.seconds * 1000) / 10 - (performance.now() - started)));
     }
@@ -431,11 +420,7 @@ export interface BurstRun {
 }
 
 async function adminStatus(port: number): Promise<{ backends: { state: string }[] }> {
-  const res = await fetch(`http://127.0.0.1:${port}/status`, {
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
-  });
-  if (!res.ok) throw new Error(`/status answered ${res.status}: ${await res.text()}`);
-  return (await res.json()) as { backends: { state: string }[] };
+  return JSON.parse(await adminGet(port, '/status')) as { backends: { state: string }[] };
 }
 
 async function burstOnce(s: Settings): Promise<BurstRun> {
