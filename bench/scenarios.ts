@@ -21,7 +21,7 @@ import {
 } from './contestants.js';
 import { runLoad, type LoadResult, type PathMix } from './load.js';
 import { startSlowClients } from './slow-clients.js';
-import { cpuSeconds, rssMB } from './system.js';
+import { cpuSeconds, fileRssMB, rssMB } from './system.js';
 import { freePort } from '../test/helpers/ports.js';
 import { waitFor } from '../test/helpers/wait.js';
 
@@ -46,6 +46,9 @@ export interface LoadSample extends LoadResult {
 export interface MemorySample {
   readonly primaryMB: number;
   readonly workersMB: number[];
+  /** Of which mapped files (RssFile), shared with every other node process. */
+  readonly primaryFileMB?: number;
+  readonly workersFileMB?: number[];
 }
 
 export interface VariantResult {
@@ -128,7 +131,13 @@ async function startContestant(
 function memoryOf(running: Running): MemorySample | undefined {
   if (running.name !== 'multiplexer') return undefined; // the default configuration's only
   const mpx = running as RunningMultiplexer;
-  return { primaryMB: rssMB(mpx.primary), workersMB: mpx.workers().map(rssMB) };
+  const workers = mpx.workers();
+  return {
+    primaryMB: rssMB(mpx.primary),
+    workersMB: workers.map(rssMB),
+    primaryFileMB: fileRssMB(mpx.primary),
+    workersFileMB: workers.map(fileRssMB),
+  };
 }
 
 const ADMIN_TOKEN = BENCH_ADMIN_TOKEN;

@@ -107,8 +107,22 @@ export function childrenOf(parent: number): number[] {
 
 /** Resident set size in MB, or 0 when the process is gone. */
 export function rssMB(pid: number): number {
+  return statusMB(pid, 'VmRSS');
+}
+
+/**
+ * The part of the resident set that is mapped files (RssFile: the node binary's and libraries'
+ * pages, the same physical pages in every node process), in MB.
+ */
+export function fileRssMB(pid: number): number {
+  return statusMB(pid, 'RssFile');
+}
+
+function statusMB(pid: number, field: string): number {
   try {
-    const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const match = new RegExp(`${field}:\\s+(\\d+) kB`).exec(
+      readFileSync(`/proc/${pid}/status`, 'utf8'),
+    );
     return match ? Number(match[1]) / 1024 : 0;
   } catch {
     return 0;

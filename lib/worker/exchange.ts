@@ -334,7 +334,9 @@ class Exchange {
       this.finish(malformed ? 'bad-response' : 'broken');
       return;
     }
-    if (!this.retried && out.reusedSocket && this.mayResend && !this.client.gone) {
+    // Sent again only when the connection failed: an answer that does not parse came from a
+    // backend that had the request (nginx does not retry invalid headers by default either).
+    if (!malformed && !this.retried && out.reusedSocket && this.mayResend && !this.client.gone) {
       this.retried = true;
       this.phase = { name: 'sending' };
       this.backendReq = this.send();

@@ -200,6 +200,24 @@ for (const [name, impl] of [
       }
     });
 
+    it('an answer that does not parse on a kept-alive connection: 502, and the request is not sent again (the backend had it)', async () => {
+      const backend = await scriptedBackend((s, _head, index) => {
+        if (index === 1) s.write('this is not http\r\n\r\n');
+        else s.write(answer(`n${index}`));
+      });
+      try {
+        const first = run(backend.port);
+        assert.equal(await first.outcome, 'ok');
+        const second = run(backend.port);
+        assert.equal(await second.outcome, 'bad-response');
+        await until(() => /^HTTP\/1\.1 502 /.test(second.socket.text), 'the 502');
+        assert.equal(backend.requests, 2, 'the backend got the request once');
+      } finally {
+        dropAllIdleConnections();
+        await backend.close();
+      }
+    });
+
     it('a kept-alive connection the backend drops as it is reused: an idempotent request is sent again, once, on a new one', async () => {
       const backend = await scriptedBackend((s, _head, index) => {
         if (index === 1) s.destroy();
