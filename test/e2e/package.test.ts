@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { cpSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { request } from '../helpers/http.js';
 import { ROOT } from '../helpers/paths.js';
@@ -14,8 +14,15 @@ import { waitFor } from '../helpers/wait.js';
  * multiplexer as a user gets it from the registry: `npm pack` of this checkout (with its prepack
  * and postpack, as a publish runs them), installed with `npm install -g` into a temporary prefix,
  * run from a directory that is not the checkout.
+ *
+ * Packed from a copy of the checkout (its node_modules linked): packing runs `prepare` and
+ * `prepack`, which rebuild dist/ and rewrite package.json in place. In the checkout itself, a
+ * process starting meanwhile from dist/ read a module tsc was rewriting (the soak, which runs
+ * the suite's files side by side: "does not provide an export named ...").
  */
 const manifestText = readFileSync(join(ROOT, 'package.json'), 'utf8');
+/** Not copied: installed or built things, and local state (see .gitignore). */
+const NOT_COPIED = new Set(['node_modules', '.git', 'dist', '.venv', '.state']);
 const { version, name } = JSON.parse(manifestText) as { version: string; name: string };
 
 function npm(args: string[], cwd: string): { stdout: string; stderr: string } {
@@ -33,8 +40,14 @@ describe('the npm package', () => {
   let tarball = '';
 
   it('packs only what the runtime needs: the CLI, the compiled lib, the default config and example', () => {
+    const checkout = join(dir, 'checkout');
+    cpSync(ROOT, checkout, {
+      recursive: true,
+      filter: (from) => !NOT_COPIED.has(basename(from)),
+    });
+    symlinkSync(join(ROOT, 'node_modules'), join(checkout, 'node_modules'));
     const packed = JSON.parse(
-      npm(['pack', '--json', '--loglevel=error', '--pack-destination', dir], ROOT).stdout,
+      npm(['pack', '--json', '--loglevel=error', '--pack-destination', dir], checkout).stdout,
     ) as { filename: string; size: number; files: { path: string }[] }[];
     const [info] = packed;
     assert.ok(info);
@@ -61,7 +74,7 @@ describe('the npm package', () => {
     assert.equal(name, 'multiplexer-server');
     assert.equal(info.filename, `multiplexer-server-${version}.tgz`);
     // postpack put the checkout's package.json back byte for byte, "prepare" included.
-    assert.equal(readFileSync(join(ROOT, 'package.json'), 'utf8'), manifestText);
+    assert.equal(readFileSync(join(checkout, 'package.json'), 'utf8'), manifestText);
     assert.ok(info.size < 200_000, `the tarball is ${info.size} bytes`);
   });
 
