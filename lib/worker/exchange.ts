@@ -5,7 +5,12 @@ import { sendStored, type BufferStore } from './buffer-store.js';
 import type { Delivery } from './delivery.js';
 import { guard, type FaultReporter } from './guard.js';
 import { isIdempotent } from './headers.js';
-import { dropAllRawConnections, dropRawConnection, onAgentDrop } from './raw-exchange.js';
+import {
+  dropAllRawConnections,
+  dropRawConnection,
+  onAgentDrop,
+  UNREQUESTED_SWITCH,
+} from './raw-exchange.js';
 
 /**
  * One request/response exchange with a leased backend. Its job is to know exactly when the
@@ -236,6 +241,14 @@ class Exchange {
       return;
     }
     clearTimeout(this.headTimer);
+    if (answer.statusCode === 101) {
+      // No request here asked for an upgrade (those go through upgrade.ts): what follows on the
+      // connection is no longer HTTP, so the answer is refused and the connection closed.
+      answer.resume();
+      this.client.fail('MPX_BAD_BACKEND_RESPONSE', UNREQUESTED_SWITCH);
+      this.close('bad-response');
+      return;
+    }
     const socket = answer.socket;
     const onStall = this.guard((): void => this.stalled());
     socket.setTimeout(this.target.timeoutMs, onStall);

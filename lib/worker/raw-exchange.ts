@@ -50,6 +50,10 @@ const PARSER: ParserBinding | undefined = (() => {
   }
 })();
 
+/** Why a 101 to a request that asked for no upgrade is refused (exchange.ts says the same). */
+export const UNREQUESTED_SWITCH =
+  'the backend switched protocols (101) though the request asked for no upgrade';
+
 /** Whether this request can take the raw path (else exchange.ts serves it). */
 export function rawPathTakes(request: OutgoingRequest): boolean {
   if (!PARSER) return false;
@@ -108,8 +112,8 @@ interface AnswerSink {
    * second answer, or garbage), when the answer stands and the connection is not reused.
    */
   settled(clean: boolean): void;
-  /** The answer does not parse (before it was complete). */
-  malformed(code: string): void;
+  /** The answer does not parse (before it was complete): why, for the client's 502. */
+  malformed(reason: string): void;
   /** The connection ended or failed before the answer was complete. */
   closed(err: NodeJS.ErrnoException | undefined): void;
 }
@@ -134,6 +138,8 @@ class BackendConnection {
   /** Header pairs given in pieces (a large head), or the trailers. */
   private pending: string[] = [];
   private done = false;
+  /** The answer was an unrequested 101 (the parse is failed on purpose). */
+  private switched = false;
 
   constructor(
     readonly port: number,
@@ -163,6 +169,12 @@ class BackendConnection {
       const headers = raw ?? this.pending;
       this.pending = [];
       if (this.answered) return 1;
+      if (status === 101) {
+        // Unrequested (upgrades go through upgrade.ts): the rest is not HTTP. Failing the parse
+        // here ends the exchange as malformed, with the connection closed (see the data handler).
+        this.switched = true;
+        return -1;
+      }
       // 1xx but 101: an interim answer; the final one follows on the same connection.
       if (status >= 100 && status < 200 && status !== 101) {
         this.interim = true;
@@ -197,7 +209,11 @@ class BackendConnection {
       if (typeof parsed !== 'number') {
         this.close();
         if (this.answered) this.sink?.settled(false);
-        else this.sink?.malformed(parsed.code ?? 'HPE_UNKNOWN');
+        else if (this.switched) this.sink?.malformed(UNREQUESTED_SWITCH);
+        else
+          this.sink?.malformed(
+            `the backend's answer could not be parsed (${parsed.code ?? 'HPE_UNKNOWN'})`,
+          );
       } else if (this.answered) this.sink?.settled(!this.extra);
     });
     this.socket.on('end', () => {
@@ -464,7 +480,7 @@ class RawExchange implements AnswerSink {
     }
   }
 
-  malformed(code: string): void {
+  malformed(reason: string): void {
     try {
       const phase = this.phase.name;
       if (phase === 'closing' || phase === 'done') return;
@@ -473,10 +489,7 @@ class RawExchange implements AnswerSink {
         this.finish('bad-response');
         return;
       }
-      this.client.fail(
-        'MPX_BAD_BACKEND_RESPONSE',
-        `the backend's answer could not be parsed (${code})`,
-      );
+      this.client.fail('MPX_BAD_BACKEND_RESPONSE', reason);
       this.finish('bad-response');
     } catch (err) {
       this.crash(err);

@@ -200,6 +200,23 @@ for (const [name, impl] of [
       }
     });
 
+    it('a 101 to a request that asked for no upgrade: bad-response, 502, and the connection closed', async () => {
+      let closed = false;
+      const backend = await scriptedBackend((s) => {
+        s.on('close', () => (closed = true));
+        s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nnot http any more');
+      });
+      try {
+        const x = run(backend.port);
+        assert.equal(await x.outcome, 'bad-response');
+        await until(() => /^HTTP\/1\.1 502 /.test(x.socket.text), 'the 502');
+        assert.match(x.socket.text, /switched protocols \(101\)/);
+        await until(() => closed, 'the backend connection closed');
+      } finally {
+        await backend.close();
+      }
+    });
+
     it('an answer that does not parse on a kept-alive connection: 502, and the request is not sent again (the backend had it)', async () => {
       const backend = await scriptedBackend((s, _head, index) => {
         if (index === 1) s.write('this is not http\r\n\r\n');
