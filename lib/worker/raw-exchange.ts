@@ -13,8 +13,8 @@ import { isIdempotent } from './headers.js';
  * has one connection of its own here (no Agent, no pool lookup); the request head is written by
  * hand in one write; the answer is parsed by node's own llhttp binding, the parser node:http uses,
  * so framing (Content-Length, chunked, trailers, 1xx, close-delimited, what is refused) is node's.
- * bench/floor-proxy.mjs measured the two clients side by side: 53 µs of CPU a request for this
- * path against 108 for node:http's client with an Agent (HAProxy: 33).
+ * bench/floor-proxy.mjs measured the two clients side by side: 47 µs of CPU a request for this
+ * path against 86 for node:http's client with an Agent (HAProxy: 29; docs/BENCHMARKS.md, steady).
  *
  * `_http_common`'s HTTPParser is not a documented API: it is what node:http itself is built on,
  * the same in Node 20 and 26 (the two this project runs on), and checked at load (see PARSER).
