@@ -322,7 +322,16 @@ describe('hardening', () => {
         await waitFor(() => out.split('\n').find((l) => l.includes('"event":"ready"')), 'ready'),
       ) as { backends: { pid: number }[] };
       for (let i = 0; i < 20; i++) assert.equal((await request(port, `/q${i}`)).status, 200);
-      process.kill(-ready.backends[0]!.pid, 'SIGKILL');
+      const victim = ready.backends[0]!.pid;
+      const before = new Set(pidsMatching(marker));
+      process.kill(-victim, 'SIGKILL');
+      // Its replacement starting says the primary saw the exit (no log line to wait for here:
+      // stderr is full). Sent sooner, a request could reach the backend in the instant it dies
+      // and get 502 MPX_BACKEND_CRASHED (CI, Node 26): a crash race, not what this test is about.
+      await waitFor(
+        () => !isAlive(victim) && pidsMatching(marker).some((pid) => !before.has(pid)),
+        'the killed backend gone and its replacement starting',
+      );
       for (let i = 0; i < 20; i++) assert.equal((await request(port, `/s${i}`)).status, 200);
       assert.equal(proc.exitCode, null, 'the primary lives');
       proc.kill('SIGTERM');
