@@ -49,9 +49,8 @@ export function createHandlers(deps: AppDeps): FrontHandlers {
   const limit = config.client_max_body_bytes;
   const tooLarge = `the request body is larger than client_max_body_bytes (${limit} bytes)`;
   const pipelining = new Pipelining();
-  // The raw backend path (raw-exchange.ts), opt-in with MULTIPLEXER_RAW_PATH=1 until the fuzz
-  // suite's last finding on it (seed 972681705, Node 26: two requests on one backend for a
-  // moment, behind a close-delimited answer) is understood.
+  // The raw backend path (raw-exchange.ts), opt-in with MULTIPLEXER_RAW_PATH=1 until the one
+  // overlap the fuzz suite saw on it (README, "The raw backend path") is understood.
   const rawPath = process.env[RAW_PATH_ENV] === '1';
 
   const handle = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void => {

@@ -175,8 +175,8 @@ class BackendConnection {
         this.switched = true;
         return -1;
       }
-      // 1xx but 101: an interim answer; the final one follows on the same connection.
-      if (status >= 100 && status < 200 && status !== 101) {
+      // Any other 1xx: an interim answer; the final one follows on the same connection.
+      if (status >= 100 && status < 200) {
         this.interim = true;
         this.sink?.informational(status, headers);
         return 1;
